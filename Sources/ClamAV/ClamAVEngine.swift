@@ -1,0 +1,212 @@
+internal import CClamAV
+import Foundation
+
+/// A compiled libclamav engine: signatures loaded, limits applied, then shared read-only by concurrent scans.
+///
+/// Scans block the calling thread; run them off Swift's cooperative pool.
+public final class ClamAVEngine: @unchecked Sendable {
+    // Invariant that makes this Sendable: `engine` is configured, loaded and compiled inside `init`, before any
+    // other thread can see it, and afterwards only scanned with, which libclamav supports concurrently (clamd
+    // does the same). No setter is exposed, so nothing reconfigures it while in use.
+    private let engine: OpaquePointer
+
+    /// The limits applied to every scan.
+    public let limits: ScanLimits
+    /// The number of signatures loaded, as `cl_load` counts them.
+    public let signatureCount: Int
+    /// The signature database version libclamav reports (the official `daily` version; 0 for unofficial databases).
+    public let databaseVersion: Int
+
+    /// Loads every given database path (file or directory), applies the limits and compiles the engine.
+    ///
+    /// - Throws: ``ClamAVError`` when libclamav cannot initialise, a database does not load (naming the faulty
+    ///   file when it can be found) or the engine does not compile.
+    public init(databasePaths: [String], limits: ScanLimits) throws(ClamAVError) {
+        try ClamAVLibrary.initialize()
+        guard let engine = cl_engine_new() else {
+            throw ClamAVError(operation: "cl_engine_new", code: CL_EMEM)
+        }
+        do {
+            let (count, version) = try Self.prepare(engine, databasePaths: databasePaths, limits: limits)
+            self.signatureCount = count
+            self.databaseVersion = version
+        } catch {
+            cl_engine_free(engine)
+            throw error
+        }
+        self.engine = engine
+        self.limits = limits
+    }
+
+    /// Applies limits and callbacks, loads the databases and compiles; returns the signature count and version.
+    private static func prepare(
+        _ engine: OpaquePointer,
+        databasePaths: [String],
+        limits: ScanLimits
+    ) throws(ClamAVError) -> (Int, Int) {
+        // Limits and callbacks go in before cl_engine_compile, never after.
+        func set(_ field: cl_engine_field, _ value: Int64, _ name: String) throws(ClamAVError) {
+            try check(cl_engine_set_num(engine, field, value), "cl_engine_set_num(\(name))")
+        }
+        try set(CL_ENGINE_MAX_FILESIZE, Int64(limits.maxFileSize), "MaxFileSize")
+        try set(CL_ENGINE_MAX_SCANSIZE, Int64(limits.maxScanSize), "MaxScanSize")
+        try set(CL_ENGINE_MAX_RECURSION, Int64(limits.maxRecursion), "MaxRecursion")
+        try set(CL_ENGINE_MAX_FILES, Int64(limits.maxFiles), "MaxFiles")
+        try set(CL_ENGINE_MAX_SCANTIME, limits.maxScanTimeMilliseconds, "MaxScanTime")
+        cl_engine_set_clcb_virus_found(engine) { _, virname, context in
+            guard let context, let virname else { return }
+            ScanSession.from(context).signatures.append(String(cString: virname))
+        }
+        cl_engine_set_clcb_meta(engine) { _, _, filename, realSize, isEncrypted, _, context in
+            guard let context else { return CL_CLEAN }
+            let member = filename.map { String(cString: $0) } ?? "(unnamed)"
+            let session = ScanSession.from(context)
+            return session.inspectMember(named: member, size: UInt64(realSize), encrypted: isEncrypted != 0) ? CL_CLEAN : CL_VIRUS
+        }
+
+        var total: UInt32 = 0
+        for path in databasePaths {
+            var loaded: UInt32 = 0
+            let result = cl_load(path, engine, &loaded, CCLAMAV_DB_STDOPT)
+            guard result == CL_SUCCESS else {
+                throw ClamAVError(operation: "cl_load(\(path))", code: result, culprit: Self.findFaultyDatabase(in: path))
+            }
+            total += loaded
+        }
+        try check(cl_engine_compile(engine), "cl_engine_compile")
+        return (Int(total), Int(cl_engine_get_num(engine, CL_ENGINE_DB_VERSION, nil)))
+    }
+
+    deinit {
+        cl_engine_free(self.engine)
+    }
+
+    /// Scans an open file from its current start, blocking the calling thread.
+    ///
+    /// - Parameters:
+    ///   - fileDescriptor: a readable descriptor of a regular file; it is not closed.
+    ///   - name: a name for libclamav's logs and archive callbacks.
+    public func scan(fileDescriptor: Int32, name: String? = nil) throws(ClamAVError) -> ScanResult {
+        try self.withSession(operation: "cl_scandesc_callback") { virname, scanned, options, context in
+            cl_scandesc_callback(fileDescriptor, name, &virname, &scanned, self.engine, &options, context)
+        }
+    }
+
+    /// Scans bytes in memory (through `cl_fmap_open_memory`), blocking the calling thread.
+    ///
+    /// Scanning from memory scales better across threads than scanning by descriptor.
+    public func scan(bytes: UnsafeRawBufferPointer, name: String? = nil) throws(ClamAVError) -> ScanResult {
+        guard let base = bytes.baseAddress, bytes.count > 0 else {
+            // An empty input holds nothing to match; libclamav refuses to map zero bytes.
+            return .clean
+        }
+        guard let map = cl_fmap_open_memory(base, bytes.count) else {
+            throw ClamAVError(operation: "cl_fmap_open_memory", code: CL_EMEM)
+        }
+        defer { cl_fmap_close(map) }
+        return try self.withSession(operation: "cl_scanmap_callback") { virname, scanned, options, context in
+            cl_scanmap_callback(map, name, &virname, &scanned, self.engine, &options, context)
+        }
+    }
+
+    private func withSession(
+        operation: String,
+        _ body: (inout UnsafePointer<CChar>?, inout UInt, inout cl_scan_options, UnsafeMutableRawPointer) -> cl_error_t
+    ) throws(ClamAVError) -> ScanResult {
+        let session = ScanSession(limits: self.limits)
+        var options = Self.scanOptions
+        var virname: UnsafePointer<CChar>? = nil
+        var scanned: UInt = 0
+        let result = withExtendedLifetime(session) {
+            body(&virname, &scanned, &options, Unmanaged.passUnretained(session).toOpaque())
+        }
+        // Copy the name at once: it points into the engine's signature tables.
+        let reported = virname.map { String(cString: $0) }
+        switch result {
+        case CL_CLEAN:
+            if let problem = session.problem {
+                return .uninspectable(reason: problem)
+            }
+            return .clean
+        case CL_VIRUS:
+            if let problem = session.problem {
+                return .uninspectable(reason: problem)
+            }
+            // virname can be NULL on CL_VIRUS; the virus-found callback still saw the name.
+            let signature = reported ?? session.signatures.first ?? "Heuristics.Unnamed"
+            if signature.hasPrefix("Heuristics.") {
+                return .heuristic(name: signature)
+            }
+            return .virus(signature: signature)
+        default:
+            throw ClamAVError(operation: operation, code: result)
+        }
+    }
+
+    /// Every parser, plus the heuristics that stop libclamav from calling an unread file clean.
+    private static let scanOptions = cl_scan_options(
+        general: UInt32(CL_SCAN_GENERAL_HEURISTICS),
+        parse: UInt32.max,
+        heuristic: UInt32(
+            CL_SCAN_HEURISTIC_EXCEEDS_MAX | CL_SCAN_HEURISTIC_ENCRYPTED_ARCHIVE | CL_SCAN_HEURISTIC_ENCRYPTED_DOC
+                | CL_SCAN_HEURISTIC_BROKEN
+        ),
+        mail: 0,
+        dev: 0
+    )
+
+    /// When a directory fails to load, loads each of its files alone into a scratch engine to name the culprit.
+    private static func findFaultyDatabase(in path: String) -> String? {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return nil }
+        guard isDirectory.boolValue else { return path }
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: path))?.sorted() ?? []
+        for name in names where !name.hasPrefix(".") {
+            let file = (path as NSString).appendingPathComponent(name)
+            guard let scratch = cl_engine_new() else { return nil }
+            defer { cl_engine_free(scratch) }
+            var loaded: UInt32 = 0
+            if cl_load(file, scratch, &loaded, CCLAMAV_DB_STDOPT) != CL_SUCCESS {
+                return file
+            }
+        }
+        return nil
+    }
+}
+
+/// Per-scan state handed to libclamav's callbacks as their `context`.
+///
+/// Only the thread running the scan touches it, for the duration of the scan.
+final class ScanSession {
+    let limits: ScanLimits
+    var signatures: [String] = []
+    /// The first reason the content cannot be fully inspected, found by the archive-metadata callback.
+    var problem: String?
+    private var declaredBytes: UInt64 = 0
+
+    init(limits: ScanLimits) {
+        self.limits = limits
+    }
+
+    static func from(_ context: UnsafeMutableRawPointer) -> ScanSession {
+        Unmanaged<ScanSession>.fromOpaque(context).takeUnretainedValue()
+    }
+
+    /// Checks one archive member's metadata; returns false (stop, not clean) when libclamav would skip it silently.
+    func inspectMember(named name: String, size: UInt64, encrypted: Bool) -> Bool {
+        if encrypted {
+            self.problem = self.problem ?? "archive member '\(name)' is encrypted"
+            return false
+        }
+        if size > UInt64(self.limits.maxFileSize) {
+            self.problem = self.problem ?? "archive member '\(name)' is \(size) bytes, over the file size limit of \(self.limits.maxFileSize)"
+            return false
+        }
+        self.declaredBytes += size
+        if self.declaredBytes > UInt64(self.limits.maxScanSize) {
+            self.problem = self.problem ?? "archive content exceeds the scan size limit of \(self.limits.maxScanSize) bytes"
+            return false
+        }
+        return true
+    }
+}

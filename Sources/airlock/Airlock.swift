@@ -1,0 +1,42 @@
+import ArgumentParser
+import Foundation
+
+/// The `airlock` command: the broker and its admin tools.
+@main
+struct Airlock: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "airlock",
+        abstract: "Quarantine and scan files handed off by instant-messaging servers.",
+        version: "0.1.0",
+        subcommands: [Scan.self]
+    )
+
+    /// Runs the command with Airlock's exit codes: 0 success, 1 "found", 2 usage or operational error.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)
+        } catch {
+            if exitCode(for: error) == .success {
+                // --help and --version.
+                exit(withError: error)
+            }
+            let message = fullMessage(for: error)
+            FileHandle.standardError.write(Data("airlock: \(message)\n".utf8))
+            Foundation.exit(ExitCode.operationalError.rawValue)
+        }
+    }
+}
+
+extension ExitCode {
+    /// Something was found: an infected or blocked file (`scan`), problems (`doctor`, `audit verify`).
+    static let found = ExitCode(1)
+    /// Usage or operational error.
+    static let operationalError = ExitCode(2)
+}

@@ -1,0 +1,60 @@
+import AirlockCore
+import ArgumentParser
+import Foundation
+import Logging
+
+/// Options every subcommand takes: the configuration file and the log level.
+struct CommonOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Read the configuration from FILE instead of Config/airlock.json.", valueName: "FILE"))
+    var config: String?
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error or critical (AIRLOCK_LOG_LEVEL).")
+    var logLevel: String?
+
+    /// Loads the configuration with the environment overrides.
+    func loadConfiguration() throws -> AirlockConfiguration {
+        try AirlockConfiguration.load(file: self.config)
+    }
+
+    /// Sends logs to standard error at the chosen level and returns the command's logger.
+    func bootstrapLogging(label: String, defaultLevel: Logger.Level) throws -> Logger {
+        let name = self.logLevel ?? ProcessInfo.processInfo.environment["AIRLOCK_LOG_LEVEL"]
+        let level: Logger.Level
+        if let name {
+            guard let parsed = Logger.Level(rawValue: name.lowercased()) else {
+                throw ValidationError("Unknown log level \"\(name)\"; use one of trace, debug, info, notice, warning, error, critical.")
+            }
+            level = parsed
+        } else {
+            level = defaultLevel
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: label)
+        logger.logLevel = level
+        return logger
+    }
+}
+
+extension Inspector {
+    /// Starts an inspector and warns loudly on standard error when only the bundled test signatures are loaded.
+    static func startWarningAboutTestSignatures(configuration: AirlockConfiguration, logger: Logger) async throws -> Inspector {
+        let inspector = try await Inspector.start(configuration: configuration, logger: logger)
+        if inspector.signatures.onlyTestSignatures {
+            let banner = String(repeating: "*", count: 78)
+            logger.warning(
+                """
+                \n\(banner)
+                ONLY AIRLOCK'S BUNDLED TEST SIGNATURES ARE LOADED (\(inspector.signatures.signatureCount) signatures).
+                They detect test files only: this gives NO protection against real malware.
+                Install clamav-freshclam and add /var/lib/clamav to scanner.signatureDirectories.
+                \(banner)
+                """
+            )
+        }
+        return inspector
+    }
+}
