@@ -81,24 +81,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "ClamAVTests", dependencies: ["ClamAV"], swiftSettings: swiftSettings),
-        .testTarget(name: "LibMagicTests", dependencies: ["LibMagic"], swiftSettings: swiftSettings),
+        .target(name: "AirlockTestSupport", path: "Tests/AirlockTestSupport", swiftSettings: swiftSettings),
+        .testTarget(name: "ClamAVTests", dependencies: ["ClamAV", "AirlockTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(name: "LibMagicTests", dependencies: ["LibMagic", "AirlockTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "AirlockCoreTests",
-            dependencies: ["AirlockCore", .product(name: "Crypto", package: "swift-crypto")],
-            swiftSettings: swiftSettings
-        ),
-        .testTarget(
-            name: "AirlockServerTests",
-            dependencies: [
-                "AirlockServer",
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
-            ],
+            dependencies: ["AirlockCore", "LibMagic", "AirlockTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "AirlockCLITests",
-            dependencies: ["airlock"],
+            dependencies: ["airlock", "AirlockTestSupport"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -149,7 +149,9 @@ extension AirlockConfiguration {
 
     /// The built-in defaults, identical to the shipped `Config/airlock.json`.
     public static var defaults: AirlockConfiguration {
-        // `try!` is safe: an empty file and environment read nothing but the compiled-in defaults, which are valid.
+        // `try!` is safe: an empty file and environment read nothing but the compiled-in defaults, which are valid
+        // (the configuration tests check that they equal the shipped, valid Config/airlock.json).
+        // swift-format-ignore: NeverUseForceTry
         try! AirlockConfiguration(file: [:], fileName: "defaults", environment: [:])
     }
 
@@ -261,7 +263,10 @@ extension AirlockConfiguration {
             let defaultKey = name == "dev" ? DevelopmentSecrets.apiKey : ""
             let apiKey = try reader.secret("servers.\(name).apiKey", default: defaultKey)
             guard apiKey.utf8.count >= 16 else {
-                throw ConfigurationError(key: "servers.\(name).apiKey", message: "must be at least 16 characters; generate one with `openssl rand -hex 32`")
+                throw ConfigurationError(
+                    key: "servers.\(name).apiKey",
+                    message: "must be at least 16 characters; generate one with `openssl rand -hex 32`"
+                )
             }
             servers[name] = Server(apiKey: apiKey)
         }
@@ -269,7 +274,10 @@ extension AirlockConfiguration {
 
         let pathPrefix = try reader.string("xep0363.pathPrefix", default: "/upload/")
         guard pathPrefix.hasPrefix("/"), pathPrefix.hasSuffix("/"), pathPrefix.count > 1 else {
-            throw ConfigurationError(key: "xep0363.pathPrefix", message: "must start and end with \"/\" and not be \"/\" alone, got \"\(pathPrefix)\"")
+            throw ConfigurationError(
+                key: "xep0363.pathPrefix",
+                message: "must start and end with \"/\" and not be \"/\" alone, got \"\(pathPrefix)\""
+            )
         }
         self.xep0363 = XEP0363(
             enabled: try reader.bool("xep0363.enabled", default: true),
@@ -301,7 +309,10 @@ extension AirlockConfiguration {
             throw ConfigurationError(key: "http.tls", message: "certificateFile and privateKeyFile must be given together")
         }
         if tls.clientCAFile != nil, tls.certificateFile == nil {
-            throw ConfigurationError(key: "http.tls.clientCAFile", message: "needs http.tls.certificateFile and privateKeyFile: mutual TLS runs over HTTPS")
+            throw ConfigurationError(
+                key: "http.tls.clientCAFile",
+                message: "needs http.tls.certificateFile and privateKeyFile: mutual TLS runs over HTTPS"
+            )
         }
         guard !self.scanner.signatureDirectories.isEmpty else {
             throw ConfigurationError(key: "scanner.signatureDirectories", message: "must name at least one directory")
@@ -316,14 +327,20 @@ extension AirlockConfiguration {
 
     private static func key(_ name: String, _ base64: String, exactly count: Int) throws -> Data {
         guard let data = Data(base64Encoded: base64), data.count == count else {
-            throw ConfigurationError(key: name, message: "must be base64 of exactly \(count) bytes; generate one with `openssl rand -base64 \(count)`")
+            throw ConfigurationError(
+                key: name,
+                message: "must be base64 of exactly \(count) bytes; generate one with `openssl rand -base64 \(count)`"
+            )
         }
         return data
     }
 
     private static func key(_ name: String, _ base64: String, atLeast count: Int) throws -> Data {
         guard let data = Data(base64Encoded: base64), data.count >= count else {
-            throw ConfigurationError(key: name, message: "must be base64 of at least \(count) bytes; generate one with `openssl rand -base64 \(count)`")
+            throw ConfigurationError(
+                key: name,
+                message: "must be base64 of at least \(count) bytes; generate one with `openssl rand -base64 \(count)`"
+            )
         }
         return data
     }

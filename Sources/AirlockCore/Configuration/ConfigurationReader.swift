@@ -212,7 +212,6 @@ struct ConfigurationReader {
         JSONValue.object(self.file).descend(into: key.split(separator: ".").map(String.init)[...])
     }
 
-
     private func wrongType(_ key: String, expected: String, got value: JSONValue, source: String) -> ConfigurationError {
         ConfigurationError(key: key, message: "must be \(expected), found \(value.kindName) (\(source))")
     }

@@ -6,7 +6,7 @@ public import Logging
 import NIOPosix
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The inspection pipeline: size limit, SHA-256, detected type, policy, scan. Fails closed: any error or
