@@ -39,7 +39,7 @@ extension Airlock {
         func run() async throws {
             let logger = try self.options.bootstrapLogging(label: "airlock.scan", defaultLevel: .warning)
             let configuration = try self.options.loadConfiguration()
-            let inspector = try await Inspector.startWarningAboutTestSignatures(configuration: configuration, logger: logger)
+            let inspector = try await Inspector.start(configuration: configuration, logger: logger)
             let started = ContinuousClock.now
 
             let targets = Self.expand(self.paths)

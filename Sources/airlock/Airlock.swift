@@ -8,7 +8,7 @@ struct Airlock: AsyncParsableCommand {
         commandName: "airlock",
         abstract: "Quarantine and scan files handed off by instant-messaging servers.",
         version: "0.1.0",
-        subcommands: [Scan.self]
+        subcommands: [Serve.self, Scan.self]
     )
 
     /// Runs the command with Airlock's exit codes: 0 success, 1 "found", 2 usage or operational error.

@@ -38,23 +38,3 @@ struct CommonOptions: ParsableArguments {
         return logger
     }
 }
-
-extension Inspector {
-    /// Starts an inspector and warns loudly on standard error when only the bundled test signatures are loaded.
-    static func startWarningAboutTestSignatures(configuration: AirlockConfiguration, logger: Logger) async throws -> Inspector {
-        let inspector = try await Inspector.start(configuration: configuration, logger: logger)
-        if inspector.signatures.onlyTestSignatures {
-            let banner = String(repeating: "*", count: 78)
-            logger.warning(
-                """
-                \n\(banner)
-                ONLY AIRLOCK'S BUNDLED TEST SIGNATURES ARE LOADED (\(inspector.signatures.signatureCount) signatures).
-                They detect test files only: this gives NO protection against real malware.
-                Install clamav-freshclam and add /var/lib/clamav to scanner.signatureDirectories.
-                \(banner)
-                """
-            )
-        }
-        return inspector
-    }
-}

@@ -43,6 +43,18 @@ public final class Inspector: Sendable {
             let (signatures, magic) = try await threadPool.runIfActive {
                 (try SignatureDatabase.load(configuration.scanner, logger: logger), try MagicPool())
             }
+            if signatures.onlyTestSignatures {
+                let banner = String(repeating: "*", count: 78)
+                logger.warning(
+                    """
+                    \n\(banner)
+                    ONLY AIRLOCK'S BUNDLED TEST SIGNATURES ARE LOADED (\(signatures.signatureCount) signatures).
+                    They detect test files only: this gives NO protection against real malware.
+                    Install clamav-freshclam and keep /var/lib/clamav in scanner.signatureDirectories.
+                    \(banner)
+                    """
+                )
+            }
             return Inspector(
                 signatures: signatures,
                 policy: TypePolicy(configuration.policy),

@@ -1,0 +1,396 @@
+public import Foundation
+import GRDB
+import JWTKit
+import LibMagic
+public import Logging
+public import NIOPosix
+
+/// The broker's domain logic, independent of HTTP: receive, inspect, store and record transfers; mint and
+/// check download tokens; delete.
+public final class Broker: Sendable {
+    /// The configuration it runs on.
+    public let configuration: AirlockConfiguration
+    /// The inspection pipeline.
+    public let inspector: Inspector
+    /// The ledger.
+    public let database: AppDatabase
+    /// The bytes on disk.
+    public let store: FileStore
+    /// Download tokens.
+    public let tokens: DownloadTokens
+    /// Threads for blocking file I/O.
+    public let threadPool: NIOThreadPool
+    /// The clock (injectable for tests).
+    public let now: @Sendable () -> Date
+    private let logger: Logger
+
+    private init(
+        configuration: AirlockConfiguration,
+        inspector: Inspector,
+        database: AppDatabase,
+        store: FileStore,
+        tokens: DownloadTokens,
+        threadPool: NIOThreadPool,
+        now: @escaping @Sendable () -> Date,
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.inspector = inspector
+        self.database = database
+        self.store = store
+        self.tokens = tokens
+        self.threadPool = threadPool
+        self.now = now
+        self.logger = logger
+    }
+
+    /// Prepares the store (emptying staging), opens and migrates the ledger, loads signatures and token keys.
+    public static func start(
+        configuration: AirlockConfiguration,
+        logger: Logger,
+        now: @escaping @Sendable () -> Date = { Date() }
+    ) async throws -> Broker {
+        let threadPool = NIOThreadPool(numberOfThreads: max(2, ProcessInfo.processInfo.activeProcessorCount))
+        threadPool.start()
+        do {
+            let store = FileStore(configuration.storage)
+            let (database, removed) = try await threadPool.runIfActive {
+                let removed = try store.prepare()
+                return (try AppDatabase(path: store.databasePath), removed)
+            }
+            if removed > 0 {
+                logger.notice("removed stale staging files left by an interrupted run", metadata: ["count": "\(removed)"])
+            }
+            let inspector = try await Inspector.start(configuration: configuration, logger: logger)
+            return Broker(
+                configuration: configuration,
+                inspector: inspector,
+                database: database,
+                store: store,
+                tokens: await DownloadTokens(configuration.tokens),
+                threadPool: threadPool,
+                now: now,
+                logger: logger
+            )
+        } catch {
+            try? await threadPool.shutdownGracefully()
+            throw error
+        }
+    }
+
+    /// Stops the worker threads.
+    public func shutdown() async throws {
+        try await self.inspector.shutdown()
+        try await self.threadPool.shutdownGracefully()
+    }
+
+    // MARK: Hand-off
+
+    /// What an IM server says about a file it hands off.
+    public struct HandOff: Sendable {
+        /// The IM server's configured name.
+        public var server: String
+        /// The sender's address.
+        public var sender: String
+        /// The recipients' addresses.
+        public var recipients: [String]
+        /// The filename as given.
+        public var filename: String
+        /// The declared `Content-Type`.
+        public var declaredType: String?
+
+        /// Creates a hand-off description.
+        public init(server: String, sender: String, recipients: [String], filename: String, declaredType: String?) {
+            self.server = server
+            self.sender = sender
+            self.recipients = recipients
+            self.filename = filename
+            self.declaredType = declaredType
+        }
+    }
+
+    /// Checks a hand-off's parameters before any byte is read.
+    ///
+    /// - Returns: the filename to serve (the last path component).
+    /// - Throws: ``BrokerError/invalidRequest(_:)``.
+    public static func validate(_ handOff: HandOff) throws -> String {
+        guard Self.isValidAddress(handOff.sender) else {
+            throw BrokerError.invalidRequest("sender is missing or invalid: give the sender's address as ?sender=")
+        }
+        guard !handOff.recipients.isEmpty else {
+            throw BrokerError.invalidRequest("no recipient: give each recipient's address as ?recipient= (repeatable)")
+        }
+        guard handOff.recipients.count <= 1000 else {
+            throw BrokerError.invalidRequest("too many recipients (at most 1000)")
+        }
+        for recipient in handOff.recipients where !Self.isValidAddress(recipient) {
+            throw BrokerError.invalidRequest("recipient \"\(recipient.prefix(64))\" is invalid")
+        }
+        return try Self.servedFilename(handOff.filename)
+    }
+
+    /// The last path component of `filename`, after refusing NUL, control characters and names over 255 bytes.
+    public static func servedFilename(_ filename: String) throws -> String {
+        guard !filename.isEmpty else {
+            throw BrokerError.invalidRequest("filename is missing: give it as ?filename=")
+        }
+        guard filename.utf8.count <= 255 else {
+            throw BrokerError.invalidRequest("filename is longer than 255 bytes")
+        }
+        guard !filename.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw BrokerError.invalidRequest("filename contains NUL or control characters")
+        }
+        let last = filename.split(whereSeparator: { $0 == "/" || $0 == "\\" }).last.map(String.init) ?? ""
+        guard !last.isEmpty, last != ".", last != ".." else {
+            throw BrokerError.invalidRequest("filename has no usable last component")
+        }
+        return last
+    }
+
+    private static func isValidAddress(_ address: String) -> Bool {
+        !address.isEmpty && address.utf8.count <= 3071
+            && !address.unicodeScalars.contains { $0.properties.generalCategory == .control || $0 == " " }
+    }
+
+    /// Inspects a fully received staging file, stores or quarantines it and records the transfer.
+    ///
+    /// The staging file is consumed: moved into the store, encrypted into the quarantine, or removed.
+    public func receive(_ handOff: HandOff, staging: StagingFile) async throws -> (TransferRecord, [String]) {
+        let filename = try Self.validate(handOff)
+        let (size, sha256) = try await staging.finish()
+        let transferId = UUID().uuidString.lowercased()
+        let signatureVersion = self.inspector.signatures.version
+
+        let detectedType: String?
+        let typeDescription: String?
+        let verdict: Verdict
+        let cached = try await self.database.writer.read { db in
+            try VerdictCacheRecord.fetchOne(db, key: ["sha256": sha256, "signatureVersion": signatureVersion])
+        }
+        if let cached {
+            // Identical bytes were found clean by these signatures: only the policy needs to run again, since the
+            // declared type may differ.
+            detectedType = cached.detectedType
+            typeDescription = cached.typeDescription
+            verdict =
+                self.inspector.policy.blockReason(declaredType: handOff.declaredType, detectedType: cached.detectedType)
+                .map { .blocked(reason: $0) } ?? .clean
+        } else {
+            let report = await self.inspector.inspect(fileAt: staging.path, declaredType: handOff.declaredType)
+            detectedType = report.detectedType?.mimeType
+            typeDescription = report.detectedType?.description
+            verdict = report.sha256 == sha256 ? report.verdict : .unscannable(reason: "content changed while it was inspected")
+        }
+
+        let now = self.now()
+        let record = TransferRecord(
+            id: transferId,
+            server: handOff.server,
+            sender: handOff.sender,
+            filename: filename,
+            originalFilename: handOff.filename,
+            declaredType: handOff.declaredType,
+            detectedType: detectedType,
+            typeDescription: typeDescription,
+            size: size,
+            sha256: sha256,
+            verdict: verdict.kind,
+            signature: verdict.signature,
+            reason: verdict.reason,
+            state: verdict.isClean ? .stored : .quarantined,
+            signatureVersion: signatureVersion,
+            createdAt: now,
+            updatedAt: now
+        )
+        let recipients = Array(Set(handOff.recipients)).sorted()
+        let store = self.store
+        if !verdict.isClean {
+            // Encryption can take a while: do it before taking the ledger's write lock.
+            try await self.threadPool.runIfActive {
+                try store.quarantine(stagingPath: staging.path, transferId: transferId)
+            }
+        }
+        try await self.database.writer.write { db in
+            if verdict.isClean {
+                // Inside the write transaction, so a concurrent delete of the same content cannot interleave.
+                try store.storeClean(stagingPath: staging.path, sha256: sha256)
+                if cached == nil, let detectedType, let typeDescription {
+                    try VerdictCacheRecord(
+                        sha256: sha256,
+                        signatureVersion: signatureVersion,
+                        detectedType: detectedType,
+                        typeDescription: typeDescription,
+                        createdAt: now
+                    ).save(db)
+                }
+            }
+            try record.insert(db)
+            for recipient in recipients {
+                try RecipientRecord(transferId: transferId, recipient: recipient).insert(db)
+            }
+            var details = ["sha256": sha256, "size": String(size), "verdict": verdict.kind.rawValue, "state": record.state.rawValue]
+            details["signature"] = verdict.signature
+            details["reason"] = verdict.reason
+            try AuditLog.append(db, at: now, actor: "server:\(handOff.server)", action: "transfer.created", transferId: transferId, details: details)
+        }
+        self.logger.info(
+            "transfer received",
+            metadata: [
+                "transfer": "\(transferId)", "server": "\(handOff.server)", "size": "\(size)", "verdict": "\(verdict.kind.rawValue)",
+                "cached": "\(cached != nil)",
+            ]
+        )
+        return (record, recipients)
+    }
+
+    // MARK: Queries
+
+    /// A transfer and its recipients; nil when unknown or, with `server`, handed off by another server.
+    public func transfer(id: String, server: String? = nil) async throws -> (TransferRecord, [String])? {
+        try await self.database.writer.read { db in
+            guard let record = try TransferRecord.fetchOne(db, key: id), server == nil || record.server == server else { return nil }
+            let recipients = try RecipientRecord.filter(Column("transferId") == id).order(Column("recipient")).fetchAll(db).map(\.recipient)
+            return (record, recipients)
+        }
+    }
+
+    // MARK: Tokens
+
+    /// A download URL for one recipient.
+    public struct DownloadGrant: Sendable, Equatable {
+        /// The recipient.
+        public var recipient: String
+        /// The URL to put in the chat message.
+        public var url: String
+        /// When it stops working.
+        public var expiresAt: Date
+    }
+
+    /// Mints a download URL for `recipient` of a downloadable transfer and records the issuance.
+    public func issueDownload(transferId: String, recipient: String, ttlSeconds: Int? = nil, server: String? = nil) async throws -> DownloadGrant {
+        guard let (record, recipients) = try await self.transfer(id: transferId, server: server) else {
+            throw BrokerError.transferNotFound(transferId)
+        }
+        guard record.state.isDownloadable else {
+            throw BrokerError.notDownloadable(id: transferId, state: record.state)
+        }
+        guard recipients.contains(recipient) else {
+            throw BrokerError.notARecipient(recipient)
+        }
+        let now = self.now()
+        let ttl = ttlSeconds ?? self.configuration.tokens.ttlSeconds
+        let (token, claims) = try await self.tokens.issue(transferId: transferId, recipient: recipient, ttl: ttl, now: now)
+        let issuance = TokenIssuanceRecord(
+            tokenId: claims.jti.value,
+            transferId: transferId,
+            recipient: recipient,
+            keyId: self.tokens.activeKeyId,
+            issuedAt: now,
+            expiresAt: claims.exp.value,
+            usedAt: nil
+        )
+        try await self.database.writer.write { db in try issuance.insert(db) }
+        let base =
+            self.configuration.http.publicBaseURL.hasSuffix("/")
+            ? String(self.configuration.http.publicBaseURL.dropLast()) : self.configuration.http.publicBaseURL
+        return DownloadGrant(recipient: recipient, url: "\(base)/v1/files/\(token)", expiresAt: claims.exp.value)
+    }
+
+    /// Grants for every recipient of a clean transfer (none otherwise).
+    public func issueDownloads(for record: TransferRecord, recipients: [String]) async throws -> [DownloadGrant] {
+        guard record.state.isDownloadable else { return [] }
+        var grants: [DownloadGrant] = []
+        for recipient in recipients {
+            grants.append(try await self.issueDownload(transferId: record.id, recipient: recipient))
+        }
+        return grants
+    }
+
+    /// What a verified download token gives access to.
+    public struct AuthorizedDownload: Sendable {
+        /// The transfer.
+        public var transfer: TransferRecord
+        /// The recipient the token was minted for.
+        public var recipient: String
+        /// The path of the clean bytes.
+        public var path: String
+    }
+
+    /// Verifies a download token and the transfer's state; `consume` marks a single-use token used.
+    public func authorizeDownload(token: String, consume: Bool) async throws -> AuthorizedDownload {
+        let claims: DownloadTokenClaims
+        do {
+            claims = try await self.tokens.verify(token, now: self.now())
+        } catch .expired {
+            throw BrokerError.tokenExpired("the download link expired: ask for a new one")
+        } catch {
+            throw BrokerError.invalidToken
+        }
+        guard let (record, recipients) = try await self.transfer(id: claims.tid) else {
+            throw BrokerError.transferNotFound(claims.tid)
+        }
+        guard recipients.contains(claims.sub.value) else {
+            throw BrokerError.notARecipient(claims.sub.value)
+        }
+        switch record.state {
+        case .deleted, .purged:
+            throw BrokerError.gone(id: record.id, state: record.state)
+        case .quarantined:
+            throw BrokerError.quarantined(id: record.id, verdict: record.fullVerdict)
+        case .stored, .released:
+            break
+        }
+        if self.configuration.tokens.singleUse, consume {
+            let now = self.now()
+            let used = try await self.database.writer.write { db in
+                try TokenIssuanceRecord.filter(Column("tokenId") == claims.jti.value && Column("usedAt") == nil)
+                    .updateAll(db, Column("usedAt").set(to: now))
+            }
+            guard used == 1 else {
+                throw BrokerError.tokenExpired("this single-use download link was already used: ask for a new one")
+            }
+        }
+        return AuthorizedDownload(transfer: record, recipient: claims.sub.value, path: self.store.cleanPath(sha256: record.sha256))
+    }
+
+    /// Records one download attempt.
+    public func recordDownload(_ download: DownloadRecord) async {
+        do {
+            try await self.database.writer.write { db in
+                var row = download
+                try row.insert(db)
+            }
+        } catch {
+            self.logger.error("cannot record a download", metadata: ["transfer": "\(download.transferId)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: Deletion
+
+    /// Retracts a transfer: bytes removed unless another live transfer shares them, row kept as `deleted`.
+    public func delete(transferId: String, actor: String, server: String? = nil, reason: String? = nil) async throws {
+        guard let (record, _) = try await self.transfer(id: transferId, server: server) else {
+            throw BrokerError.transferNotFound(transferId)
+        }
+        guard record.state != .deleted, record.state != .purged else { return }
+        let now = self.now()
+        let store = self.store
+        try await self.database.writer.write { db in
+            try TransferRecord.filter(key: transferId).updateAll(db, Column("state").set(to: TransferState.deleted), Column("updatedAt").set(to: now))
+            if record.state == .quarantined {
+                try store.removeQuarantined(transferId: transferId)
+            } else {
+                let sharing =
+                    try TransferRecord
+                    .filter(Column("sha256") == record.sha256 && [TransferState.stored, .released].contains(Column("state")))
+                    .fetchCount(db)
+                if sharing == 0 {
+                    try store.removeClean(sha256: record.sha256)
+                }
+            }
+            var details = ["previousState": record.state.rawValue]
+            details["reason"] = reason
+            try AuditLog.append(db, at: now, actor: actor, action: "transfer.deleted", transferId: transferId, details: details)
+        }
+    }
+}

@@ -1,0 +1,36 @@
+/// Why the broker refused a request; the HTTP layer maps each case to a status.
+public enum BrokerError: Error, Equatable, CustomStringConvertible {
+    /// A missing or invalid parameter: 400.
+    case invalidRequest(String)
+    /// No such transfer (or not visible to this server): 404.
+    case transferNotFound(String)
+    /// The transfer is not `stored` or `released`: 409.
+    case notDownloadable(id: String, state: TransferState)
+    /// The recipient is not one of the transfer's recipients: 403.
+    case notARecipient(String)
+    /// The token failed verification: 403.
+    case invalidToken
+    /// The token expired, or a single-use token was already used: 410.
+    case tokenExpired(String)
+    /// The transfer was deleted or purged: 410.
+    case gone(id: String, state: TransferState)
+    /// The transfer is quarantined: 451.
+    case quarantined(id: String, verdict: Verdict)
+    /// The upload is larger than `limits.maxUploadBytes`: 413.
+    case tooLarge(limit: Int)
+
+    public var description: String {
+        switch self {
+        case .invalidRequest(let message): message
+        case .transferNotFound(let id): "no transfer \(id)"
+        case .notDownloadable(let id, let state): "transfer \(id) is \(state.rawValue), not downloadable"
+        case .notARecipient(let recipient): "\(recipient) is not a recipient of this transfer"
+        case .invalidToken: "the download token is not valid"
+        case .tokenExpired(let why): why
+        case .gone(let id, let state): "transfer \(id) was \(state.rawValue)"
+        case .quarantined(let id, let verdict):
+            "transfer \(id) is quarantined: \(verdict.kind.rawValue) (\(verdict.signature ?? verdict.reason ?? ""))"
+        case .tooLarge(let limit): "the upload exceeds limits.maxUploadBytes (\(limit) bytes)"
+        }
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+public import GRDB
+
+/// The ledger: one SQLite database in WAL mode, its schema managed by named migrations.
+///
+/// Open each database file once per process; the `DatabasePool` serialises writes and runs reads concurrently.
+public struct AppDatabase: Sendable {
+    /// The database connection pool.
+    public let writer: any DatabaseWriter
+
+    /// Opens (creating if needed) the ledger at `path` and migrates it to the current schema.
+    ///
+    /// - Throws: `DatabaseError` when the file cannot be opened or migrated.
+    public init(path: String) throws {
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        let pool = try DatabasePool(path: path, configuration: configuration)
+        try Self.migrator.migrate(pool)
+        self.writer = pool
+    }
+
+    /// The schema, one named migration per version.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.create(table: "transfer") { table in
+                table.primaryKey("id", .text)
+                table.column("server", .text).notNull()
+                table.column("sender", .text).notNull()
+                table.column("filename", .text).notNull()
+                table.column("originalFilename", .text).notNull()
+                table.column("declaredType", .text)
+                table.column("detectedType", .text)
+                table.column("typeDescription", .text)
+                table.column("size", .integer).notNull()
+                table.column("sha256", .text).notNull().indexed()
+                table.column("verdict", .text).notNull()
+                table.column("signature", .text)
+                table.column("reason", .text)
+                table.column("state", .text).notNull().indexed()
+                table.column("signatureVersion", .text).notNull()
+                table.column("createdAt", .datetime).notNull().indexed()
+                table.column("updatedAt", .datetime).notNull()
+            }
+            try db.create(table: "transferRecipient") { table in
+                table.column("transferId", .text).notNull().references("transfer", onDelete: .cascade)
+                table.column("recipient", .text).notNull().indexed()
+                table.primaryKey(["transferId", "recipient"])
+            }
+            try db.create(table: "download") { table in
+                table.autoIncrementedPrimaryKey("id")
+                table.column("transferId", .text).notNull().references("transfer").indexed()
+                table.column("recipient", .text)
+                table.column("at", .datetime).notNull()
+                table.column("remoteAddress", .text)
+                table.column("bytes", .integer).notNull()
+                table.column("status", .integer).notNull()
+            }
+            try db.create(table: "tokenIssuance") { table in
+                table.primaryKey("tokenId", .text)
+                table.column("transferId", .text).notNull().references("transfer").indexed()
+                table.column("recipient", .text).notNull()
+                table.column("keyId", .text).notNull()
+                table.column("issuedAt", .datetime).notNull()
+                table.column("expiresAt", .datetime).notNull()
+                table.column("usedAt", .datetime)
+            }
+            try db.create(table: "verdictCache") { table in
+                table.column("sha256", .text).notNull()
+                table.column("signatureVersion", .text).notNull()
+                table.column("detectedType", .text).notNull()
+                table.column("typeDescription", .text).notNull()
+                table.column("createdAt", .datetime).notNull()
+                table.primaryKey(["sha256", "signatureVersion"])
+            }
+            try db.create(table: "auditLog") { table in
+                table.autoIncrementedPrimaryKey("id")
+                table.column("at", .datetime).notNull()
+                table.column("actor", .text).notNull()
+                table.column("action", .text).notNull()
+                table.column("transferId", .text).indexed()
+                table.column("details", .text).notNull()
+                table.column("previousHash", .text).notNull()
+                table.column("hash", .text).notNull()
+            }
+            // The audit log is append-only: the database itself refuses edits through SQL.
+            try db.execute(
+                sql: """
+                    CREATE TRIGGER auditLogNoUpdate BEFORE UPDATE ON auditLog
+                    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                    CREATE TRIGGER auditLogNoDelete BEFORE DELETE ON auditLog
+                    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+                    """
+            )
+        }
+        return migrator
+    }
+
+    /// The applied schema version, for `/readyz`.
+    public func schemaVersion() async throws -> String {
+        try await self.writer.read { db in
+            try Self.migrator.appliedMigrations(db).last ?? "none"
+        }
+    }
+}

@@ -1,0 +1,75 @@
+import Crypto
+public import Foundation
+public import GRDB
+
+/// One entry of the append-only, hash-chained audit log: each entry's hash covers the previous entry's hash.
+public struct AuditEntry: Sendable, Equatable, Codable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "auditLog"
+    /// Position in the chain (1, 2, …).
+    public var id: Int64?
+    /// When.
+    public var at: Date
+    /// Who: an operating-system user (`admin:alice`), an IM server (`server:prosody`) or the broker itself.
+    public var actor: String
+    /// What: `transfer.created`, `transfer.deleted`, `quarantine.released`, …
+    public var action: String
+    /// The transfer concerned, if any.
+    public var transferId: String?
+    /// Details as a JSON object with sorted keys.
+    public var details: String
+    /// The previous entry's hash (64 zeros for the first).
+    public var previousHash: String
+    /// SHA-256 over the previous hash and every other column of this entry.
+    public var hash: String
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) {
+        self.id = inserted.rowID
+    }
+
+    /// The hash of the first entry's predecessor.
+    public static let genesisHash = String(repeating: "0", count: 64)
+
+    /// The hash this entry should carry, computed from its other columns.
+    public func computedHash() -> String {
+        let fields = [
+            self.previousHash, String(self.id ?? 0), String(Int64((self.at.timeIntervalSince1970 * 1000).rounded())), self.actor, self.action,
+            self.transferId ?? "", self.details,
+        ]
+        // Length-prefixed fields, so no two different entries serialise the same.
+        let canonical = fields.map { "\($0.utf8.count):\($0)" }.joined(separator: "|")
+        return SHA256.hash(data: Data(canonical.utf8)).hexString
+    }
+}
+
+/// Appends to and reads the audit log.
+public enum AuditLog {
+    /// Appends an entry inside the caller's write transaction, chained to the last one.
+    @discardableResult
+    public static func append(
+        _ db: Database,
+        at date: Date,
+        actor: String,
+        action: String,
+        transferId: String?,
+        details: [String: String] = [:]
+    ) throws -> AuditEntry {
+        let last = try AuditEntry.order(Column("id").desc).fetchOne(db)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let detailText = String(decoding: try encoder.encode(details), as: UTF8.self)
+        var entry = AuditEntry(
+            id: (last?.id ?? 0) + 1,
+            // SQLite keeps dates to the millisecond: round now so the hash survives the round trip.
+            at: Date(timeIntervalSince1970: (date.timeIntervalSince1970 * 1000).rounded() / 1000),
+            actor: actor,
+            action: action,
+            transferId: transferId,
+            details: detailText,
+            previousHash: last?.hash ?? AuditEntry.genesisHash,
+            hash: ""
+        )
+        entry.hash = entry.computedHash()
+        try entry.insert(db)
+        return entry
+    }
+}

@@ -1,0 +1,159 @@
+import Crypto
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The bytes on disk (DESIGN §5): staging for uploads in flight, content-addressed clean files, and the
+/// encrypted quarantine. Files are 0600, directories 0700; every move into place is an atomic rename.
+///
+/// All methods block: call them off the cooperative pool.
+public struct FileStore: Sendable {
+    /// `storage.dataDirectory`.
+    public let dataDirectory: String
+    /// `var/staging`.
+    public let stagingDirectory: String
+    /// `var/files`.
+    public let filesDirectory: String
+    /// `storage.quarantineDirectory`.
+    public let quarantineDirectory: String
+    private let quarantineKey: SymmetricKey
+
+    /// Creates a store over the configured directories (nothing is touched until ``prepare()``).
+    public init(_ storage: AirlockConfiguration.Storage) {
+        self.dataDirectory = storage.dataDirectory
+        self.stagingDirectory = (storage.dataDirectory as NSString).appendingPathComponent("staging")
+        self.filesDirectory = (storage.dataDirectory as NSString).appendingPathComponent("files")
+        self.quarantineDirectory = storage.quarantineDirectory
+        self.quarantineKey = SymmetricKey(data: storage.quarantineKey)
+    }
+
+    /// The ledger's path.
+    public var databasePath: String {
+        (self.dataDirectory as NSString).appendingPathComponent("airlock.sqlite")
+    }
+
+    /// Creates the directories (0700) and empties staging: uploads in flight at a crash are discarded.
+    ///
+    /// - Returns: the number of stale staging files removed.
+    @discardableResult
+    public func prepare() throws -> Int {
+        for directory in [self.dataDirectory, self.stagingDirectory, self.filesDirectory, self.quarantineDirectory] {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            chmod(directory, 0o700)
+        }
+        let stale = try FileManager.default.contentsOfDirectory(atPath: self.stagingDirectory)
+        for name in stale {
+            try FileManager.default.removeItem(atPath: (self.stagingDirectory as NSString).appendingPathComponent(name))
+        }
+        // Temporary files of an interrupted quarantine write are never complete: remove them too.
+        for name in try FileManager.default.contentsOfDirectory(atPath: self.quarantineDirectory) where name.hasPrefix(".tmp-") {
+            try FileManager.default.removeItem(atPath: (self.quarantineDirectory as NSString).appendingPathComponent(name))
+        }
+        return stale.count
+    }
+
+    /// A fresh staging path for one upload.
+    public func newStagingPath() -> String {
+        (self.stagingDirectory as NSString).appendingPathComponent(UUID().uuidString)
+    }
+
+    /// Where clean content with this hash lives: `files/ab/cd/<sha256>`.
+    public func cleanPath(sha256: String) -> String {
+        let first = sha256.prefix(2)
+        let second = sha256.dropFirst(2).prefix(2)
+        return "\(self.filesDirectory)/\(first)/\(second)/\(sha256)"
+    }
+
+    /// Where a quarantined transfer's encrypted bytes live.
+    public func quarantinePath(transferId: String) -> String {
+        (self.quarantineDirectory as NSString).appendingPathComponent(transferId)
+    }
+
+    /// Moves a finished staging file into the content store (identical content is stored once).
+    public func storeClean(stagingPath: String, sha256: String) throws {
+        let destination = self.cleanPath(sha256: sha256)
+        let directory = (destination as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        if FileManager.default.fileExists(atPath: destination) {
+            try FileManager.default.removeItem(atPath: stagingPath)
+            return
+        }
+        try Self.syncFile(at: stagingPath)
+        try Self.rename(stagingPath, to: destination)
+        Self.syncDirectory(directory)
+    }
+
+    /// Encrypts a staging file into the quarantine and removes the plaintext.
+    public func quarantine(stagingPath: String, transferId: String) throws {
+        let destination = self.quarantinePath(transferId: transferId)
+        let temporary = (self.quarantineDirectory as NSString).appendingPathComponent(".tmp-\(transferId)")
+        try QuarantineCipher(key: self.quarantineKey).encrypt(from: stagingPath, to: temporary, transferId: transferId)
+        try Self.rename(temporary, to: destination)
+        Self.syncDirectory(self.quarantineDirectory)
+        try FileManager.default.removeItem(atPath: stagingPath)
+    }
+
+    /// Decrypts a quarantined transfer to `destination` (created 0600; replaced if present).
+    public func exportQuarantined(transferId: String, to destination: String) throws {
+        try QuarantineCipher(key: self.quarantineKey).decrypt(
+            from: self.quarantinePath(transferId: transferId),
+            to: destination,
+            transferId: transferId
+        )
+    }
+
+    /// Removes clean content.
+    public func removeClean(sha256: String) throws {
+        let path = self.cleanPath(sha256: sha256)
+        if FileManager.default.fileExists(atPath: path) {
+            try FileManager.default.removeItem(atPath: path)
+        }
+    }
+
+    /// Removes a quarantined transfer's bytes.
+    public func removeQuarantined(transferId: String) throws {
+        let path = self.quarantinePath(transferId: transferId)
+        if FileManager.default.fileExists(atPath: path) {
+            try FileManager.default.removeItem(atPath: path)
+        }
+    }
+
+    static func rename(_ source: String, to destination: String) throws {
+        guard Glibc.rename(source, destination) == 0 else {
+            throw StoreError.io(operation: "rename \(source) to \(destination)", errno: errno)
+        }
+    }
+
+    static func syncFile(at path: String) throws {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw StoreError.io(operation: "open \(path)", errno: errno) }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0 else { throw StoreError.io(operation: "fsync \(path)", errno: errno) }
+    }
+
+    static func syncDirectory(_ path: String) {
+        let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { return }
+        fsync(descriptor)
+        close(descriptor)
+    }
+}
+
+/// A storage failure.
+public enum StoreError: Error, CustomStringConvertible {
+    /// A system call failed.
+    case io(operation: String, errno: Int32)
+    /// Quarantined bytes do not decrypt: wrong `storage.quarantineKey`, or the file was altered.
+    case corruptQuarantine(path: String)
+
+    public var description: String {
+        switch self {
+        case .io(let operation, let code):
+            "\(operation) failed: \(String(cString: strerror(code)))"
+        case .corruptQuarantine(let path):
+            "\(path) does not decrypt: it was altered or storage.quarantineKey is not the key it was written with"
+        }
+    }
+}

@@ -1,0 +1,77 @@
+import AirlockCore
+import Foundation
+public import Hummingbird
+
+/// An error answered as `{"error": "<code>", "message": "<human text>"}` with its status.
+public struct APIError: HTTPResponseError, Sendable {
+    /// The HTTP status.
+    public let status: HTTPResponse.Status
+    /// A stable, machine-readable code.
+    public let code: String
+    /// What happened and what to do.
+    public let message: String
+    /// Extra JSON fields (the verdict of a quarantined transfer).
+    public var extra: [String: String] = [:]
+    /// Extra headers (`Content-Range` on 416).
+    public var headers: HTTPFields = [:]
+
+    /// Creates an error.
+    public init(_ status: HTTPResponse.Status, _ code: String, _ message: String) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        var body = self.extra
+        body["error"] = self.code
+        body["message"] = self.message
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = try encoder.encode(body)
+        var headers = self.headers
+        headers[.contentType] = "application/json; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        return Response(status: self.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+extension APIError {
+    /// The HTTP answer for a broker error.
+    init(_ error: BrokerError) {
+        switch error {
+        case .invalidRequest(let message):
+            self.init(.badRequest, "invalid_request", message)
+        case .transferNotFound:
+            self.init(.notFound, "not_found", error.description)
+        case .notDownloadable:
+            self.init(.conflict, "not_downloadable", error.description)
+        case .notARecipient:
+            self.init(.forbidden, "not_a_recipient", error.description)
+        case .invalidToken:
+            self.init(.forbidden, "invalid_token", error.description)
+        case .tokenExpired:
+            self.init(.gone, "token_expired", error.description)
+        case .gone:
+            self.init(.gone, "gone", error.description)
+        case .quarantined(_, let verdict):
+            self.init(.unavailableForLegalReasons, "quarantined", error.description)
+            self.extra["verdict"] = verdict.kind.rawValue
+            self.extra["signature"] = verdict.signature
+            self.extra["reason"] = verdict.reason
+        case .tooLarge:
+            self.init(.contentTooLarge, "too_large", error.description)
+        }
+    }
+}
+
+/// Maps broker errors thrown by handlers to ``APIError`` responses.
+struct BrokerErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as BrokerError {
+            throw APIError(error)
+        }
+    }
+}

@@ -1,0 +1,78 @@
+import AirlockCore
+import Prometheus
+
+/// The broker's Prometheus metrics, rendered by `GET /metrics`.
+final class AirlockMetrics: Sendable {
+    let registry = PrometheusCollectorRegistry()
+    let uploads: Counter
+    let uploadBytes: Counter
+    let uploadsRefused: Counter
+    let verdicts: [Verdict.Kind: Counter]
+    let scanDuration: DurationHistogram
+    let downloads: Counter
+    let downloadBytes: Counter
+    let tokenRejections: Counter
+
+    init() {
+        self.uploads = self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "airlock",
+                metricName: "uploads",
+                unitName: "total",
+                helpText: "Files handed off and inspected."
+            )
+        )
+        self.uploadBytes = self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "airlock",
+                metricName: "upload_bytes",
+                unitName: "total",
+                helpText: "Bytes received in hand-offs."
+            )
+        )
+        self.uploadsRefused = self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "airlock",
+                metricName: "uploads_refused",
+                unitName: "total",
+                helpText: "Hand-offs refused before inspection."
+            )
+        )
+        var verdicts: [Verdict.Kind: Counter] = [:]
+        for kind in Verdict.Kind.allCases {
+            verdicts[kind] = self.registry.makeCounter(
+                descriptor: MetricNameDescriptor(namespace: "airlock", metricName: "verdicts", unitName: "total", helpText: "Verdicts by kind."),
+                labels: [("verdict", kind.rawValue)]
+            )
+        }
+        self.verdicts = verdicts
+        self.scanDuration = self.registry.makeDurationHistogram(
+            descriptor: MetricNameDescriptor(
+                namespace: "airlock",
+                metricName: "inspection_duration",
+                unitName: "seconds",
+                helpText: "Time from the last byte received to the verdict."
+            ),
+            buckets: [.milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(500), .seconds(2), .seconds(10), .seconds(60)]
+        )
+        self.downloads = self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(namespace: "airlock", metricName: "downloads", unitName: "total", helpText: "Downloads served.")
+        )
+        self.downloadBytes = self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "airlock",
+                metricName: "download_bytes",
+                unitName: "total",
+                helpText: "Bytes served to recipients."
+            )
+        )
+        self.tokenRejections = self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "airlock",
+                metricName: "token_rejections",
+                unitName: "total",
+                helpText: "Download tokens refused."
+            )
+        )
+    }
+}

@@ -1,0 +1,17 @@
+public import Hummingbird
+public import NIOCore
+
+/// The request context of every Airlock route: the authenticated IM server (when any) and the peer address.
+public struct AirlockRequestContext: RequestContext, RemoteAddressRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The IM server the bearer API key belongs to, set by ``APIKeyMiddleware``.
+    public var server: String?
+    /// The connected peer's address.
+    public let remoteAddress: SocketAddress?
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.remoteAddress = source.channel.remoteAddress
+        self.server = nil
+    }
+}

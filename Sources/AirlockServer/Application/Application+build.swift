@@ -1,0 +1,75 @@
+public import AirlockCore
+public import Foundation
+public import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+public import Logging
+import NIOSSL
+import ServiceLifecycle
+
+/// Builds the broker's HTTP application on a configuration: loads signatures, opens the ledger, prepares the store.
+///
+/// - Parameter now: the clock, injectable for tests.
+public func buildApplication(
+    configuration: AirlockConfiguration,
+    logger: Logger,
+    now: @escaping @Sendable () -> Date = { Date() }
+) async throws -> some ApplicationProtocol {
+    let broker = try await Broker.start(configuration: configuration, logger: logger, now: now)
+    let metrics = AirlockMetrics()
+    let router = Router(context: AirlockRequestContext.self)
+    router.add(middleware: BrokerErrorMiddleware())
+    OperationsController(broker: broker, metrics: metrics).addRoutes(to: router)
+    router.addRoutes(TransferController(broker: broker, metrics: metrics).endpoints, atPath: "/v1/transfers")
+    router.addRoutes(
+        DownloadController(broker: broker, metrics: metrics, fileIO: FileIO(threadPool: broker.threadPool)).endpoints,
+        atPath: "/v1/files"
+    )
+
+    let server: HTTPServerBuilder
+    if let tls = try TLSSettings(configuration.http.tls) {
+        server = try .tls(.http1(), tlsConfiguration: tls.configuration)
+    } else {
+        server = .http1()
+    }
+    var app = Application(
+        router: router,
+        server: server,
+        configuration: .init(address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "Airlock"),
+        onServerRunning: { channel in
+            logger.notice("Airlock is serving", metadata: ["address": "\(channel.localAddress?.description ?? "?")"])
+        },
+        logger: logger
+    )
+    app.addServices(BrokerService(broker: broker))
+    return app
+}
+
+/// Shuts the broker's thread pools down when the application stops.
+struct BrokerService: Service {
+    let broker: Broker
+
+    func run() async throws {
+        // Wait for the shutdown signal without a busy task: the service group cancels or signals us.
+        try? await gracefulShutdown()
+        try await self.broker.shutdown()
+    }
+}
+
+/// HTTPS settings from `http.tls`.
+struct TLSSettings {
+    let configuration: TLSConfiguration
+
+    init?(_ tls: AirlockConfiguration.TLS) throws {
+        guard let certificateFile = tls.certificateFile, let privateKeyFile = tls.privateKeyFile else { return nil }
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: privateKeyFile, format: .pem))
+        )
+        if let clientCAFile = tls.clientCAFile {
+            configuration.trustRoots = .file(clientCAFile)
+            configuration.certificateVerification = .noHostnameVerification
+        }
+        self.configuration = configuration
+    }
+}

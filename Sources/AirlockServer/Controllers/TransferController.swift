@@ -1,0 +1,156 @@
+import AirlockCore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import NIOCore
+import Prometheus
+
+/// The IM-server API: hand off, look up, mint tokens for and retract transfers.
+struct TransferController {
+    let broker: Broker
+    let metrics: AirlockMetrics
+
+    var endpoints: RouteCollection<AirlockRequestContext> {
+        let routes = RouteCollection(context: AirlockRequestContext.self)
+        routes.add(middleware: APIKeyMiddleware(servers: self.broker.configuration.servers))
+        routes.post(use: self.create)
+        routes.get(":id", use: self.show)
+        routes.delete(":id", use: self.delete)
+        routes.post(":id/tokens", use: self.issueToken)
+        routes.methodNotAllowed("", allowing: [.post])
+        routes.methodNotAllowed(":id", allowing: [.get, .head, .delete])
+        routes.methodNotAllowed(":id/tokens", allowing: [.post])
+        return routes
+    }
+
+    /// `POST /v1/transfers`: streams the body to staging while hashing, inspects, stores, answers with the verdict.
+    @Sendable func create(_ request: Request, context: AirlockRequestContext) async throws -> Response {
+        let query = request.uri.queryParameters
+        let handOff = Broker.HandOff(
+            server: context.server ?? "unknown",
+            sender: query["sender"].map(String.init) ?? "",
+            recipients: query.getAll("recipient").map { String($0) },
+            filename: query["filename"].map(String.init) ?? "",
+            declaredType: request.headers[.contentType]
+        )
+        let limit = self.broker.configuration.limits.maxUploadBytes
+        do {
+            _ = try Broker.validate(handOff)
+            let lengths = request.headers[values: .contentLength]
+            if let first = lengths.first {
+                guard lengths.count == 1, let length = Int(first), length >= 0 else {
+                    throw BrokerError.invalidRequest("Content-Length is invalid")
+                }
+                guard length <= limit else { throw BrokerError.tooLarge(limit: limit) }
+            }
+        } catch {
+            self.metrics.uploadsRefused.increment()
+            throw error
+        }
+
+        let staging = try StagingFile(path: self.broker.store.newStagingPath(), threadPool: self.broker.threadPool)
+        do {
+            for try await buffer in request.body {
+                guard staging.size + Int64(buffer.readableBytes) <= Int64(limit) else {
+                    throw BrokerError.tooLarge(limit: limit)
+                }
+                try await staging.append(buffer)
+            }
+        } catch {
+            staging.discard()
+            self.metrics.uploadsRefused.increment()
+            throw error
+        }
+
+        let started = ContinuousClock.now
+        let record: TransferRecord
+        let recipients: [String]
+        do {
+            (record, recipients) = try await self.broker.receive(handOff, staging: staging)
+        } catch {
+            staging.discard()
+            throw error
+        }
+        self.metrics.scanDuration.record(ContinuousClock.now - started)
+        self.metrics.uploads.increment()
+        self.metrics.uploadBytes.increment(by: record.size)
+        self.metrics.verdicts[record.verdict]?.increment()
+
+        let grants = try await self.broker.issueDownloads(for: record, recipients: recipients)
+        return try Self.json(TransferJSON(record, recipients: recipients, downloads: grants), status: .created)
+    }
+
+    /// `GET /v1/transfers/{id}`.
+    @Sendable func show(_ request: Request, context: AirlockRequestContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        guard let (record, recipients) = try await self.broker.transfer(id: id, server: context.server) else {
+            throw BrokerError.transferNotFound(id)
+        }
+        return try Self.json(TransferJSON(record, recipients: recipients))
+    }
+
+    struct TokenRequest: Decodable {
+        var recipient: String
+        var ttlSeconds: Int?
+    }
+
+    struct TokenResponse: Encodable {
+        var url: String
+        var expiresAt: Date
+    }
+
+    /// `POST /v1/transfers/{id}/tokens`.
+    @Sendable func issueToken(_ request: Request, context: AirlockRequestContext) async throws -> Response {
+        let id = try context.parameters.require("id")
+        let body: TokenRequest
+        do {
+            let buffer = try await request.body.collect(upTo: 64 * 1024)
+            body = try JSONDecoder().decode(TokenRequest.self, from: Data(buffer.readableBytesView))
+        } catch {
+            throw BrokerError.invalidRequest("the body must be JSON {\"recipient\": \"…\", \"ttlSeconds\": N}")
+        }
+        if let ttl = body.ttlSeconds, !(1...(7 * 86400)).contains(ttl) {
+            throw BrokerError.invalidRequest("ttlSeconds must be between 1 and 604800")
+        }
+        let grant = try await self.broker.issueDownload(
+            transferId: id,
+            recipient: body.recipient,
+            ttlSeconds: body.ttlSeconds,
+            server: context.server
+        )
+        return try Self.json(TokenResponse(url: grant.url, expiresAt: grant.expiresAt), status: .created)
+    }
+
+    /// `DELETE /v1/transfers/{id}`.
+    @Sendable func delete(_ request: Request, context: AirlockRequestContext) async throws -> HTTPResponse.Status {
+        let id = try context.parameters.require("id")
+        let server = context.server ?? "unknown"
+        try await self.broker.delete(transferId: id, actor: "server:\(server)", server: server, reason: "retracted by the sender")
+        return .noContent
+    }
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        let data = try JSONResponse.encoder.encode(value)
+        return Response(
+            status: status,
+            headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data))
+        )
+    }
+}
+
+extension RouteCollection {
+    /// Answers 405 with an `Allow` header for the methods a path does not support.
+    func methodNotAllowed(_ path: RouterPath, allowing allowed: [HTTPRequest.Method]) {
+        let all: [HTTPRequest.Method] = [.get, .head, .post, .put, .delete, .patch, .options]
+        let allowHeader = allowed.map(\.rawValue).joined(separator: ", ")
+        for method in all where !allowed.contains(method) && !(method == .head && allowed.contains(.get)) {
+            self.on(path, method: method) { _, _ -> Response in
+                var error = APIError(.methodNotAllowed, "method_not_allowed", "use \(allowHeader) on this path")
+                error.headers[.allow] = allowHeader
+                throw error
+            }
+        }
+    }
+}

@@ -1,0 +1,41 @@
+import AirlockCore
+import AirlockServer
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+
+extension Airlock {
+    /// `airlock serve`: run the broker.
+    struct Serve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run the broker's HTTP service.",
+            discussion: "Stops gracefully on SIGTERM or SIGINT: in-flight requests finish, nothing half-written is kept."
+        )
+
+        @OptionGroup var options: CommonOptions
+
+        func run() async throws {
+            let logger = try self.options.bootstrapLogging(label: "airlock", defaultLevel: .info)
+            let configuration = try self.options.loadConfiguration()
+            Self.warnAboutDevelopmentSecrets(configuration, logger: logger)
+            let app = try await buildApplication(configuration: configuration, logger: logger)
+            try await app.runService()
+        }
+
+        static func warnAboutDevelopmentSecrets(_ configuration: AirlockConfiguration, logger: Logger) {
+            typealias Secrets = AirlockConfiguration.DevelopmentSecrets
+            var inUse: [String] = []
+            if configuration.storage.quarantineKey == Data(base64Encoded: Secrets.quarantineKey) { inUse.append("storage.quarantineKey") }
+            for (id, key) in configuration.tokens.keys where key == Data(base64Encoded: Secrets.tokenKey) { inUse.append("tokens.keys.\(id)") }
+            for (name, server) in configuration.servers where server.apiKey == Secrets.apiKey { inUse.append("servers.\(name).apiKey") }
+            if configuration.xep0363.secret == Secrets.xep0363Secret { inUse.append("xep0363.secret") }
+            if !inUse.isEmpty {
+                logger.warning(
+                    "development secrets in use: replace them before production (openssl rand -base64 32)",
+                    metadata: ["keys": "\(inUse.joined(separator: ", "))"]
+                )
+            }
+        }
+    }
+}
