@@ -113,6 +113,11 @@ public struct AirlockConfiguration: Sendable, Equatable {
     public struct Server: Sendable, Equatable {
         /// `servers.<name>.apiKey` (or `apiKeyFile`): the bearer key it authenticates with.
         public var apiKey: String
+
+        /// Creates a server entry.
+        public init(apiKey: String) {
+            self.apiKey = apiKey
+        }
     }
 
     /// `xep0363`: external HTTP upload for Prosody and ejabberd.

@@ -29,6 +29,7 @@ public enum DownloadTokenError: Error, Equatable {
 /// header so retired keys still verify until removed from the configuration.
 public struct DownloadTokens: Sendable {
     private let keys: JWTKeyCollection
+    private let keyIds: Set<String>
     /// The id of the key that signs new tokens.
     public let activeKeyId: String
 
@@ -39,6 +40,7 @@ public struct DownloadTokens: Sendable {
             await keys.add(hmac: HMACKey(key: SymmetricKey(data: secret)), digestAlgorithm: .sha256, kid: JWKIdentifier(string: id))
         }
         self.keys = keys
+        self.keyIds = Set(configuration.keys.keys)
         self.activeKeyId = configuration.activeKeyId
     }
 
@@ -58,6 +60,8 @@ public struct DownloadTokens: Sendable {
     public func verify(_ token: String, now: Date) async throws(DownloadTokenError) -> DownloadTokenClaims {
         // A download token is small; anything much larger is not one of ours and is not worth parsing.
         guard token.utf8.count <= 1024 else { throw .invalid }
+        // The key id selects the key; JWTKit would fall back to another key for an unknown id, so refuse it here.
+        guard let keyId = Self.keyId(of: token), self.keyIds.contains(keyId) else { throw .invalid }
         let claims: DownloadTokenClaims
         do {
             claims = try await self.keys.verify(token, as: DownloadTokenClaims.self)
@@ -66,5 +70,15 @@ public struct DownloadTokens: Sendable {
         }
         guard claims.exp.value > now else { throw .expired }
         return claims
+    }
+
+    /// The `kid` of a compact JWT's header, if it has one.
+    private static func keyId(of token: String) -> String? {
+        guard let header = token.split(separator: ".", maxSplits: 1).first, header.utf8.count <= 256 else { return nil }
+        var base64 = header.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.utf8.count % 4) % 4)
+        struct Header: Decodable { var kid: String? }
+        guard let data = Data(base64Encoded: base64) else { return nil }
+        return (try? JSONDecoder().decode(Header.self, from: data))?.kid
     }
 }
