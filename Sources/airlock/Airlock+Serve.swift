@@ -4,6 +4,8 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
+import ServiceLifecycle
+import UnixSignals
 
 extension Airlock {
     /// `airlock serve`: run the broker.
@@ -20,7 +22,11 @@ extension Airlock {
             let configuration = try self.options.loadConfiguration()
             Self.warnAboutDevelopmentSecrets(configuration, logger: logger)
             let app = try await buildApplication(configuration: configuration, logger: logger)
-            try await app.runService()
+            var lifecycle = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            // In-flight requests get this long to finish; then they are cancelled and their staging files removed.
+            lifecycle.maximumGracefulShutdownDuration = .seconds(30)
+            lifecycle.maximumCancellationDuration = .seconds(10)
+            try await ServiceGroup(configuration: lifecycle).run()
         }
 
         static func warnAboutDevelopmentSecrets(_ configuration: AirlockConfiguration, logger: Logger) {

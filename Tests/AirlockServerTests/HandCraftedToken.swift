@@ -4,8 +4,8 @@ import Foundation
 /// Builds HS256 JWTs by hand, independently of the server's token code, to forge the tokens an attacker would.
 enum HandCraftedToken {
     static func make(header: [String: Any], claims: [String: Any], secret: Data) -> String {
-        let head = self.base64URL(try! JSONSerialization.data(withJSONObject: header, options: .sortedKeys))
-        let body = self.base64URL(try! JSONSerialization.data(withJSONObject: claims, options: .sortedKeys))
+        let head = self.base64URL((try? JSONSerialization.data(withJSONObject: header, options: .sortedKeys)) ?? Data())
+        let body = self.base64URL((try? JSONSerialization.data(withJSONObject: claims, options: .sortedKeys)) ?? Data())
         let signature = HMAC<SHA256>.authenticationCode(for: Data("\(head).\(body)".utf8), using: SymmetricKey(data: secret))
         return "\(head).\(body).\(self.base64URL(Data(signature)))"
     }

@@ -38,12 +38,15 @@ final class ServerHarness: Sendable {
     }
 
     /// Runs a live server on a loopback port for the duration of `test`.
-    func run<Value: Sendable>(_ test: @Sendable (any TestClientProtocol) async throws -> Value) async throws -> Value {
+    func run<Value: Sendable>(
+        scheme: TestHTTPScheme = .http,
+        _ test: @Sendable (any TestClientProtocol) async throws -> Value
+    ) async throws -> Value {
         var logger = Logger(label: "airlock.test")
         logger.logLevel = .warning
         let clock = self.clock
         let app = try await buildApplication(configuration: self.configuration, logger: logger, now: { clock.now })
-        return try await app.test(.ahc(.http), test)
+        return try await app.test(.ahc(scheme), test)
     }
 
     var quarantineDirectory: String { self.configuration.storage.quarantineDirectory }

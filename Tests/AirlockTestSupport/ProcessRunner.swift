@@ -18,6 +18,12 @@ public enum ProcessRunner {
         public var command: String
         /// Its result.
         public var result: Result
+        /// Creates a failure.
+        public init(command: String, result: Result) {
+            self.command = command
+            self.result = result
+        }
+
         public var description: String {
             "\(self.command) exited \(self.result.status): \(self.result.standardError)"
         }

@@ -46,6 +46,13 @@ public struct AirlockConfiguration: Sendable, Equatable {
         public var clientCAFile: String?
         /// Whether HTTPS is configured.
         public var isEnabled: Bool { self.certificateFile != nil }
+
+        /// Creates TLS settings.
+        public init(certificateFile: String? = nil, privateKeyFile: String? = nil, clientCAFile: String? = nil) {
+            self.certificateFile = certificateFile
+            self.privateKeyFile = privateKeyFile
+            self.clientCAFile = clientCAFile
+        }
     }
 
     /// `storage`: directories and the quarantine encryption key.

@@ -8,10 +8,13 @@ public struct AirlockRequestContext: RequestContext, RemoteAddressRequestContext
     public var server: String?
     /// The connected peer's address.
     public let remoteAddress: SocketAddress?
+    /// The connection, to read the TLS peer certificate from.
+    let channel: any Channel
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.remoteAddress = source.channel.remoteAddress
+        self.channel = source.channel
         self.server = nil
     }
 }

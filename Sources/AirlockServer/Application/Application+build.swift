@@ -67,8 +67,10 @@ struct TLSSettings {
             privateKey: .privateKey(try NIOSSLPrivateKey(file: privateKeyFile, format: .pem))
         )
         if let clientCAFile = tls.clientCAFile {
+            // Verify a client certificate when one is presented; the IM-server API then requires one, while
+            // recipients' downloads and the operations endpoints work without.
             configuration.trustRoots = .file(clientCAFile)
-            configuration.certificateVerification = .noHostnameVerification
+            configuration.certificateVerification = .optionalVerification
         }
         self.configuration = configuration
     }

@@ -13,7 +13,12 @@ struct TransferController {
 
     var endpoints: RouteCollection<AirlockRequestContext> {
         let routes = RouteCollection(context: AirlockRequestContext.self)
-        routes.add(middleware: APIKeyMiddleware(servers: self.broker.configuration.servers))
+        routes.add(
+            middleware: APIKeyMiddleware(
+                servers: self.broker.configuration.servers,
+                requireClientCertificate: self.broker.configuration.http.tls.clientCAFile != nil
+            )
+        )
         routes.post(use: self.create)
         routes.get(":id", use: self.show)
         routes.delete(":id", use: self.delete)
