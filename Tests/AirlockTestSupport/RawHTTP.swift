@@ -49,3 +49,37 @@ public enum RawHTTP {
         return data.count - text[..<headerEnd.upperBound].utf8.count >= length
     }
 }
+
+/// A raw client connection kept open across steps of a test.
+public final class RawConnection {
+    private let descriptor: Int32
+
+    /// Connects to 127.0.0.1:`port`.
+    public init(port: Int) throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            Glibc.close(descriptor)
+            throw POSIXError(.init(rawValue: errno) ?? .ECONNREFUSED)
+        }
+        self.descriptor = descriptor
+    }
+
+    /// Sends bytes; returns false when the peer no longer accepts them.
+    @discardableResult
+    public func send(_ data: Data) -> Bool {
+        data.withUnsafeBytes { Glibc.send(self.descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == data.count
+    }
+
+    /// Closes the connection.
+    public func close() {
+        Glibc.close(self.descriptor)
+    }
+}
