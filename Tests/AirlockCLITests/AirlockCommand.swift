@@ -9,7 +9,7 @@ enum AirlockCommand {
     /// Only the bundled signatures, whatever else the machine holds, so verdicts can be compared with clamscan's.
     static let hermetic = ["AIRLOCK_SCANNER_SIGNATURE_DIRECTORIES": Fixtures.signatureDirectory]
 
-    static func run(_ arguments: [String], environment: [String: String] = hermetic) throws -> ProcessRunner.Result {
-        try ProcessRunner.run(self.executable, arguments, in: Fixtures.packageRoot.path, environment: environment)
+    static func run(_ arguments: [String], environment: [String: String] = hermetic) async throws -> ProcessRunner.Result {
+        try await ProcessRunner.run(self.executable, arguments, in: Fixtures.packageRoot.path, environment: environment)
     }
 }

@@ -32,13 +32,13 @@ struct ScanCommandTests {
         }
     }
 
-    @Test func verdictsMatchClamscanFileByFile() throws {
+    @Test func verdictsMatchClamscanFileByFile() async throws {
         let directory = try TemporaryDirectory()
         try FileManager.default.createDirectory(atPath: directory.file("testfiles"), withIntermediateDirectories: true)
         try self.makeSamples(in: directory)
 
-        let airlock = try AirlockCommand.run(["scan", "--no-summary", directory.path])
-        let clamscan = try ProcessRunner.run(
+        let airlock = try await AirlockCommand.run(["scan", "--no-summary", directory.path])
+        let clamscan = try await ProcessRunner.run(
             "/usr/bin/clamscan",
             ["--no-summary", "-r", "-d", Fixtures.signatureDirectory, directory.path]
         )
@@ -58,19 +58,19 @@ struct ScanCommandTests {
         }
     }
 
-    @Test func cleanFilesExitZeroAndVerboseShowsTheType() throws {
+    @Test func cleanFilesExitZeroAndVerboseShowsTheType() async throws {
         let directory = try TemporaryDirectory()
         let image = try directory.write("pixel.png", Fixtures.png)
-        let result = try AirlockCommand.run(["scan", "--verbose", image])
+        let result = try await AirlockCommand.run(["scan", "--verbose", image])
         #expect(result.status == 0)
         #expect(result.standardOutput.contains("\(image): OK (image/png: PNG image data"))
         #expect(result.standardOutput.contains("Scanned files: 1"))
     }
 
-    @Test func jsonOutputCarriesTheVerdictAndHash() throws {
+    @Test func jsonOutputCarriesTheVerdictAndHash() async throws {
         let directory = try TemporaryDirectory()
         let eicar = try directory.write("eicar.com", Fixtures.eicar)
-        let result = try AirlockCommand.run(["scan", "--json", eicar])
+        let result = try await AirlockCommand.run(["scan", "--json", eicar])
         #expect(result.status == 1)
         let parsed = try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [[String: Any]]
         let entry = try #require(parsed?.first)
@@ -80,7 +80,7 @@ struct ScanCommandTests {
         #expect(entry["size"] as? Int == 68)
     }
 
-    @Test func oversizedBombAndEncryptedFilesAreNeverOK() throws {
+    @Test func oversizedBombAndEncryptedFilesAreNeverOK() async throws {
         let directory = try TemporaryDirectory()
         let big = try directory.writeZeros("big.bin", count: 3 << 20)
         let members = try (1...3).map { index in
@@ -95,7 +95,7 @@ struct ScanCommandTests {
         var environment = AirlockCommand.hermetic
         environment["AIRLOCK_SCANNER_MAX_FILE_SIZE"] = "\(2 << 20)"
         environment["AIRLOCK_SCANNER_MAX_SCAN_SIZE"] = "\(4 << 20)"
-        let result = try AirlockCommand.run(["scan", "--no-summary", big, bomb, deflated, encrypted], environment: environment)
+        let result = try await AirlockCommand.run(["scan", "--no-summary", big, bomb, deflated, encrypted], environment: environment)
         #expect(result.status == 1)
         let verdicts = self.verdicts(result.standardOutput)
         #expect(verdicts.count == 4)
@@ -104,16 +104,16 @@ struct ScanCommandTests {
         }
     }
 
-    @Test func aPortableExecutableIsBlockedByTheDefaultPolicy() throws {
+    @Test func aPortableExecutableIsBlockedByTheDefaultPolicy() async throws {
         let directory = try TemporaryDirectory()
         let program = try directory.write("setup.exe", Fixtures.portableExecutable)
-        let result = try AirlockCommand.run(["scan", program])
+        let result = try await AirlockCommand.run(["scan", program])
         #expect(result.status == 1)
         #expect(result.standardOutput.contains("\(program): type application/vnd.microsoft.portable-executable is blocked by policy BLOCKED"))
     }
 
-    @Test func aMissingPathIsAnError() throws {
-        let result = try AirlockCommand.run(["scan", "/nonexistent/file"])
+    @Test func aMissingPathIsAnError() async throws {
+        let result = try await AirlockCommand.run(["scan", "/nonexistent/file"])
         #expect(result.status == 2)
         #expect(result.standardOutput.contains("/nonexistent/file: No such file or directory ERROR"))
     }

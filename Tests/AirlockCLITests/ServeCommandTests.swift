@@ -11,7 +11,7 @@ struct ServeCommandTests {
         return environment
     }
 
-    @Test func startsWarnsAndStopsGracefullyDiscardingAnUnfinishedUpload() throws {
+    @Test func startsWarnsAndStopsGracefullyDiscardingAnUnfinishedUpload() async throws {
         let directory = try TemporaryDirectory()
         let server = try ServerProcess(
             executable: AirlockCommand.executable,
@@ -22,7 +22,7 @@ struct ServeCommandTests {
         #expect(server.startupLog.contains("ONLY AIRLOCK'S BUNDLED TEST SIGNATURES ARE LOADED"))
 
         // A complete hand-off first.
-        let complete = try ProcessRunner.run(
+        let complete = try await ProcessRunner.run(
             "/usr/bin/curl",
             [
                 "-s", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Authorization: Bearer dev-api-key-change-me",

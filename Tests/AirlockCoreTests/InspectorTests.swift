@@ -34,7 +34,7 @@ final class InspectorTests {
         #expect(report.size == Int64(Fixtures.png.count))
         #expect(report.detectedType?.mimeType == "image/png")
         // The hash is checked against an independent implementation.
-        let sha256sum = try ProcessRunner.run("/usr/bin/sha256sum", [path])
+        let sha256sum = try await ProcessRunner.run("/usr/bin/sha256sum", [path])
         #expect(report.sha256 == String(sha256sum.standardOutput.prefix(64)))
     }
 

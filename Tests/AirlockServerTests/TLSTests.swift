@@ -9,7 +9,7 @@ struct TLSTests {
     /// A CA, a server certificate for 127.0.0.1, a client certificate from the CA and a rogue self-signed one.
     private func makeCertificates(in directory: TemporaryDirectory) throws {
         func openssl(_ arguments: [String]) throws {
-            let result = try ProcessRunner.run("/usr/bin/openssl", arguments, in: directory.path)
+            let result = try ProcessRunner.runBlocking("/usr/bin/openssl", arguments, in: directory.path)
             guard result.status == 0 else { throw ProcessRunner.Failure(command: "openssl", result: result) }
         }
         let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
@@ -39,8 +39,8 @@ struct TLSTests {
         try await harness.run(scheme: TestHTTPScheme.https) { client in
             let base = "https://127.0.0.1:\(try #require(client.port))"
             let handOff = "\(base)/v1/transfers?sender=a@example.org&recipient=b@example.org&filename=n.txt"
-            func curl(_ arguments: [String]) throws -> ProcessRunner.Result {
-                try ProcessRunner.run(
+            func curl(_ arguments: [String]) async throws -> ProcessRunner.Result {
+                try await ProcessRunner.run(
                     "/usr/bin/curl",
                     ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "--cacert", certificates.file("ca.pem")] + arguments
                 )
@@ -48,13 +48,15 @@ struct TLSTests {
             let auth = ["-H", "Authorization: Bearer \(ServerHarness.prosodyKey)", "--data-binary", "hello"]
 
             // Operations and downloads need no client certificate.
-            #expect(try curl(["\(base)/healthz"]).standardOutput == "200")
+            #expect(try await curl(["\(base)/healthz"]).standardOutput == "200")
             // The IM-server API does.
-            #expect(try curl(auth + [handOff]).standardOutput == "403")
-            let withCertificate = try curl(["--cert", certificates.file("client.pem"), "--key", certificates.file("client.key")] + auth + [handOff])
+            #expect(try await curl(auth + [handOff]).standardOutput == "403")
+            let withCertificate = try await curl(
+                ["--cert", certificates.file("client.pem"), "--key", certificates.file("client.key")] + auth + [handOff]
+            )
             #expect(withCertificate.standardOutput == "201")
             // A certificate from another CA fails the handshake.
-            let rogue = try curl(["--cert", certificates.file("rogue.pem"), "--key", certificates.file("rogue.key")] + auth + [handOff])
+            let rogue = try await curl(["--cert", certificates.file("rogue.pem"), "--key", certificates.file("rogue.key")] + auth + [handOff])
             #expect(rogue.status != 0)
             #expect(rogue.standardOutput == "000")
         }

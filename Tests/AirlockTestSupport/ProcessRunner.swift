@@ -29,8 +29,24 @@ public enum ProcessRunner {
         }
     }
 
-    /// Runs `executable` with `arguments`, in `directory`, with `environment` added to this process's own.
+    /// Runs `executable` to completion on a dispatch queue, so waiting for it never blocks Swift's cooperative
+    /// threads (which the servers under test need).
     public static func run(
+        _ executable: String,
+        _ arguments: [String],
+        in directory: String? = nil,
+        environment: [String: String] = [:]
+    ) async throws -> Result {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Swift.Result { try self.runBlocking(executable, arguments, in: directory, environment: environment) })
+            }
+        }
+    }
+
+    /// Runs `executable` with `arguments`, in `directory`, with `environment` added to this process's own, blocking
+    /// the calling thread: for short commands in synchronous code.
+    public static func runBlocking(
         _ executable: String,
         _ arguments: [String],
         in directory: String? = nil,

@@ -23,7 +23,10 @@ public enum RawHTTP {
         }
         guard connected == 0 else { throw POSIXError(.init(rawValue: errno) ?? .ECONNREFUSED) }
         for part in parts {
-            // A server may answer and close before reading everything: stop sending then, and read its answer.
+            // A server may answer and close before reading everything: stop sending as soon as it has answered
+            // (or refuses more bytes), and read its answer.
+            var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+            if poll(&poller, 1, 0) > 0 { break }
             let sent = part.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if sent < 0 { break }
         }

@@ -59,7 +59,7 @@ public final class TemporaryDirectory: Sendable {
         }
         arguments.append(self.file(archive))
         arguments += members.map { self.file($0) }
-        let result = try ProcessRunner.run("/usr/bin/zip", arguments)
+        let result = try ProcessRunner.runBlocking("/usr/bin/zip", arguments)
         guard result.status == 0 else {
             throw ProcessRunner.Failure(command: "zip", result: result)
         }
@@ -69,7 +69,7 @@ public final class TemporaryDirectory: Sendable {
     /// Creates a gzip-compressed tar `archive` of `members`; returns its path.
     @discardableResult
     public func tarGzip(_ archive: String, members: [String]) throws -> String {
-        let result = try ProcessRunner.run("/bin/tar", ["-czf", self.file(archive), "-C", self.path] + members)
+        let result = try ProcessRunner.runBlocking("/bin/tar", ["-czf", self.file(archive), "-C", self.path] + members)
         guard result.status == 0 else {
             throw ProcessRunner.Failure(command: "tar", result: result)
         }

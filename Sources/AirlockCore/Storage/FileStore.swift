@@ -80,7 +80,7 @@ public struct FileStore: Sendable {
             try FileManager.default.removeItem(atPath: stagingPath)
             return
         }
-        try Self.syncFile(at: stagingPath)
+        // The staging file was synced when the upload finished (StagingFile.finish); the rename is made durable here.
         try Self.rename(stagingPath, to: destination)
         Self.syncDirectory(directory)
     }
