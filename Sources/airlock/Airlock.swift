@@ -8,7 +8,7 @@ struct Airlock: AsyncParsableCommand {
         commandName: "airlock",
         abstract: "Quarantine and scan files handed off by instant-messaging servers.",
         version: "0.1.0",
-        subcommands: [Serve.self, Scan.self]
+        subcommands: [Serve.self, Scan.self, Transfers.self, Quarantine.self, Token.self, Audit.self, Purge.self, Doctor.self]
     )
 
     /// Runs the command with Airlock's exit codes: 0 success, 1 "found", 2 usage or operational error.
@@ -27,7 +27,10 @@ struct Airlock: AsyncParsableCommand {
                 // --help and --version.
                 exit(withError: error)
             }
-            let message = fullMessage(for: error)
+            var message = fullMessage(for: error)
+            if message.hasPrefix("Error: ") {
+                message.removeFirst("Error: ".count)
+            }
             FileHandle.standardError.write(Data("airlock: \(message)\n".utf8))
             Foundation.exit(ExitCode.operationalError.rawValue)
         }

@@ -17,7 +17,9 @@ public final class Broker: Sendable {
     /// The bytes on disk.
     public let store: FileStore
     /// Download tokens.
-    public let tokens: DownloadTokens
+    public var tokens: DownloadTokens { self.ledger.tokens }
+    /// Queries, token issuance and deletion, shared with the admin commands.
+    public let ledger: Ledger
     /// Threads for blocking file I/O.
     public let threadPool: NIOThreadPool
     /// The clock (injectable for tests).
@@ -38,7 +40,7 @@ public final class Broker: Sendable {
         self.inspector = inspector
         self.database = database
         self.store = store
-        self.tokens = tokens
+        self.ledger = Ledger(configuration: configuration, database: database, store: store, tokens: tokens, now: now)
         self.threadPool = threadPool
         self.now = now
         self.logger = logger
@@ -243,69 +245,6 @@ public final class Broker: Sendable {
         return (record, recipients)
     }
 
-    // MARK: Queries
-
-    /// A transfer and its recipients; nil when unknown or, with `server`, handed off by another server.
-    public func transfer(id: String, server: String? = nil) async throws -> (TransferRecord, [String])? {
-        try await self.database.writer.read { db in
-            guard let record = try TransferRecord.fetchOne(db, key: id), server == nil || record.server == server else { return nil }
-            let recipients = try RecipientRecord.filter(Column("transferId") == id).order(Column("recipient")).fetchAll(db).map(\.recipient)
-            return (record, recipients)
-        }
-    }
-
-    // MARK: Tokens
-
-    /// A download URL for one recipient.
-    public struct DownloadGrant: Sendable, Equatable {
-        /// The recipient.
-        public var recipient: String
-        /// The URL to put in the chat message.
-        public var url: String
-        /// When it stops working.
-        public var expiresAt: Date
-    }
-
-    /// Mints a download URL for `recipient` of a downloadable transfer and records the issuance.
-    public func issueDownload(transferId: String, recipient: String, ttlSeconds: Int? = nil, server: String? = nil) async throws -> DownloadGrant {
-        guard let (record, recipients) = try await self.transfer(id: transferId, server: server) else {
-            throw BrokerError.transferNotFound(transferId)
-        }
-        guard record.state.isDownloadable else {
-            throw BrokerError.notDownloadable(id: transferId, state: record.state)
-        }
-        guard recipients.contains(recipient) else {
-            throw BrokerError.notARecipient(recipient)
-        }
-        let now = self.now()
-        let ttl = ttlSeconds ?? self.configuration.tokens.ttlSeconds
-        let (token, claims) = try await self.tokens.issue(transferId: transferId, recipient: recipient, ttl: ttl, now: now)
-        let issuance = TokenIssuanceRecord(
-            tokenId: claims.jti.value,
-            transferId: transferId,
-            recipient: recipient,
-            keyId: self.tokens.activeKeyId,
-            issuedAt: now,
-            expiresAt: claims.exp.value,
-            usedAt: nil
-        )
-        try await self.database.writer.write { db in try issuance.insert(db) }
-        let base =
-            self.configuration.http.publicBaseURL.hasSuffix("/")
-            ? String(self.configuration.http.publicBaseURL.dropLast()) : self.configuration.http.publicBaseURL
-        return DownloadGrant(recipient: recipient, url: "\(base)/v1/files/\(token)", expiresAt: claims.exp.value)
-    }
-
-    /// Grants for every recipient of a clean transfer (none otherwise).
-    public func issueDownloads(for record: TransferRecord, recipients: [String]) async throws -> [DownloadGrant] {
-        guard record.state.isDownloadable else { return [] }
-        var grants: [DownloadGrant] = []
-        for recipient in recipients {
-            grants.append(try await self.issueDownload(transferId: record.id, recipient: recipient))
-        }
-        return grants
-    }
-
     /// What a verified download token gives access to.
     public struct AuthorizedDownload: Sendable {
         /// The transfer.
@@ -326,7 +265,7 @@ public final class Broker: Sendable {
         } catch {
             throw BrokerError.invalidToken
         }
-        guard let (record, recipients) = try await self.transfer(id: claims.tid) else {
+        guard let (record, recipients) = try await self.ledger.transfer(id: claims.tid) else {
             throw BrokerError.transferNotFound(claims.tid)
         }
         guard recipients.contains(claims.sub.value) else {
@@ -365,32 +304,4 @@ public final class Broker: Sendable {
         }
     }
 
-    // MARK: Deletion
-
-    /// Retracts a transfer: bytes removed unless another live transfer shares them, row kept as `deleted`.
-    public func delete(transferId: String, actor: String, server: String? = nil, reason: String? = nil) async throws {
-        guard let (record, _) = try await self.transfer(id: transferId, server: server) else {
-            throw BrokerError.transferNotFound(transferId)
-        }
-        guard record.state != .deleted, record.state != .purged else { return }
-        let now = self.now()
-        let store = self.store
-        try await self.database.writer.write { db in
-            try TransferRecord.filter(key: transferId).updateAll(db, Column("state").set(to: TransferState.deleted), Column("updatedAt").set(to: now))
-            if record.state == .quarantined {
-                try store.removeQuarantined(transferId: transferId)
-            } else {
-                let sharing =
-                    try TransferRecord
-                    .filter(Column("sha256") == record.sha256 && [TransferState.stored, .released].contains(Column("state")))
-                    .fetchCount(db)
-                if sharing == 0 {
-                    try store.removeClean(sha256: record.sha256)
-                }
-            }
-            var details = ["previousState": record.state.rawValue]
-            details["reason"] = reason
-            try AuditLog.append(db, at: now, actor: actor, action: "transfer.deleted", transferId: transferId, details: details)
-        }
-    }
 }

@@ -82,17 +82,17 @@ struct TransferController {
         self.metrics.uploadBytes.increment(by: record.size)
         self.metrics.verdicts[record.verdict]?.increment()
 
-        let grants = try await self.broker.issueDownloads(for: record, recipients: recipients)
-        return try Self.json(TransferJSON(record, recipients: recipients, downloads: grants), status: .created)
+        let grants = try await self.broker.ledger.issueDownloads(for: record, recipients: recipients)
+        return try Self.json(TransferDocument(record, recipients: recipients, downloads: grants), status: .created)
     }
 
     /// `GET /v1/transfers/{id}`.
     @Sendable func show(_ request: Request, context: AirlockRequestContext) async throws -> Response {
         let id = try context.parameters.require("id")
-        guard let (record, recipients) = try await self.broker.transfer(id: id, server: context.server) else {
+        guard let (record, recipients) = try await self.broker.ledger.transfer(id: id, server: context.server) else {
             throw BrokerError.transferNotFound(id)
         }
-        return try Self.json(TransferJSON(record, recipients: recipients))
+        return try Self.json(TransferDocument(record, recipients: recipients))
     }
 
     struct TokenRequest: Decodable {
@@ -118,7 +118,7 @@ struct TransferController {
         if let ttl = body.ttlSeconds, !(1...(7 * 86400)).contains(ttl) {
             throw BrokerError.invalidRequest("ttlSeconds must be between 1 and 604800")
         }
-        let grant = try await self.broker.issueDownload(
+        let grant = try await self.broker.ledger.issueDownload(
             transferId: id,
             recipient: body.recipient,
             ttlSeconds: body.ttlSeconds,
@@ -131,12 +131,12 @@ struct TransferController {
     @Sendable func delete(_ request: Request, context: AirlockRequestContext) async throws -> HTTPResponse.Status {
         let id = try context.parameters.require("id")
         let server = context.server ?? "unknown"
-        try await self.broker.delete(transferId: id, actor: "server:\(server)", server: server, reason: "retracted by the sender")
+        try await self.broker.ledger.delete(transferId: id, actor: "server:\(server)", server: server, reason: "retracted by the sender")
         return .noContent
     }
 
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
-        let data = try JSONResponse.encoder.encode(value)
+        let data = try TransferDocument.encoder.encode(value)
         return Response(
             status: status,
             headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],

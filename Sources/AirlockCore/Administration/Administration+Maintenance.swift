@@ -1,0 +1,186 @@
+import Crypto
+public import Foundation
+import GRDB
+
+extension Administration {
+    /// A transfer whose bytes the retention policy removes.
+    public struct PurgeItem: Sendable, Equatable {
+        /// The transfer.
+        public var id: String
+        /// Its state before the purge.
+        public var state: TransferState
+        /// When it was handed off.
+        public var createdAt: Date
+        /// Its size.
+        public var size: Int64
+    }
+
+    /// Applies `retention.cleanDays` and `retention.quarantineDays`: bytes removed, rows kept as `purged`.
+    ///
+    /// Safe while the server runs: each transfer is purged in its own write transaction, and clean bytes are
+    /// kept while another live transfer shares them.
+    public func purge(dryRun: Bool) async throws -> [PurgeItem] {
+        let now = self.ledger.now()
+        let retention = self.ledger.configuration.retention
+        let cleanCutoff = now.addingTimeInterval(-Double(retention.cleanDays) * 86400)
+        let quarantineCutoff = now.addingTimeInterval(-Double(retention.quarantineDays) * 86400)
+        let due = try await self.database.writer.read { db in
+            try TransferRecord
+                .filter(
+                    ([TransferState.stored, .released].contains(Column("state")) && Column("createdAt") < cleanCutoff)
+                        || (Column("state") == TransferState.quarantined && Column("createdAt") < quarantineCutoff)
+                )
+                .order(Column("createdAt"))
+                .fetchAll(db)
+        }
+        let items = due.map { PurgeItem(id: $0.id, state: $0.state, createdAt: $0.createdAt, size: $0.size) }
+        guard !dryRun else { return items }
+        let store = self.store
+        for record in due {
+            try await self.database.writer.write { db in
+                guard let current = try TransferRecord.fetchOne(db, key: record.id), current.state == record.state else { return }
+                try TransferRecord.filter(key: record.id)
+                    .updateAll(db, Column("state").set(to: TransferState.purged), Column("updatedAt").set(to: now))
+                if record.state == .quarantined {
+                    try store.removeQuarantined(transferId: record.id)
+                } else {
+                    let sharing =
+                        try TransferRecord
+                        .filter(Column("sha256") == record.sha256 && [TransferState.stored, .released].contains(Column("state")))
+                        .fetchCount(db)
+                    if sharing == 0 {
+                        try store.removeClean(sha256: record.sha256)
+                    }
+                }
+                try AuditLog.append(
+                    db,
+                    at: now,
+                    actor: self.actor,
+                    action: "transfer.purged",
+                    transferId: record.id,
+                    details: ["previousState": record.state.rawValue, "policy": record.state == .quarantined ? "quarantineDays" : "cleanDays"]
+                )
+            }
+        }
+        return items
+    }
+
+    /// A disagreement between ledger and disk.
+    public struct DoctorProblem: Sendable, Equatable, CustomStringConvertible {
+        /// The kind of problem.
+        public enum Kind: String, Sendable, Codable {
+            case missingBytes = "missing-bytes"
+            case wrongHash = "wrong-hash"
+            case orphanFile = "orphan-file"
+            case staleStaging = "stale-staging"
+            case unreadableQuarantine = "unreadable-quarantine"
+        }
+        /// The kind.
+        public var kind: Kind
+        /// The file concerned.
+        public var path: String
+        /// The transfer concerned, if any.
+        public var transferId: String?
+        /// What is wrong and what to do.
+        public var detail: String
+
+        public var description: String { "\(self.kind.rawValue): \(self.path): \(self.detail)" }
+    }
+
+    /// Staging files not written to for this long are stale (a live upload keeps writing).
+    public static let stagingStaleAfter: TimeInterval = 15 * 60
+
+    /// Checks that ledger and disk agree: every stored or released transfer's bytes exist with the recorded
+    /// SHA-256, every quarantined transfer's encrypted file exists and is Airlock's format, no file in the store
+    /// or quarantine lacks a row, and no staging file is stale.
+    ///
+    /// - Parameter progress: called with (checked, total) as clean files are hashed.
+    public func doctor(progress: (Int, Int) -> Void = { _, _ in }) async throws -> [DoctorProblem] {
+        let records = try await self.database.writer.read { db in
+            try TransferRecord.filter([TransferState.stored, .released, .quarantined].contains(Column("state"))).fetchAll(db)
+        }
+        let store = self.store
+        var problems: [DoctorProblem] = []
+        var expectedClean: [String: String] = [:]
+        var expectedQuarantine: Set<String> = []
+        for record in records {
+            if record.state == .quarantined {
+                expectedQuarantine.insert(store.quarantinePath(transferId: record.id))
+            } else {
+                expectedClean[store.cleanPath(sha256: record.sha256)] = record.id
+            }
+        }
+
+        var checked = 0
+        for (path, id) in expectedClean.sorted(by: { $0.key < $1.key }) {
+            checked += 1
+            progress(checked, expectedClean.count)
+            guard FileManager.default.fileExists(atPath: path) else {
+                problems.append(DoctorProblem(kind: .missingBytes, path: path, transferId: id, detail: "the ledger says stored, the bytes are gone"))
+                continue
+            }
+            let expected = (path as NSString).lastPathComponent
+            if let actual = try? Self.sha256(ofFileAt: path), actual != expected {
+                problems.append(DoctorProblem(kind: .wrongHash, path: path, transferId: id, detail: "content hashes to \(actual)"))
+            }
+        }
+        for path in expectedQuarantine.sorted() {
+            let id = (path as NSString).lastPathComponent
+            guard let handle = FileHandle(forReadingAtPath: path) else {
+                problems.append(
+                    DoctorProblem(kind: .missingBytes, path: path, transferId: id, detail: "the ledger says quarantined, the bytes are gone")
+                )
+                continue
+            }
+            let magic = try? handle.read(upToCount: 4)
+            try? handle.close()
+            if magic != Data("ALQ1".utf8) {
+                problems.append(DoctorProblem(kind: .unreadableQuarantine, path: path, transferId: id, detail: "not an encrypted quarantine file"))
+            }
+        }
+        for path in Self.regularFiles(under: store.filesDirectory) where expectedClean[path] == nil {
+            problems.append(DoctorProblem(kind: .orphanFile, path: path, transferId: nil, detail: "no stored or released transfer has these bytes"))
+        }
+        for path in Self.regularFiles(under: store.quarantineDirectory) where !expectedQuarantine.contains(path) {
+            let name = (path as NSString).lastPathComponent
+            if name == ".gitkeep" { continue }
+            problems.append(DoctorProblem(kind: .orphanFile, path: path, transferId: nil, detail: "no quarantined transfer owns this file"))
+        }
+        let now = Date()
+        for path in Self.regularFiles(under: store.stagingDirectory) {
+            let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? .distantPast
+            if now.timeIntervalSince(modified) > Self.stagingStaleAfter {
+                problems.append(
+                    DoctorProblem(
+                        kind: .staleStaging,
+                        path: path,
+                        transferId: nil,
+                        detail: "an upload that never finished; the server removes it at start-up"
+                    )
+                )
+            }
+        }
+        return problems
+    }
+
+    static func regularFiles(under directory: String) -> [String] {
+        guard let enumerator = FileManager.default.enumerator(atPath: directory) else { return [] }
+        var files: [String] = []
+        while let relative = enumerator.nextObject() as? String {
+            if enumerator.fileAttributes?[.type] as? FileAttributeType == .typeRegular {
+                files.append((directory as NSString).appendingPathComponent(relative))
+            }
+        }
+        return files.sorted()
+    }
+
+    static func sha256(ofFileAt path: String) throws -> String {
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        var hasher = SHA256()
+        while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+            hasher.update(data: chunk)
+        }
+        return hasher.finalize().hexString
+    }
+}
