@@ -117,7 +117,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AirlockCLITests",
-            dependencies: ["airlock", "AirlockTestSupport"],
+            dependencies: ["airlock", "AirlockTestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
     ]
