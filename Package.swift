@@ -95,7 +95,13 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .target(name: "AirlockTestSupport", path: "Tests/AirlockTestSupport", swiftSettings: swiftSettings),
+        .target(
+            name: "AirlockTestSupport",
+            path: "Tests/AirlockTestSupport",
+            // Raw sockets need C structs (sockaddr_in, pollfd) whose members resolve through different clang
+            // modules depending on build order, which MemberImportVisibility rejects at random.
+            swiftSettings: [.enableUpcomingFeature("ExistentialAny"), .enableUpcomingFeature("InternalImportsByDefault")]
+        ),
         .testTarget(name: "ClamAVTests", dependencies: ["ClamAV", "AirlockTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "LibMagicTests", dependencies: ["LibMagic", "AirlockTestSupport"], swiftSettings: swiftSettings),
         .testTarget(

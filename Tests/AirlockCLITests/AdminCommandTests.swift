@@ -67,7 +67,7 @@ struct AdminCommandTests {
         let audit = try await fixture.json(["audit", "list"]) as? [[String: Any]] ?? []
         let releases = audit.filter { $0["action"] as? String == "quarantine.released" }
         #expect(releases.count == 2)
-        let user = try #require(ProcessInfo.processInfo.environment["SUDO_USER"] ?? String(cString: getpwuid(geteuid()).pointee.pw_name))
+        let user = ProcessInfo.processInfo.environment["SUDO_USER"] ?? NSUserName()
         for entry in releases {
             #expect(entry["actor"] as? String == "admin:\(user)")
             let details = try JSONSerialization.jsonObject(with: Data((entry["details"] as? String ?? "").utf8)) as? [String: String]

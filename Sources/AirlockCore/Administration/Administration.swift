@@ -33,10 +33,7 @@ public struct Administration: Sendable {
         if let sudoUser = ProcessInfo.processInfo.environment["SUDO_USER"], !sudoUser.isEmpty {
             return sudoUser
         }
-        if let entry = getpwuid(geteuid()), let name = entry.pointee.pw_name {
-            return String(cString: name)
-        }
-        return "uid-\(geteuid())"
+        return NSUserName()
     }
 
     var database: AppDatabase { self.ledger.database }

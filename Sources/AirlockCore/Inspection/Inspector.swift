@@ -88,19 +88,20 @@ public final class Inspector: Sendable {
     }
 
     private func inspectBlocking(path: String, declaredType: String?) -> InspectionReport {
+        // File metadata through Foundation: C's `struct stat` resolves through different clang modules depending
+        // on build order, which MemberImportVisibility then rejects.
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else {
+            return Self.unreadable(size: 0, "cannot open the file: it does not exist or is not readable")
+        }
+        guard attributes[.type] as? FileAttributeType == .typeRegular else {
+            return Self.unreadable(size: 0, "not a regular file")
+        }
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else {
             return Self.unreadable(size: 0, "cannot open the file: \(String(cString: strerror(errno)))")
         }
         defer { close(descriptor) }
-        var status = stat()
-        guard fstat(descriptor, &status) == 0 else {
-            return Self.unreadable(size: 0, "cannot stat the file: \(String(cString: strerror(errno)))")
-        }
-        guard (status.st_mode & S_IFMT) == S_IFREG else {
-            return Self.unreadable(size: 0, "not a regular file")
-        }
-        let size = Int64(status.st_size)
+        var size: Int64 = 0
 
         // One pass: hash every byte, keep the start for libmagic.
         var hasher = SHA256()
@@ -115,6 +116,7 @@ public final class Inspector: Sendable {
                 return Self.unreadable(size: size, "cannot read the file: \(String(cString: strerror(errno)))")
             }
             if count == 0 { break }
+            size += Int64(count)
             let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
             hasher.update(bufferPointer: chunk)
             if head.count < MagicPool.sniffLength {
