@@ -61,9 +61,9 @@ struct ConfigurationTests {
 
     @Test func aSecretCanComeFromAFile() throws {
         let directory = try TemporaryDirectory()
-        let keyFile = try directory.write("xep.secret", Data("from-a-file-secret\n".utf8))
+        let keyFile = try directory.write("xep.secret", Data("from-a-file-secret-that-is-long-enough\n".utf8))
         let configuration = try self.load(#"{"xep0363": {"secretFile": "\#(keyFile)"}}"#)
-        #expect(configuration.xep0363.secret == "from-a-file-secret")
+        #expect(configuration.xep0363.secret == "from-a-file-secret-that-is-long-enough")
     }
 
     @Test func anUnknownKeyIsNamed() {
@@ -86,6 +86,7 @@ struct ConfigurationTests {
         #expect(self.error(#"{"policy": {"blockedTypes": "x"}}"#) == nil)
         #expect(self.error(#"{"policy": {"blockedTypes": [1]}}"#)?.key == "policy.blockedTypes")
         #expect(self.error(#"{"xep0363": {"pathPrefix": "upload"}}"#)?.key == "xep0363.pathPrefix")
+        #expect(self.error(#"{"xep0363": {"secret": "short"}}"#)?.key == "xep0363.secret")
         #expect(self.error(#"{"http": {"tls": {"certificateFile": "/c.pem"}}}"#)?.key == "http.tls")
     }
 

@@ -100,14 +100,24 @@ public final class Broker: Sendable {
         public var filename: String
         /// The declared `Content-Type`.
         public var declaredType: String?
+        /// Whether recipients must be named (XEP-0363 uploads are capability URLs without recipients).
+        public var requiresRecipients: Bool
 
         /// Creates a hand-off description.
-        public init(server: String, sender: String, recipients: [String], filename: String, declaredType: String?) {
+        public init(
+            server: String,
+            sender: String,
+            recipients: [String],
+            filename: String,
+            declaredType: String?,
+            requiresRecipients: Bool = true
+        ) {
             self.server = server
             self.sender = sender
             self.recipients = recipients
             self.filename = filename
             self.declaredType = declaredType
+            self.requiresRecipients = requiresRecipients
         }
     }
 
@@ -119,7 +129,7 @@ public final class Broker: Sendable {
         guard Self.isValidAddress(handOff.sender) else {
             throw BrokerError.invalidRequest("sender is missing or invalid: give the sender's address as ?sender=")
         }
-        guard !handOff.recipients.isEmpty else {
+        guard !handOff.recipients.isEmpty || !handOff.requiresRecipients else {
             throw BrokerError.invalidRequest("no recipient: give each recipient's address as ?recipient= (repeatable)")
         }
         guard handOff.recipients.count <= 1000 else {
@@ -157,7 +167,10 @@ public final class Broker: Sendable {
     /// Inspects a fully received staging file, stores or quarantines it and records the transfer.
     ///
     /// The staging file is consumed: moved into the store, encrypted into the quarantine, or removed.
-    public func receive(_ handOff: HandOff, staging: StagingFile) async throws -> (TransferRecord, [String]) {
+    ///
+    /// - Parameter slot: an XEP-0363 upload path to claim for this transfer; if another transfer holds it,
+    ///   ``BrokerError/slotTaken(_:)`` is thrown and nothing is kept.
+    public func receive(_ handOff: HandOff, staging: StagingFile, slot: String? = nil) async throws -> (TransferRecord, [String]) {
         let filename = try Self.validate(handOff)
         let (size, sha256) = try await staging.finish()
         let transferId = UUID().uuidString.lowercased()
@@ -212,14 +225,47 @@ public final class Broker: Sendable {
                 try store.quarantine(stagingPath: staging.path, transferId: transferId)
             }
         }
+        do {
+            try await self.record(record, recipients: recipients, verdict: verdict, cached: cached != nil, staging: staging, slot: slot)
+        } catch {
+            if !verdict.isClean {
+                try? store.removeQuarantined(transferId: transferId)
+            }
+            throw error
+        }
+        self.logger.info(
+            "transfer received",
+            metadata: [
+                "transfer": "\(transferId)", "server": "\(handOff.server)", "size": "\(size)", "verdict": "\(verdict.kind.rawValue)",
+                "cached": "\(cached != nil)",
+            ]
+        )
+        return (record, recipients)
+    }
+
+    /// Moves clean bytes into the store and writes the transfer, its recipients, slot and audit entry, all in
+    /// one write transaction.
+    private func record(
+        _ record: TransferRecord,
+        recipients: [String],
+        verdict: Verdict,
+        cached: Bool,
+        staging: StagingFile,
+        slot: String?
+    ) async throws {
+        let store = self.store
+        let (transferId, sha256, size, now) = (record.id, record.sha256, record.size, record.createdAt)
         try await self.database.writer.write { db in
+            if let slot {
+                guard try UploadSlotRecord.fetchOne(db, key: slot) == nil else { throw BrokerError.slotTaken(slot) }
+            }
             if verdict.isClean {
                 // Inside the write transaction, so a concurrent delete of the same content cannot interleave.
                 try store.storeClean(stagingPath: staging.path, sha256: sha256)
-                if cached == nil, let detectedType, let typeDescription {
+                if !cached, let detectedType = record.detectedType, let typeDescription = record.typeDescription {
                     try VerdictCacheRecord(
                         sha256: sha256,
-                        signatureVersion: signatureVersion,
+                        signatureVersion: record.signatureVersion,
                         detectedType: detectedType,
                         typeDescription: typeDescription,
                         createdAt: now
@@ -233,16 +279,12 @@ public final class Broker: Sendable {
             var details = ["sha256": sha256, "size": String(size), "verdict": verdict.kind.rawValue, "state": record.state.rawValue]
             details["signature"] = verdict.signature
             details["reason"] = verdict.reason
-            try AuditLog.append(db, at: now, actor: "server:\(handOff.server)", action: "transfer.created", transferId: transferId, details: details)
+            if let slot {
+                try UploadSlotRecord(path: slot, transferId: transferId, createdAt: now).insert(db)
+                details["slot"] = slot
+            }
+            try AuditLog.append(db, at: now, actor: "server:\(record.server)", action: "transfer.created", transferId: transferId, details: details)
         }
-        self.logger.info(
-            "transfer received",
-            metadata: [
-                "transfer": "\(transferId)", "server": "\(handOff.server)", "size": "\(size)", "verdict": "\(verdict.kind.rawValue)",
-                "cached": "\(cached != nil)",
-            ]
-        )
-        return (record, recipients)
     }
 
     /// What a verified download token gives access to.

@@ -18,6 +18,8 @@ public enum BrokerError: Error, Equatable, CustomStringConvertible {
     case quarantined(id: String, verdict: Verdict)
     /// The upload is larger than `limits.maxUploadBytes`: 413.
     case tooLarge(limit: Int)
+    /// An XEP-0363 slot already holds a file: 409.
+    case slotTaken(String)
 
     public var description: String {
         switch self {
@@ -31,6 +33,7 @@ public enum BrokerError: Error, Equatable, CustomStringConvertible {
         case .quarantined(let id, let verdict):
             "transfer \(id) is quarantined: \(verdict.kind.rawValue) (\(verdict.signature ?? verdict.reason ?? ""))"
         case .tooLarge(let limit): "the upload exceeds limits.maxUploadBytes (\(limit) bytes)"
+        case .slotTaken(let slot): "the upload slot \(slot) already holds a file; request a new slot"
         }
     }
 }

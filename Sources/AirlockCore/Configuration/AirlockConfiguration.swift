@@ -156,7 +156,7 @@ extension AirlockConfiguration {
         /// The default `servers.dev.apiKey`.
         public static let apiKey = "dev-api-key-change-me"
         /// The default `xep0363.secret`.
-        public static let xep0363Secret = "dev-xep0363-secret-change-me"
+        public static let xep0363Secret = "dev-xep0363-secret-change-me-0123456789"
     }
 
     /// The built-in defaults, identical to the shipped `Config/airlock.json`.
@@ -296,6 +296,13 @@ extension AirlockConfiguration {
             secret: try reader.secret("xep0363.secret", default: DevelopmentSecrets.xep0363Secret),
             pathPrefix: pathPrefix
         )
+        if self.xep0363.enabled, self.xep0363.secret.utf8.count < 32 {
+            // HS256 keys shorter than the hash are weak, and JWTKit refuses them.
+            throw ConfigurationError(
+                key: "xep0363.secret",
+                message: "must be at least 32 characters; generate one with `openssl rand -hex 32` and give the same to the XMPP server"
+            )
+        }
         self.retention = Retention(
             cleanDays: try reader.int("retention.cleanDays", default: 30, in: 1...36500),
             quarantineDays: try reader.int("retention.quarantineDays", default: 90, in: 1...36500)

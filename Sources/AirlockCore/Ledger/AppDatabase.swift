@@ -96,6 +96,14 @@ public struct AppDatabase: Sendable {
                     """
             )
         }
+        migrator.registerMigration("v2") { db in
+            // XEP-0363 slots: the upload path (after the prefix, percent-decoded) → the transfer it holds.
+            try db.create(table: "uploadSlot") { table in
+                table.primaryKey("path", .text)
+                table.column("transferId", .text).notNull().references("transfer").indexed()
+                table.column("createdAt", .datetime).notNull()
+            }
+        }
         return migrator
     }
 

@@ -42,6 +42,14 @@ public struct Ledger: Sendable {
         }
     }
 
+    /// The transfer an XEP-0363 upload path holds, if any.
+    public func transfer(inSlot path: String) async throws -> TransferRecord? {
+        try await self.database.writer.read { db in
+            guard let slot = try UploadSlotRecord.fetchOne(db, key: path) else { return nil }
+            return try TransferRecord.fetchOne(db, key: slot.transferId)
+        }
+    }
+
     // MARK: Tokens
 
     /// A download URL for one recipient.

@@ -148,3 +148,14 @@ public struct VerdictCacheRecord: Sendable, Equatable, Codable, FetchableRecord,
     /// When it was cached.
     public var createdAt: Date
 }
+
+/// One row of `uploadSlot`: an XEP-0363 upload path and the transfer stored under it.
+public struct UploadSlotRecord: Sendable, Equatable, Codable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "uploadSlot"
+    /// The path after the prefix, percent-decoded (`slot/filename`).
+    public var path: String
+    /// The transfer.
+    public var transferId: String
+    /// When the slot was filled.
+    public var createdAt: Date
+}

@@ -61,6 +61,8 @@ extension APIError {
             self.extra["reason"] = verdict.reason
         case .tooLarge:
             self.init(.contentTooLarge, "too_large", error.description)
+        case .slotTaken:
+            self.init(.conflict, "slot_taken", error.description)
         }
     }
 }

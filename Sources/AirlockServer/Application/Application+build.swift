@@ -21,10 +21,12 @@ public func buildApplication(
     router.add(middleware: BrokerErrorMiddleware())
     OperationsController(broker: broker, metrics: metrics).addRoutes(to: router)
     router.addRoutes(TransferController(broker: broker, metrics: metrics).endpoints, atPath: "/v1/transfers")
-    router.addRoutes(
-        DownloadController(broker: broker, metrics: metrics, fileIO: FileIO(threadPool: broker.threadPool)).endpoints,
-        atPath: "/v1/files"
-    )
+    let files = FileResponder(broker: broker, metrics: metrics, fileIO: FileIO(threadPool: broker.threadPool))
+    router.addRoutes(DownloadController(broker: broker, metrics: metrics, files: files).endpoints, atPath: "/v1/files")
+    if configuration.xep0363.enabled {
+        let upload = await XEP0363Controller(broker: broker, metrics: metrics, files: files)
+        router.addRoutes(upload.endpoints, atPath: RouterPath(String(configuration.xep0363.pathPrefix.dropLast())))
+    }
 
     let server: HTTPServerBuilder
     if let tls = try TLSSettings(configuration.http.tls) {

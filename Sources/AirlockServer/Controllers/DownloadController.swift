@@ -10,7 +10,7 @@ import Prometheus
 struct DownloadController {
     let broker: Broker
     let metrics: AirlockMetrics
-    let fileIO: FileIO
+    let files: FileResponder
 
     var endpoints: RouteCollection<AirlockRequestContext> {
         let routes = RouteCollection(context: AirlockRequestContext.self)
@@ -35,60 +35,14 @@ struct DownloadController {
             }
             throw error
         }
-        let transfer = authorized.transfer
-        let size = Int(transfer.size)
-
-        var headers: HTTPFields = [
-            .contentType: transfer.detectedType ?? "application/octet-stream",
-            .contentDisposition: "attachment; filename*=UTF-8''\(Self.percentEncode(transfer.filename))",
-            .xContentTypeOptions: "nosniff",
-            .contentSecurityPolicy: "default-src 'none'; sandbox",
-            .cacheControl: "private, no-store",
-            .acceptRanges: "bytes",
-        ]
-        var status: HTTPResponse.Status = .ok
-        var range = size > 0 ? 0...(size - 1) : nil
-        if let rangeHeader = request.headers[.range] {
-            switch ByteRange.parse(rangeHeader, size: size) {
-            case .satisfiable(let requested):
-                range = requested
-                status = .partialContent
-                headers[.contentRange] = "bytes \(requested.lowerBound)-\(requested.upperBound)/\(size)"
-            case .unsatisfiable:
-                var error = APIError(.rangeNotSatisfiable, "range_not_satisfiable", "the requested range is outside the file (\(size) bytes)")
-                error.headers[.contentRange] = "bytes */\(size)"
-                throw error
-            case .ignored:
-                break
-            }
-        }
-        let length = range.map { $0.count } ?? 0
-        headers[.contentLength] = String(length)
-
-        await self.broker.recordDownload(
-            DownloadRecord(
-                transferId: transfer.id,
-                recipient: authorized.recipient,
-                at: self.broker.now(),
-                remoteAddress: context.remoteAddress?.ipAddress,
-                bytes: isHead ? 0 : Int64(length),
-                status: Int(status.code)
-            )
+        return try await self.files.respond(
+            to: request,
+            context: context,
+            transfer: authorized.transfer,
+            path: authorized.path,
+            recipient: authorized.recipient,
+            disposition: .attachment
         )
-        if isHead || range == nil {
-            return Response(status: status, headers: headers, body: .init())
-        }
-        self.metrics.downloads.increment()
-        self.metrics.downloadBytes.increment(by: Int64(length))
-        let body = try await self.fileIO.loadFile(path: authorized.path, range: range!, context: context)
-        return Response(status: status, headers: headers, body: body)
-    }
-
-    /// RFC 5987 encoding for `filename*`: everything but unreserved characters is percent-encoded.
-    static func percentEncode(_ name: String) -> String {
-        var allowed = CharacterSet.alphanumerics.intersection(CharacterSet(charactersIn: Unicode.Scalar(0)..<Unicode.Scalar(128)))
-        allowed.insert(charactersIn: "-._~")
-        return name.addingPercentEncoding(withAllowedCharacters: allowed) ?? "download"
     }
 }
 
@@ -121,9 +75,4 @@ enum ByteRange: Equatable {
         guard let end = Int(last), end >= start else { return .ignored }
         return .satisfiable(start...min(end, size - 1))
     }
-}
-
-extension HTTPField.Name {
-    static let xContentTypeOptions = Self("X-Content-Type-Options")!
-    static let contentSecurityPolicy = Self("Content-Security-Policy")!
 }

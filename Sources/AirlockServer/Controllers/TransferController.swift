@@ -54,33 +54,9 @@ struct TransferController {
             throw error
         }
 
-        let staging = try StagingFile(path: self.broker.store.newStagingPath(), threadPool: self.broker.threadPool)
-        do {
-            for try await buffer in request.body {
-                guard staging.size + Int64(buffer.readableBytes) <= Int64(limit) else {
-                    throw BrokerError.tooLarge(limit: limit)
-                }
-                try await staging.append(buffer)
-            }
-        } catch {
-            staging.discard()
-            self.metrics.uploadsRefused.increment()
-            throw error
-        }
+        let staging = try await Self.stage(request.body, broker: self.broker, metrics: self.metrics)
 
-        let started = ContinuousClock.now
-        let record: TransferRecord
-        let recipients: [String]
-        do {
-            (record, recipients) = try await self.broker.receive(handOff, staging: staging)
-        } catch {
-            staging.discard()
-            throw error
-        }
-        self.metrics.scanDuration.record(ContinuousClock.now - started)
-        self.metrics.uploads.increment()
-        self.metrics.uploadBytes.increment(by: record.size)
-        self.metrics.verdicts[record.verdict]?.increment()
+        let (record, recipients) = try await Self.receive(handOff, staging: staging, broker: self.broker, metrics: self.metrics)
 
         let grants = try await self.broker.ledger.issueDownloads(for: record, recipients: recipients)
         return try Self.json(TransferDocument(record, recipients: recipients, downloads: grants), status: .created)
@@ -133,6 +109,49 @@ struct TransferController {
         let server = context.server ?? "unknown"
         try await self.broker.ledger.delete(transferId: id, actor: "server:\(server)", server: server, reason: "retracted by the sender")
         return .noContent
+    }
+
+    /// Streams a request body into a new staging file, cutting it off with 413 past `limits.maxUploadBytes`.
+    /// On any failure the staging file is removed.
+    static func stage(_ body: RequestBody, broker: Broker, metrics: AirlockMetrics) async throws -> StagingFile {
+        let limit = broker.configuration.limits.maxUploadBytes
+        let staging = try StagingFile(path: broker.store.newStagingPath(), threadPool: broker.threadPool)
+        do {
+            for try await buffer in body {
+                guard staging.size + Int64(buffer.readableBytes) <= Int64(limit) else {
+                    throw BrokerError.tooLarge(limit: limit)
+                }
+                try await staging.append(buffer)
+            }
+        } catch {
+            staging.discard()
+            metrics.uploadsRefused.increment()
+            throw error
+        }
+        return staging
+    }
+
+    /// Runs the inspection pipeline on a staged upload and records its metrics; the staging file is consumed.
+    static func receive(
+        _ handOff: Broker.HandOff,
+        staging: StagingFile,
+        slot: String? = nil,
+        broker: Broker,
+        metrics: AirlockMetrics
+    ) async throws -> (TransferRecord, [String]) {
+        let started = ContinuousClock.now
+        let received: (TransferRecord, [String])
+        do {
+            received = try await broker.receive(handOff, staging: staging, slot: slot)
+        } catch {
+            staging.discard()
+            throw error
+        }
+        metrics.scanDuration.record(ContinuousClock.now - started)
+        metrics.uploads.increment()
+        metrics.uploadBytes.increment(by: received.0.size)
+        metrics.verdicts[received.0.verdict]?.increment()
+        return received
     }
 
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {

@@ -1,0 +1,94 @@
+import AirlockCore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import NIOCore
+import Prometheus
+
+/// Streams a stored transfer to a client with safe headers and `Range` support, and records the download.
+struct FileResponder: Sendable {
+    let broker: Broker
+    let metrics: AirlockMetrics
+    let fileIO: FileIO
+
+    /// How the browser should treat the file.
+    enum Disposition {
+        /// Always a download, with the detected type.
+        case attachment
+        /// Shown in place when the detected type is an image, video, audio or plain text; a download otherwise.
+        case inlineWhenHarmless
+    }
+
+    func respond(
+        to request: Request,
+        context: AirlockRequestContext,
+        transfer: TransferRecord,
+        path: String,
+        recipient: String?,
+        disposition: Disposition
+    ) async throws -> Response {
+        let isHead = request.method == .head
+        let size = Int(transfer.size)
+        let detected = transfer.detectedType ?? "application/octet-stream"
+        let family = detected.split(separator: "/").first.map(String.init) ?? ""
+        let inline = disposition == .inlineWhenHarmless && (["image", "video", "audio"].contains(family) || detected == "text/plain")
+        let filename = Self.percentEncode(transfer.filename)
+        var headers: HTTPFields = [
+            .contentType: inline || disposition == .attachment ? detected : "application/octet-stream",
+            .contentDisposition: "\(inline ? "inline" : "attachment"); filename*=UTF-8''\(filename)",
+            .xContentTypeOptions: "nosniff",
+            .contentSecurityPolicy: "default-src 'none'; sandbox",
+            .cacheControl: "private, no-store",
+            .acceptRanges: "bytes",
+        ]
+        var status: HTTPResponse.Status = .ok
+        var range = size > 0 ? 0...(size - 1) : nil
+        if let rangeHeader = request.headers[.range] {
+            switch ByteRange.parse(rangeHeader, size: size) {
+            case .satisfiable(let requested):
+                range = requested
+                status = .partialContent
+                headers[.contentRange] = "bytes \(requested.lowerBound)-\(requested.upperBound)/\(size)"
+            case .unsatisfiable:
+                var error = APIError(.rangeNotSatisfiable, "range_not_satisfiable", "the requested range is outside the file (\(size) bytes)")
+                error.headers[.contentRange] = "bytes */\(size)"
+                throw error
+            case .ignored:
+                break
+            }
+        }
+        let length = range.map { $0.count } ?? 0
+        headers[.contentLength] = String(length)
+
+        await self.broker.recordDownload(
+            DownloadRecord(
+                transferId: transfer.id,
+                recipient: recipient,
+                at: self.broker.now(),
+                remoteAddress: context.remoteAddress?.ipAddress,
+                bytes: isHead ? 0 : Int64(length),
+                status: Int(status.code)
+            )
+        )
+        guard !isHead, let range else {
+            return Response(status: status, headers: headers, body: .init())
+        }
+        self.metrics.downloads.increment()
+        self.metrics.downloadBytes.increment(by: Int64(length))
+        let body = try await self.fileIO.loadFile(path: path, range: range, context: context)
+        return Response(status: status, headers: headers, body: body)
+    }
+
+    /// RFC 5987 encoding for `filename*`: everything but unreserved characters is percent-encoded.
+    static func percentEncode(_ name: String) -> String {
+        var allowed = CharacterSet.alphanumerics.intersection(CharacterSet(charactersIn: Unicode.Scalar(0)..<Unicode.Scalar(128)))
+        allowed.insert(charactersIn: "-._~")
+        return name.addingPercentEncoding(withAllowedCharacters: allowed) ?? "download"
+    }
+}
+
+extension HTTPField.Name {
+    static let xContentTypeOptions = Self("X-Content-Type-Options")!
+    static let contentSecurityPolicy = Self("Content-Security-Policy")!
+}

@@ -1,0 +1,177 @@
+import AirlockCore
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import JWTKit
+import NIOCore
+
+/// XEP-0363 external upload for Prosody (`mod_http_upload_external` v1/v2, `mod_http_file_share` JWT), Metronome
+/// and prosody-filer (`token=`), and ejabberd (`mod_http_upload` `external_secret`), under `xep0363.pathPrefix`.
+struct XEP0363Controller {
+    let broker: Broker
+    let metrics: AirlockMetrics
+    let files: FileResponder
+    let jwtKeys: JWTKeyCollection
+    let secret: SymmetricKey
+    let prefix: String
+
+    init(broker: Broker, metrics: AirlockMetrics, files: FileResponder) async {
+        self.broker = broker
+        self.metrics = metrics
+        self.files = files
+        let secret = Data(broker.configuration.xep0363.secret.utf8)
+        self.secret = SymmetricKey(data: secret)
+        let keys = JWTKeyCollection()
+        await keys.add(hmac: HMACKey(key: SymmetricKey(data: secret)), digestAlgorithm: .sha256)
+        self.jwtKeys = keys
+        self.prefix = broker.configuration.xep0363.pathPrefix
+    }
+
+    var endpoints: RouteCollection<AirlockRequestContext> {
+        let routes = RouteCollection(context: AirlockRequestContext.self)
+        routes.put("**", use: self.upload)
+        routes.get("**", use: self.download)
+        routes.head("**", use: self.download)
+        routes.methodNotAllowed("**", allowing: [.put, .get, .head])
+        return routes
+    }
+
+    /// The upload path after the prefix, each segment percent-decoded (`+` stays `+`), refusing names that could
+    /// escape or confuse: empty segments, `.`, `..`, `/` (from `%2F`), NUL and control characters.
+    func slotPath(of request: Request) throws -> (path: String, segments: [String]) {
+        let raw = request.uri.path
+        guard raw.hasPrefix(self.prefix) else { throw APIError(.notFound, "not_found", "no such upload") }
+        let encoded = raw.dropFirst(self.prefix.count).split(separator: "/", omittingEmptySubsequences: false)
+        var segments: [String] = []
+        for part in encoded {
+            guard let segment = String(part).removingPercentEncoding, !segment.isEmpty, segment != ".", segment != "..",
+                !segment.contains("/"), !segment.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+            else {
+                throw APIError(.badRequest, "invalid_path", "the upload path has an empty, '.', '..' or invalid segment")
+            }
+            segments.append(segment)
+        }
+        guard segments.count >= 2, segments.last!.utf8.count <= 255 else {
+            throw APIError(.badRequest, "invalid_path", "the upload path must be slot/filename")
+        }
+        return (segments.joined(separator: "/"), segments)
+    }
+
+    struct FileShareClaims: JWTPayload {
+        var slot: String
+        var filename: String
+        var filesize: Int
+        var filetype: String?
+        var exp: ExpirationClaim
+        var sub: SubjectClaim?
+
+        /// Expiry is checked by the caller, so that an expired token answers 410 rather than 401.
+        func verify(using algorithm: some JWTAlgorithm) throws {}
+    }
+
+    /// `PUT {prefix}{slot}/{filename}`.
+    @Sendable func upload(_ request: Request, context: AirlockRequestContext) async throws -> Response {
+        let (path, segments) = try self.slotPath(of: request)
+        let lengths = request.headers[values: .contentLength]
+        guard lengths.count == 1, let length = Int(lengths[0]), length >= 0 else {
+            throw APIError(.lengthRequired, "length_required", "a PUT needs a single, valid Content-Length")
+        }
+        let contentType = request.headers[.contentType]
+        let uploader = try await self.authorize(request, path: path, segments: segments, length: length, contentType: contentType)
+
+        let limit = self.broker.configuration.limits.maxUploadBytes
+        guard length <= limit else { throw BrokerError.tooLarge(limit: limit) }
+        guard try await self.broker.ledger.transfer(inSlot: path) == nil else { throw BrokerError.slotTaken(path) }
+
+        let staging = try await TransferController.stage(request.body, broker: self.broker, metrics: self.metrics)
+        let handOff = Broker.HandOff(
+            server: "xep0363",
+            sender: uploader,
+            recipients: [],
+            filename: segments.last!,
+            declaredType: contentType,
+            requiresRecipients: false
+        )
+        _ = try await TransferController.receive(handOff, staging: staging, slot: path, broker: self.broker, metrics: self.metrics)
+        return Response(status: .created)
+    }
+
+    /// Checks the HMAC (v1, v2, `token=`) or the JWT, and returns the uploader: the JWT `sub`, else ejabberd's
+    /// first path segment (`userhash/random/name`), else `unknown`.
+    private func authorize(_ request: Request, path: String, segments: [String], length: Int, contentType: String?) async throws -> String {
+        if let authorization = request.headers[.authorization] {
+            guard authorization.lowercased().hasPrefix("bearer ") else {
+                throw APIError(.unauthorized, "invalid_token", "the Authorization header must be a Bearer token")
+            }
+            let token = String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+            let claims: FileShareClaims
+            do {
+                claims = try await self.jwtKeys.verify(token, as: FileShareClaims.self)
+            } catch {
+                throw APIError(.unauthorized, "invalid_token", "the upload token is not valid")
+            }
+            guard claims.exp.value > self.broker.now() else {
+                throw APIError(.gone, "token_expired", "the upload token expired: request a new slot")
+            }
+            guard segments.count == 2, claims.slot == segments[0], claims.filename == segments[1] else {
+                throw APIError(.badRequest, "slot_mismatch", "the upload token is for another slot or filename")
+            }
+            guard claims.filesize == length else {
+                throw APIError(.contentTooLarge, "size_mismatch", "Content-Length differs from the size in the upload token")
+            }
+            return claims.sub?.value ?? "unknown"
+        }
+
+        let query = request.uri.queryParameters
+        let expected: String
+        let presented: String
+        if let v2 = query["v2"] ?? query["token"] {
+            expected = self.hmac(path + "\0" + String(length) + "\0" + (contentType ?? ""))
+            presented = String(v2)
+        } else if let v1 = query["v"] {
+            expected = self.hmac(path + " " + String(length))
+            presented = String(v1)
+        } else {
+            throw APIError(.forbidden, "missing_signature", "the upload URL carries no v, v2 or token signature")
+        }
+        guard APIKeyMiddleware.constantTimeEqual(Data(expected.utf8), Data(presented.lowercased().utf8)) else {
+            throw APIError(.forbidden, "bad_signature", "the upload signature does not match")
+        }
+        return segments.count == 3 ? segments[0] : "unknown"
+    }
+
+    private func hmac(_ message: String) -> String {
+        Data(HMAC<SHA256>.authenticationCode(for: Data(message.utf8), using: self.secret)).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// `GET`/`HEAD {prefix}{slot}/{filename}`: clean files only (403 quarantined, 404 unknown or gone).
+    @Sendable func download(_ request: Request, context: AirlockRequestContext) async throws -> Response {
+        let (path, _) = try self.slotPath(of: request)
+        guard let transfer = try await self.broker.ledger.transfer(inSlot: path), transfer.state != .deleted, transfer.state != .purged else {
+            throw APIError(.notFound, "not_found", "no file at this address")
+        }
+        guard transfer.state.isDownloadable else {
+            await self.broker.recordDownload(
+                DownloadRecord(
+                    transferId: transfer.id,
+                    recipient: nil,
+                    at: self.broker.now(),
+                    remoteAddress: context.remoteAddress?.ipAddress,
+                    bytes: 0,
+                    status: 403
+                )
+            )
+            throw APIError(.forbidden, "quarantined", "this file is held in quarantine")
+        }
+        return try await self.files.respond(
+            to: request,
+            context: context,
+            transfer: transfer,
+            path: self.broker.store.cleanPath(sha256: transfer.sha256),
+            recipient: nil,
+            disposition: .inlineWhenHarmless
+        )
+    }
+}
