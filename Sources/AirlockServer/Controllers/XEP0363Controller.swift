@@ -46,7 +46,8 @@ struct XEP0363Controller {
         let encoded = raw.dropFirst(self.prefix.count).split(separator: "/", omittingEmptySubsequences: false)
         var segments: [String] = []
         for part in encoded {
-            guard let segment = String(part).removingPercentEncoding, !segment.isEmpty, segment != ".", segment != "..",
+            guard Self.isWellFormedPercentEncoding(part), let segment = String(part).removingPercentEncoding, !segment.isEmpty, segment != ".",
+                segment != "..",
                 !segment.contains("/"), !segment.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
             else {
                 throw APIError(.badRequest, "invalid_path", "the upload path has an empty, '.', '..' or invalid segment")
@@ -57,6 +58,19 @@ struct XEP0363Controller {
             throw APIError(.badRequest, "invalid_path", "the upload path must be slot/filename")
         }
         return (segments.joined(separator: "/"), segments)
+    }
+
+    /// Whether every `%` starts a two-digit hex escape.
+    static func isWellFormedPercentEncoding(_ text: Substring) -> Bool {
+        var utf8 = text.utf8[...]
+        while let index = utf8.firstIndex(of: UInt8(ascii: "%")) {
+            let escape = utf8[utf8.index(after: index)...].prefix(2)
+            guard escape.count == 2, escape.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 | 0x20 >= 97 && $0 | 0x20 <= 102) }) else {
+                return false
+            }
+            utf8 = utf8[utf8.index(index, offsetBy: 3)...]
+        }
+        return true
     }
 
     struct FileShareClaims: JWTPayload {
