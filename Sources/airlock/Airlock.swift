@@ -1,3 +1,4 @@
+import AirlockCore
 import ArgumentParser
 import Foundation
 
@@ -30,6 +31,9 @@ struct Airlock: AsyncParsableCommand {
             var message = fullMessage(for: error)
             if message.hasPrefix("Error: ") {
                 message.removeFirst("Error: ".count)
+            }
+            if let advice = operationalAdvice(for: error) {
+                message += "\n\(advice)"
             }
             FileHandle.standardError.write(Data("airlock: \(message)\n".utf8))
             Foundation.exit(ExitCode.operationalError.rawValue)

@@ -270,3 +270,29 @@ struct AdminCommandTests {
         #expect(try await fixture.airlock(["audit", "verify"]).status == 0)
     }
 }
+
+@Suite("admin commands and a locked ledger")
+struct LockedLedgerTests {
+    @Test func aLockedLedgerIsAnOperationalErrorThatSaysWhatToDo() async throws {
+        let fixture = try AdminFixture()
+        let server = try fixture.startServer()
+        let id = try #require(try await fixture.handOff(Fixtures.eicar, filename: "e.com", server: server)["id"] as? String)
+        _ = server.stop()
+        // Another process holds the write lock for longer than the command's 10 s busy timeout.
+        let queue = try DatabaseQueue(path: fixture.databasePath)
+        let result = try await queue.writeWithoutTransaction { db in
+            try db.execute(sql: "BEGIN EXCLUSIVE")
+            defer { try? db.execute(sql: "ROLLBACK") }
+            return try ProcessRunner.runBlocking(
+                AirlockCommand.executable,
+                ["quarantine", "delete", id, "--reason", "r"],
+                in: Fixtures.packageRoot.path,
+                environment: fixture.environment
+            )
+        }
+        #expect(result.status == 2)
+        #expect(result.standardError.contains("the ledger is locked by another process"))
+        #expect(FileManager.default.fileExists(atPath: fixture.quarantineDirectory + "/" + id))
+        try await queue.close()
+    }
+}
