@@ -64,6 +64,14 @@ public final class ClamAVEngine: @unchecked Sendable {
             return session.inspectMember(named: member, size: UInt64(realSize), encrypted: isEncrypted != 0) ? CL_CLEAN : CL_VIRUS
         }
 
+        // Archive headers can understate a member's size, and libclamav then trims the extracted member at
+        // MaxFileSize without any alert. The real size of every extracted layer is checked here instead.
+        cl_engine_set_clcb_file_inspection(engine) { _, _, _, _, fileName, fileSize, _, recursionLevel, _, context in
+            guard let context, recursionLevel > 0 else { return CL_CLEAN }
+            let member = fileName.map { String(cString: $0) } ?? "(unnamed)"
+            return ScanSession.from(context).inspectExtractedLayer(named: member, size: UInt64(fileSize)) ? CL_CLEAN : CL_VIRUS
+        }
+
         var total: UInt32 = 0
         for path in databasePaths {
             var loaded: UInt32 = 0
@@ -190,6 +198,16 @@ final class ScanSession {
 
     static func from(_ context: UnsafeMutableRawPointer) -> ScanSession {
         Unmanaged<ScanSession>.fromOpaque(context).takeUnretainedValue()
+    }
+
+    /// Checks the real size of an extracted layer; a layer that reached the file size limit may have been cut off
+    /// silently. Returns false (stop, not clean) then.
+    func inspectExtractedLayer(named name: String, size: UInt64) -> Bool {
+        guard size >= UInt64(self.limits.maxFileSize) else { return true }
+        self.problem =
+            self.problem
+            ?? "archive member '\(name)' reached the file size limit of \(self.limits.maxFileSize) bytes: its content may have been cut off"
+        return false
     }
 
     /// Checks one archive member's metadata; returns false (stop, not clean) when libclamav would skip it silently.

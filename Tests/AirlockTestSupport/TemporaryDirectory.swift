@@ -76,3 +76,27 @@ public final class TemporaryDirectory: Sendable {
         return self.file(archive)
     }
 }
+
+extension TemporaryDirectory {
+    /// Rewrites the uncompressed sizes a zip's local and central headers declare, as a hostile sender would,
+    /// so they understate the real content.
+    public func understateZipSizes(_ name: String, declaredSize: UInt32) throws {
+        let url = URL(fileURLWithPath: self.file(name))
+        var bytes = [UInt8](try Data(contentsOf: url))
+        func put(_ value: UInt32, at offset: Int) {
+            for index in 0..<4 { bytes[offset + index] = UInt8((value >> (8 * UInt32(index))) & 0xff) }
+        }
+        var index = 0
+        while index + 4 <= bytes.count {
+            if bytes[index] == 0x50, bytes[index + 1] == 0x4b {
+                if bytes[index + 2] == 3, bytes[index + 3] == 4 {
+                    put(declaredSize, at: index + 22)  // local header: uncompressed size
+                } else if bytes[index + 2] == 1, bytes[index + 3] == 2 {
+                    put(declaredSize, at: index + 24)  // central directory: uncompressed size
+                }
+            }
+            index += 1
+        }
+        try Data(bytes).write(to: url)
+    }
+}

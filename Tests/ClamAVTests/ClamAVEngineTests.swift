@@ -72,6 +72,18 @@ struct ClamAVEngineTests {
         #expect(reason.contains("zeros.bin"))
     }
 
+    @Test func aMemberWhoseHeadersUnderstateItsSizeIsNeverClean() throws {
+        // 3 MiB of zeros then EICAR, deflated; the headers claim 1 KiB. libclamav trims the member at MaxFileSize
+        // (2 MiB) and would scan only the zeros; the extracted layer's real size gives it away.
+        let small = try ClamAVEngine(databasePaths: [Fixtures.signatureDirectory], limits: ScanLimits(maxFileSize: 2 << 20, maxScanSize: 8 << 20))
+        let directory = try TemporaryDirectory()
+        try directory.write("payload.bin", Data(count: 3 << 20) + Fixtures.eicar)
+        let archive = try directory.zip("liar.zip", members: ["payload.bin"])
+        try directory.understateZipSizes("liar.zip", declaredSize: 1024)
+        let result = try self.scan(archive, with: small)
+        #expect(!result.isClean, "got \(result)")
+    }
+
     @Test func archiveContentOverMaxScanSizeIsUninspectable() throws {
         let small = try ClamAVEngine(databasePaths: [Fixtures.signatureDirectory], limits: ScanLimits(maxFileSize: 2 << 20, maxScanSize: 4 << 20))
         let directory = try TemporaryDirectory()
