@@ -80,6 +80,25 @@ struct AdminCommandTests {
         #expect(try await fixture.airlock(["audit", "verify"]).status == 0)
     }
 
+    @Test func aFileInfectedAtHandOffNeedsForceEvenWhenNowClean() async throws {
+        let fixture = try AdminFixture()
+        let server = try fixture.startServer()
+        let id = try #require(try await fixture.handOff(Fixtures.eicar, filename: "e.com", server: server)["id"] as? String)
+        _ = server.stop()
+        // Signatures without the EICAR pattern: the rescan finds the file clean.
+        let signatures = try TemporaryDirectory()
+        let clamOnly =
+            try String(contentsOfFile: Fixtures.signatureDirectory + "/airlock-test.ndb", encoding: .utf8)
+            .split(separator: "\n").filter { $0.hasPrefix("Airlock.Test.ClamExe") }.joined(separator: "\n") + "\n"
+        try signatures.write("airlock-test.ndb", Data(clamOnly.utf8))
+        let other = ["AIRLOCK_SCANNER_SIGNATURE_DIRECTORIES": signatures.path]
+        let refused = try await fixture.airlock(["quarantine", "release", id, "--reason", "signatures changed"], extra: other)
+        #expect(refused.status == 1)
+        #expect(refused.standardError.contains("was infected at hand-off"))
+        let forced = try await fixture.airlock(["quarantine", "release", id, "--reason", "signatures changed", "--force"], extra: other)
+        #expect(forced.status == 0)
+    }
+
     @Test func quarantineShowRescanDeleteExportAndTokens() async throws {
         let fixture = try AdminFixture()
         let server = try fixture.startServer()
@@ -168,26 +187,28 @@ struct AdminCommandTests {
             return try await fixture.airlock(["audit", "verify"], extra: ["AIRLOCK_STORAGE_DATA_DIRECTORY": copy.path])
         }
 
-        let altered = try await verify(after: "UPDATE auditLog SET actor = 'server:someone-else' WHERE id = 2")
+        let altered = try await verify(after: "UPDATE audit_log SET actor = 'server:someone-else' WHERE id = 2")
         #expect(altered.status == 1)
         #expect(altered.standardOutput.contains("entry 2: its content was altered"))
 
-        let deleted = try await verify(after: "DELETE FROM auditLog WHERE id = 2")
+        let deleted = try await verify(after: "DELETE FROM audit_log WHERE id = 2")
         #expect(deleted.status == 1)
         #expect(deleted.standardOutput.contains("entry 2: entries 2 are missing"))
 
-        let reordered = try await verify(after: "UPDATE auditLog SET id = -id WHERE id IN (2, 3); UPDATE auditLog SET id = 5 - id WHERE id < 0")
+        // Swap entries 2 and 3.
+        let reordered = try await verify(after: "UPDATE audit_log SET id = -id WHERE id IN (2, 3); UPDATE audit_log SET id = 5 + id WHERE id < 0")
         #expect(reordered.status == 1)
-        #expect(reordered.standardOutput.contains("entry 2:"))
+        #expect(reordered.standardOutput.contains("entry 2: does not follow the entry before it"))
+        #expect(!reordered.standardOutput.contains("missing"))
 
-        let truncated = try await verify(after: "DELETE FROM auditLog WHERE id = 4")
+        let truncated = try await verify(after: "DELETE FROM audit_log WHERE id = 4")
         #expect(truncated.status == 1)
         #expect(truncated.standardOutput.contains("has no creation entry"))
 
         // The triggers themselves refuse edits through SQL.
         let queue = try DatabaseQueue(path: fixture.databasePath)
         await #expect(throws: DatabaseError.self) {
-            try await queue.write { db in try db.execute(sql: "UPDATE auditLog SET actor = 'x' WHERE id = 1") }
+            try await queue.write { db in try db.execute(sql: "UPDATE audit_log SET actor = 'x' WHERE id = 1") }
         }
         try await queue.close()
     }

@@ -12,12 +12,16 @@ struct ConfigurationTests {
         return try AirlockConfiguration.load(file: path, environment: environment)
     }
 
+    /// The configuration error `json` causes, or nil when it loads; any other error fails the test.
     private func error(_ json: String, environment: [String: String] = [:]) -> ConfigurationError? {
         do {
             _ = try self.load(json, environment: environment)
             return nil
+        } catch let error as ConfigurationError {
+            return error
         } catch {
-            return error as? ConfigurationError
+            Issue.record("unexpected error \(error)")
+            return nil
         }
     }
 

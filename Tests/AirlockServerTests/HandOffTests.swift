@@ -40,6 +40,7 @@ struct HandOffTests {
             #expect(put.status == .methodNotAllowed)
             #expect(put.headers[.allow] == "POST")
             #expect(try await client.execute(uri: "/v1/files/abc", method: .post).status == .methodNotAllowed)
+            #expect(try await client.execute(uri: "/healthz", method: .post).status == .methodNotAllowed)
         }
     }
 
@@ -204,6 +205,28 @@ struct HandOffTests {
             #expect(body.verdict == "infected")
             #expect(body.signature?.hasPrefix("Airlock.Test.EICAR") == true)
         }
+    }
+
+    @Test func theVerdictCacheSkipsTheScanButNotThePolicy() async throws {
+        let harness = try ServerHarness()
+        let directory = try TemporaryDirectory()
+        try directory.write("notes.txt", Data("inside an archive\n".utf8))
+        let archive = try Data(contentsOf: URL(fileURLWithPath: try directory.zip("notes.zip", members: ["notes.txt"])))
+        try await harness.run { (client: any TestClientProtocol) async throws -> Void in
+            let first = try await client.handOff(archive, filename: "notes.zip", contentType: "application/zip").decode(TransferBody.self)
+            #expect(first.verdict == "clean")
+            // The same bytes declared as an image: the cached clean verdict must not hide the type mismatch.
+            let disguised = try await client.handOff(archive, filename: "cat.png", contentType: "image/png").decode(TransferBody.self)
+            #expect(disguised.verdict == "blocked")
+            #expect(disguised.reason?.hasPrefix("type mismatch: declared image/png") == true)
+            #expect(disguised.detectedType == "application/zip")
+            let again = try await client.handOff(archive, filename: "again.zip", contentType: "application/zip").decode(TransferBody.self)
+            #expect(again.verdict == "clean")
+        }
+        let database = try AppDatabase(path: harness.configuration.storage.dataDirectory + "/airlock.sqlite")
+        let cached = try await database.writer.read { db in try VerdictCacheRecord.fetchAll(db) }
+        #expect(cached.count == 1)
+        #expect(cached.first?.detectedType == "application/zip")
     }
 
     @Test func deleteRemovesBytesUnlessShared() async throws {

@@ -42,7 +42,7 @@ extension Administration {
                 db,
                 sql: """
                     SELECT id FROM transfer WHERE id NOT IN
-                    (SELECT transferId FROM auditLog WHERE action = 'transfer.created' AND transferId IS NOT NULL)
+                    (SELECT transferId FROM audit_log WHERE action = 'transfer.created' AND transferId IS NOT NULL)
                     ORDER BY createdAt
                     """
             )

@@ -35,23 +35,11 @@ extension Administration {
         }
         let items = due.map { PurgeItem(id: $0.id, state: $0.state, createdAt: $0.createdAt, size: $0.size) }
         guard !dryRun else { return items }
-        let store = self.store
         for record in due {
-            try await self.database.writer.write { db in
-                guard let current = try TransferRecord.fetchOne(db, key: record.id), current.state == record.state else { return }
+            let purged = try await self.database.writer.write { db -> Bool in
+                guard let current = try TransferRecord.fetchOne(db, key: record.id), current.state == record.state else { return false }
                 try TransferRecord.filter(key: record.id)
                     .updateAll(db, Column("state").set(to: TransferState.purged), Column("updatedAt").set(to: now))
-                if record.state == .quarantined {
-                    try store.removeQuarantined(transferId: record.id)
-                } else {
-                    let sharing =
-                        try TransferRecord
-                        .filter(Column("sha256") == record.sha256 && [TransferState.stored, .released].contains(Column("state")))
-                        .fetchCount(db)
-                    if sharing == 0 {
-                        try store.removeClean(sha256: record.sha256)
-                    }
-                }
                 try AuditLog.append(
                     db,
                     at: now,
@@ -60,6 +48,10 @@ extension Administration {
                     transferId: record.id,
                     details: ["previousState": record.state.rawValue, "policy": record.state == .quarantined ? "quarantineDays" : "cleanDays"]
                 )
+                return true
+            }
+            if purged {
+                try await self.ledger.removeBytes(of: record)
             }
         }
         return items
@@ -138,16 +130,16 @@ extension Administration {
                 problems.append(DoctorProblem(kind: .unreadableQuarantine, path: path, transferId: id, detail: "not an encrypted quarantine file"))
             }
         }
-        for path in Self.regularFiles(under: store.filesDirectory) where expectedClean[path] == nil {
+        for path in FileStore.regularFiles(under: store.filesDirectory) where expectedClean[path] == nil {
             problems.append(DoctorProblem(kind: .orphanFile, path: path, transferId: nil, detail: "no stored or released transfer has these bytes"))
         }
-        for path in Self.regularFiles(under: store.quarantineDirectory) where !expectedQuarantine.contains(path) {
+        for path in FileStore.regularFiles(under: store.quarantineDirectory) where !expectedQuarantine.contains(path) {
             let name = (path as NSString).lastPathComponent
             if name == ".gitkeep" { continue }
             problems.append(DoctorProblem(kind: .orphanFile, path: path, transferId: nil, detail: "no quarantined transfer owns this file"))
         }
         let now = Date()
-        for path in Self.regularFiles(under: store.stagingDirectory) {
+        for path in FileStore.regularFiles(under: store.stagingDirectory) {
             let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? .distantPast
             if now.timeIntervalSince(modified) > Self.stagingStaleAfter {
                 problems.append(
@@ -161,17 +153,6 @@ extension Administration {
             }
         }
         return problems
-    }
-
-    static func regularFiles(under directory: String) -> [String] {
-        guard let enumerator = FileManager.default.enumerator(atPath: directory) else { return [] }
-        var files: [String] = []
-        while let relative = enumerator.nextObject() as? String {
-            if enumerator.fileAttributes?[.type] as? FileAttributeType == .typeRegular {
-                files.append((directory as NSString).appendingPathComponent(relative))
-            }
-        }
-        return files.sorted()
     }
 
     static func sha256(ofFileAt path: String) throws -> String {

@@ -204,11 +204,14 @@ public struct Administration: Sendable {
 
     /// Why a release was refused.
     public enum ReleaseRefusal: Error, Equatable, CustomStringConvertible {
-        /// The rescan is still not clean and `--force` was not given.
+        /// The rescan is still not clean, or the file was infected at hand-off, and `--force` was not given.
         case stillNotClean(RescanOutcome)
 
         public var description: String {
             switch self {
+            case .stillNotClean(let outcome) where outcome.current.isClean:
+                "transfer \(outcome.id) was infected at hand-off (\(outcome.previous)); the rescan now finds it clean, but "
+                    + "releasing a file that was infected needs --force"
             case .stillNotClean(let outcome):
                 "transfer \(outcome.id) is still not clean with the current signatures (\(outcome.current)); "
                     + "release it anyway with --force if you are sure"
@@ -223,7 +226,8 @@ public struct Administration: Sendable {
     public func release(id: String, reason: String, force: Bool, inspector: Inspector) async throws -> RescanOutcome {
         let record = try await self.record(id)
         let (outcome, staging) = try await self.decryptAndInspect(record, inspector: inspector)
-        guard outcome.current.isClean || force else {
+        // DESIGN §8: a file found infected at hand-off needs --force even when a rescan now finds it clean.
+        guard (outcome.current.isClean && record.verdict != .infected) || force else {
             try? FileManager.default.removeItem(atPath: staging)
             throw ReleaseRefusal.stillNotClean(outcome)
         }

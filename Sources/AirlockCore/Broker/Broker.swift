@@ -31,7 +31,7 @@ public final class Broker: Sendable {
         inspector: Inspector,
         database: AppDatabase,
         store: FileStore,
-        tokens: DownloadTokens,
+        ledger: Ledger,
         threadPool: NIOThreadPool,
         now: @escaping @Sendable () -> Date,
         logger: Logger
@@ -40,7 +40,7 @@ public final class Broker: Sendable {
         self.inspector = inspector
         self.database = database
         self.store = store
-        self.ledger = Ledger(configuration: configuration, database: database, store: store, tokens: tokens, now: now)
+        self.ledger = ledger
         self.threadPool = threadPool
         self.now = now
         self.logger = logger
@@ -64,12 +64,18 @@ public final class Broker: Sendable {
                 logger.notice("removed stale staging files left by an interrupted run", metadata: ["count": "\(removed)"])
             }
             let inspector = try await Inspector.start(configuration: configuration, logger: logger)
+            let tokens = await DownloadTokens(configuration.tokens)
+            let ledger = Ledger(configuration: configuration, database: database, store: store, tokens: tokens, now: now)
+            let orphans = try await ledger.removeOrphanedBytes()
+            if !orphans.isEmpty {
+                logger.notice("removed bytes that no transfer accounts for (left by an interrupted run)", metadata: ["count": "\(orphans.count)"])
+            }
             return Broker(
                 configuration: configuration,
                 inspector: inspector,
                 database: database,
                 store: store,
-                tokens: await DownloadTokens(configuration.tokens),
+                ledger: ledger,
                 threadPool: threadPool,
                 now: now,
                 logger: logger

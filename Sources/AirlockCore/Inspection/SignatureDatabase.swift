@@ -76,8 +76,20 @@ public struct SignatureDatabase: Sendable {
             throw SignatureDatabaseError.noSignatures(directories: scanner.signatureDirectories)
         }
 
+        // A signature update between listing and loading would pair these files' fingerprint with other content.
+        let reloaded = files.map { file in
+            let attributes = try? FileManager.default.attributesOfItem(atPath: file.path)
+            return (attributes?[.size] as? NSNumber)?.intValue == file.size
+                && ((attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0) == file.modified
+        }
+        guard reloaded.allSatisfy({ $0 }) else {
+            throw SignatureDatabaseError.changedWhileLoading
+        }
+
         let onlyTest = files.allSatisfy { ($0.path as NSString).lastPathComponent.hasPrefix(Self.testSignaturePrefix) }
+        // Everything that can change a verdict: the files, libclamav's version and the limits.
         var fingerprint = SHA256()
+        fingerprint.update(data: Data("\(ClamAVLibrary.version)|\(limits)|".utf8))
         for file in files {
             fingerprint.update(data: Data("\(file.path)\u{0}\(file.size)\u{0}\(file.modified)\u{0}".utf8))
         }
@@ -94,6 +106,8 @@ public enum SignatureDatabaseError: Error, CustomStringConvertible {
     case unreadable(directory: String, reason: String)
     /// libclamav refused a database.
     case loadFailed(ClamAVError)
+    /// A signature file changed while it was loaded (an update in progress).
+    case changedWhileLoading
 
     public var description: String {
         switch self {
@@ -103,6 +117,8 @@ public enum SignatureDatabaseError: Error, CustomStringConvertible {
                 + "freshclam database such as /var/lib/clamav"
         case .unreadable(let directory, let reason):
             "cannot read signature directory \(directory): \(reason)"
+        case .changedWhileLoading:
+            "the signature files changed while they were loaded (an update in progress?); start again"
         case .loadFailed(let error):
             if let culprit = error.culprit {
                 "cannot load signatures: \(culprit) is corrupt or not a signature file (\(error.message)); fix or remove it"

@@ -76,7 +76,7 @@ public struct AppDatabase: Sendable {
                 table.column("createdAt", .datetime).notNull()
                 table.primaryKey(["sha256", "signatureVersion"])
             }
-            try db.create(table: "auditLog") { table in
+            try db.create(table: "audit_log") { table in
                 table.autoIncrementedPrimaryKey("id")
                 table.column("at", .datetime).notNull()
                 table.column("actor", .text).notNull()
@@ -89,9 +89,9 @@ public struct AppDatabase: Sendable {
             // The audit log is append-only: the database itself refuses edits through SQL.
             try db.execute(
                 sql: """
-                    CREATE TRIGGER auditLogNoUpdate BEFORE UPDATE ON auditLog
+                    CREATE TRIGGER auditLogNoUpdate BEFORE UPDATE ON audit_log
                     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-                    CREATE TRIGGER auditLogNoDelete BEFORE DELETE ON auditLog
+                    CREATE TRIGGER auditLogNoDelete BEFORE DELETE ON audit_log
                     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
                     """
             )

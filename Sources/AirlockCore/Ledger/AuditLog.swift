@@ -4,7 +4,7 @@ public import GRDB
 
 /// One entry of the append-only, hash-chained audit log: each entry's hash covers the previous entry's hash.
 public struct AuditEntry: Sendable, Equatable, Codable, FetchableRecord, MutablePersistableRecord {
-    public static let databaseTableName = "auditLog"
+    public static let databaseTableName = "audit_log"
     /// Position in the chain (1, 2, …).
     public var id: Int64?
     /// When.

@@ -104,30 +104,75 @@ public struct Ledger: Sendable {
 
     // MARK: Deletion
 
-    /// Retracts a transfer: bytes removed unless another live transfer shares them, row kept as `deleted`.
+    /// Retracts a transfer: row kept as `deleted`, then its bytes removed unless another live transfer shares them.
     public func delete(transferId: String, actor: String, server: String? = nil, reason: String? = nil) async throws {
-        guard let (record, _) = try await self.transfer(id: transferId, server: server) else {
+        guard try await self.transfer(id: transferId, server: server) != nil else {
             throw BrokerError.transferNotFound(transferId)
         }
-        guard record.state != .deleted, record.state != .purged else { return }
         let now = self.now()
-        let store = self.store
-        try await self.database.writer.write { db in
-            try TransferRecord.filter(key: transferId).updateAll(db, Column("state").set(to: TransferState.deleted), Column("updatedAt").set(to: now))
-            if record.state == .quarantined {
-                try store.removeQuarantined(transferId: transferId)
-            } else {
-                let sharing =
-                    try TransferRecord
-                    .filter(Column("sha256") == record.sha256 && [TransferState.stored, .released].contains(Column("state")))
-                    .fetchCount(db)
-                if sharing == 0 {
-                    try store.removeClean(sha256: record.sha256)
-                }
+        // Decide on the state as it is inside the transaction: a concurrent release, purge or delete wins or loses
+        // as a whole.
+        let previous = try await self.database.writer.write { db -> TransferRecord? in
+            guard let record = try TransferRecord.fetchOne(db, key: transferId), record.state != .deleted, record.state != .purged else {
+                return nil
             }
+            try TransferRecord.filter(key: transferId).updateAll(db, Column("state").set(to: TransferState.deleted), Column("updatedAt").set(to: now))
             var details = ["previousState": record.state.rawValue]
             details["reason"] = reason
             try AuditLog.append(db, at: now, actor: actor, action: "transfer.deleted", transferId: transferId, details: details)
+            return record
+        }
+        if let previous {
+            try await self.removeBytes(of: previous)
+        }
+    }
+
+    /// Removes the bytes of a transfer that is no longer live, after its new state was committed: a crash in
+    /// between leaves orphan bytes (harmless, reported by `airlock doctor`), never a live row without bytes.
+    /// Clean bytes stay while another stored or released transfer shares them.
+    func removeBytes(of record: TransferRecord) async throws {
+        let store = self.store
+        if record.state == .quarantined {
+            try store.removeQuarantined(transferId: record.id)
+            return
+        }
+        // In a write transaction, so that a concurrent upload of the same content cannot interleave.
+        try await self.database.writer.write { db in
+            let sharing =
+                try TransferRecord
+                .filter(Column("sha256") == record.sha256 && [TransferState.stored, .released].contains(Column("state")))
+                .fetchCount(db)
+            if sharing == 0 {
+                try store.removeClean(sha256: record.sha256)
+            }
+        }
+    }
+
+    /// Removes bytes that no row accounts for: clean files no stored or released transfer references, and
+    /// quarantine files of transfers that were never recorded (a crash between storing and committing).
+    ///
+    /// - Returns: the removed paths.
+    public func removeOrphanedBytes() async throws -> [String] {
+        let store = self.store
+        return try await self.database.writer.write { db in
+            let live = Set(
+                try String.fetchAll(db, sql: "SELECT DISTINCT sha256 FROM transfer WHERE state IN ('stored', 'released')")
+                    .map { store.cleanPath(sha256: $0) }
+            )
+            let quarantined = Set(
+                try String.fetchAll(db, sql: "SELECT id FROM transfer WHERE state = 'quarantined'").map { store.quarantinePath(transferId: $0) }
+            )
+            var removed: [String] = []
+            for path in FileStore.regularFiles(under: store.filesDirectory) where !live.contains(path) {
+                try FileManager.default.removeItem(atPath: path)
+                removed.append(path)
+            }
+            for path in FileStore.regularFiles(under: store.quarantineDirectory)
+            where !quarantined.contains(path) && !(path as NSString).lastPathComponent.hasPrefix(".") {
+                try FileManager.default.removeItem(atPath: path)
+                removed.append(path)
+            }
+            return removed
         }
     }
 }

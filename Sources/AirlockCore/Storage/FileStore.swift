@@ -120,6 +120,18 @@ public struct FileStore: Sendable {
         }
     }
 
+    /// Every regular file under `directory`, sorted.
+    static func regularFiles(under directory: String) -> [String] {
+        guard let enumerator = FileManager.default.enumerator(atPath: directory) else { return [] }
+        var files: [String] = []
+        while let relative = enumerator.nextObject() as? String {
+            if enumerator.fileAttributes?[.type] as? FileAttributeType == .typeRegular {
+                files.append((directory as NSString).appendingPathComponent(relative))
+            }
+        }
+        return files.sorted()
+    }
+
     static func rename(_ source: String, to destination: String) throws {
         guard Glibc.rename(source, destination) == 0 else {
             throw StoreError.io(operation: "rename \(source) to \(destination)", errno: errno)

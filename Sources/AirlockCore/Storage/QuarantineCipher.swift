@@ -63,6 +63,8 @@ struct QuarantineCipher {
                 throw StoreError.corruptQuarantine(path: source)
             }
             if isLast {
+                // Durable before the caller may delete the encrypted original (release).
+                try output.synchronize()
                 return
             }
             index += 1

@@ -32,6 +32,9 @@ struct OperationsController {
                 throw APIError(.serviceUnavailable, "not_ready", "the ledger is not readable: \(error)")
             }
         }
+        for path in ["healthz", "readyz", "metrics"] {
+            router.methodNotAllowed(RouterPath(path), allowing: [.get, .head])
+        }
         router.get("metrics") { _, _ in
             Response(
                 status: .ok,

@@ -164,7 +164,7 @@ struct TransferController {
     }
 }
 
-extension RouteCollection {
+extension RouterMethods {
     /// Answers 405 with an `Allow` header for the methods a path does not support.
     func methodNotAllowed(_ path: RouterPath, allowing allowed: [HTTPRequest.Method]) {
         let all: [HTTPRequest.Method] = [.get, .head, .post, .put, .delete, .patch, .options]
