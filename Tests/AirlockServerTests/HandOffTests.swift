@@ -35,7 +35,9 @@ struct HandOffTests {
     @Test func unknownRoutesAndWrongMethods() async throws {
         let harness = try ServerHarness()
         try await harness.run { client in
-            #expect(try await client.execute(uri: "/nothing-here", method: .get).status == .notFound)
+            let unknown = try await client.execute(uri: "/nothing-here", method: .get)
+            #expect(unknown.status == .notFound)
+            #expect(try unknown.decode(ErrorBody.self).error == "not_found")
             let put = try await client.execute(uri: "/v1/transfers", method: .put, headers: [.authorization: "Bearer \(ServerHarness.prosodyKey)"])
             #expect(put.status == .methodNotAllowed)
             #expect(put.headers[.allow] == "POST")

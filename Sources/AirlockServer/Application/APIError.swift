@@ -67,13 +67,19 @@ extension APIError {
     }
 }
 
-/// Maps broker errors thrown by handlers to ``APIError`` responses.
+/// Maps broker errors and Hummingbird's own errors (unknown routes, bad bodies) to ``APIError`` responses, so
+/// every error has the same JSON shape.
 struct BrokerErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
         } catch let error as BrokerError {
             throw APIError(error)
+        } catch let error as HTTPError {
+            let code = error.status.reasonPhrase.lowercased().replacingOccurrences(of: " ", with: "_")
+            var converted = APIError(error.status, code, error.body ?? error.status.reasonPhrase)
+            converted.headers = error.headers
+            throw converted
         }
     }
 }

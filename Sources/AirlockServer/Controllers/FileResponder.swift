@@ -29,6 +29,10 @@ struct FileResponder: Sendable {
         disposition: Disposition
     ) async throws -> Response {
         let isHead = request.method == .head
+        guard FileManager.default.fileExists(atPath: path) else {
+            // Deleted or purged between the state check and now.
+            throw APIError(.gone, "gone", "this file was removed")
+        }
         let size = Int(transfer.size)
         let detected = transfer.detectedType ?? "application/octet-stream"
         let family = detected.split(separator: "/").first.map(String.init) ?? ""
