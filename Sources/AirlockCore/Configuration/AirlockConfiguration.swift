@@ -44,9 +44,6 @@ public struct AirlockConfiguration: Sendable, Equatable {
         public var privateKeyFile: String?
         /// `http.tls.clientCAFile`: PEM CA bundle that IM-server client certificates must chain to.
         public var clientCAFile: String?
-        /// Whether HTTPS is configured.
-        public var isEnabled: Bool { self.certificateFile != nil }
-
         /// Creates TLS settings.
         public init(certificateFile: String? = nil, privateKeyFile: String? = nil, clientCAFile: String? = nil) {
             self.certificateFile = certificateFile

@@ -138,13 +138,6 @@ public struct FileStore: Sendable {
         }
     }
 
-    static func syncFile(at path: String) throws {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw StoreError.io(operation: "open \(path)", errno: errno) }
-        defer { close(descriptor) }
-        guard fsync(descriptor) == 0 else { throw StoreError.io(operation: "fsync \(path)", errno: errno) }
-    }
-
     static func syncDirectory(_ path: String) {
         let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard descriptor >= 0 else { return }
