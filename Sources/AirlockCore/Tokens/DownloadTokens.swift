@@ -30,6 +30,7 @@ public enum DownloadTokenError: Error, Equatable {
 public struct DownloadTokens: Sendable {
     private let keys: JWTKeyCollection
     private let keyIds: Set<String>
+    private let rawKeys: [SymmetricKey]
     /// The id of the key that signs new tokens.
     public let activeKeyId: String
 
@@ -41,6 +42,7 @@ public struct DownloadTokens: Sendable {
         }
         self.keys = keys
         self.keyIds = Set(configuration.keys.keys)
+        self.rawKeys = configuration.keys.values.map { SymmetricKey(data: $0) }
         self.activeKeyId = configuration.activeKeyId
     }
 
@@ -60,7 +62,9 @@ public struct DownloadTokens: Sendable {
     public func verify(_ token: String, now: Date) async throws(DownloadTokenError) -> DownloadTokenClaims {
         // A download token is small; anything much larger is not one of ours and is not worth parsing.
         guard token.utf8.count <= 1024 else { throw .invalid }
-        // The key id selects the key; JWTKit would fall back to another key for an unknown id, so refuse it here.
+        // The signature is checked before anything in the token is parsed (DESIGN §3)...
+        guard self.hasValidSignature(token) else { throw .invalid }
+        // ...then the key id, which selects the key: JWTKit would fall back to another key for an unknown id.
         guard let keyId = Self.keyId(of: token), self.keyIds.contains(keyId) else { throw .invalid }
         let claims: DownloadTokenClaims
         do {
@@ -72,13 +76,30 @@ public struct DownloadTokens: Sendable {
         return claims
     }
 
+    /// Whether the compact JWT's signature is an HMAC-SHA256 of its signing input under one of the configured keys,
+    /// checked on the raw bytes, in constant time per key.
+    private func hasValidSignature(_ token: String) -> Bool {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let signature = Self.base64URLDecode(parts[2]), signature.count == 32 else { return false }
+        let signingInput = Data(token.utf8.prefix(parts[0].utf8.count + 1 + parts[1].utf8.count))
+        var valid = false
+        for key in self.rawKeys where HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: signingInput, using: key) {
+            valid = true
+        }
+        return valid
+    }
+
+    private static func base64URLDecode(_ text: Substring) -> Data? {
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.utf8.count % 4) % 4)
+        return Data(base64Encoded: base64)
+    }
+
     /// The `kid` of a compact JWT's header, if it has one.
     private static func keyId(of token: String) -> String? {
         guard let header = token.split(separator: ".", maxSplits: 1).first, header.utf8.count <= 256 else { return nil }
-        var base64 = header.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        base64 += String(repeating: "=", count: (4 - base64.utf8.count % 4) % 4)
         struct Header: Decodable { var kid: String? }
-        guard let data = Data(base64Encoded: base64) else { return nil }
+        guard let data = Self.base64URLDecode(header) else { return nil }
         return (try? JSONDecoder().decode(Header.self, from: data))?.kid
     }
 }
