@@ -9,8 +9,7 @@ struct AdminCommandTests {
         // The server scans with a 1 KiB file limit, so a 4 KiB note is unscannable and quarantined; the admin's
         // rescan runs with the default limits and finds it clean.
         let fixture = try AdminFixture()
-        let server = try fixture.startServer(extra: ["AIRLOCK_SCANNER_MAX_FILE_SIZE": "1024", "AIRLOCK_SCANNER_MAX_SCAN_SIZE": "1024"])
-        defer { _ = server.stop() }
+        let server = try await fixture.startServer(extra: ["AIRLOCK_SCANNER_MAX_FILE_SIZE": "1024", "AIRLOCK_SCANNER_MAX_SCAN_SIZE": "1024"])
         let note = Data(String(repeating: "All quiet on the western front. ", count: 128).utf8)
         let held = try await fixture.handOff(note, filename: "note.txt", server: server)
         let eicar = try await fixture.handOff(Fixtures.eicar, filename: "eicar.com", server: server)
@@ -78,13 +77,14 @@ struct AdminCommandTests {
         #expect(forcedDetails.contains(#""verdict":"infected""#))
         #expect(forcedDetails.contains(#""forced":"true""#))
         #expect(try await fixture.airlock(["audit", "verify"]).status == 0)
+        #expect(await server.stopped() == 0)
     }
 
     @Test func aFileInfectedAtHandOffNeedsForceEvenWhenNowClean() async throws {
         let fixture = try AdminFixture()
-        let server = try fixture.startServer()
+        let server = try await fixture.startServer()
         let id = try #require(try await fixture.handOff(Fixtures.eicar, filename: "e.com", server: server)["id"] as? String)
-        _ = server.stop()
+        _ = await server.stopped()
         // Signatures without the EICAR pattern: the rescan finds the file clean.
         let signatures = try TemporaryDirectory()
         let clamOnly =
@@ -101,11 +101,11 @@ struct AdminCommandTests {
 
     @Test func quarantineShowRescanDeleteExportAndTokens() async throws {
         let fixture = try AdminFixture()
-        let server = try fixture.startServer()
+        let server = try await fixture.startServer()
         let eicarId = try #require(try await fixture.handOff(Fixtures.eicar, filename: "eicar.com", server: server)["id"] as? String)
         let cleanId = try #require(try await fixture.handOff(Data("fine\n".utf8), filename: "fine.txt", server: server)["id"] as? String)
         let secondEicar = try #require(try await fixture.handOff(Fixtures.eicar, filename: "again.com", server: server)["id"] as? String)
-        _ = server.stop()
+        _ = await server.stopped()
 
         let shown = try await fixture.airlock(["quarantine", "show", eicarId])
         #expect(shown.status == 0)
@@ -153,7 +153,7 @@ struct AdminCommandTests {
         #expect(!FileManager.default.fileExists(atPath: empty.databasePath))
 
         let fixture = try AdminFixture()
-        _ = try fixture.startServer().stop()
+        _ = await (try await fixture.startServer()).stopped()
         for arguments in [["quarantine", "show", "nope"], ["transfers", "show", "nope"], ["quarantine", "release", "nope", "--reason", "r"]] {
             let result = try await fixture.airlock(arguments)
             #expect(result.status == 2, "\(arguments)")
@@ -167,11 +167,11 @@ struct AdminCommandTests {
 
     @Test func auditVerifyNamesEachKindOfTampering() async throws {
         let fixture = try AdminFixture()
-        let server = try fixture.startServer()
+        let server = try await fixture.startServer()
         for index in 0..<4 {
             _ = try await fixture.handOff(Data("entry \(index)\n".utf8), filename: "f\(index).txt", server: server)
         }
-        _ = server.stop()
+        _ = await server.stopped()
         #expect(try await fixture.airlock(["audit", "verify"]).status == 0)
 
         /// Applies `tamper` to a copy of the ledger and returns `audit verify`'s result on it.
@@ -215,7 +215,7 @@ struct AdminCommandTests {
 
     @Test func doctorFindsEachKindOfDamage() async throws {
         let fixture = try AdminFixture()
-        let server = try fixture.startServer()
+        let server = try await fixture.startServer()
         var sha: [String] = []
         for index in 0..<3 {
             sha.append(
@@ -225,7 +225,7 @@ struct AdminCommandTests {
             )
         }
         let eicarId = try #require(try await fixture.handOff(Fixtures.eicar, filename: "e.com", server: server)["id"] as? String)
-        _ = server.stop()
+        _ = await server.stopped()
         #expect(try await fixture.airlock(["doctor"]).status == 0)
 
         func path(_ sha256: String) -> String {
@@ -258,13 +258,13 @@ struct AdminCommandTests {
 
     @Test func purgeAppliesRetentionWithAnInjectedClock() async throws {
         let fixture = try AdminFixture()
-        let server = try fixture.startServer()
+        let server = try await fixture.startServer()
         let content = Data("old news\n".utf8)
         let clean = try await fixture.handOff(content, filename: "old.txt", server: server)
         let cleanId = try #require(clean["id"] as? String)
         let sha256 = try #require(clean["sha256"] as? String)
         let eicarId = try #require(try await fixture.handOff(Fixtures.eicar, filename: "e.com", server: server)["id"] as? String)
-        _ = server.stop()
+        _ = await server.stopped()
         let cleanFile = "\(fixture.dataDirectory)/files/\(sha256.prefix(2))/\(sha256.dropFirst(2).prefix(2))/\(sha256)"
         let quarantined = "\(fixture.quarantineDirectory)/\(eicarId)"
 
@@ -296,9 +296,9 @@ struct AdminCommandTests {
 struct LockedLedgerTests {
     @Test func aLockedLedgerIsAnOperationalErrorThatSaysWhatToDo() async throws {
         let fixture = try AdminFixture()
-        let server = try fixture.startServer()
+        let server = try await fixture.startServer()
         let id = try #require(try await fixture.handOff(Fixtures.eicar, filename: "e.com", server: server)["id"] as? String)
-        _ = server.stop()
+        _ = await server.stopped()
         // Another process holds the write lock for longer than the command's 10 s busy timeout.
         let queue = try DatabaseQueue(path: fixture.databasePath)
         let result = try await queue.writeWithoutTransaction { db in

@@ -13,7 +13,7 @@ struct ServeCommandTests {
 
     @Test func startsWarnsAndStopsGracefullyDiscardingAnUnfinishedUpload() async throws {
         let directory = try TemporaryDirectory()
-        let server = try ServerProcess(
+        let server = try await ServerProcess.start(
             executable: AirlockCommand.executable,
             directory: Fixtures.packageRoot.path,
             environment: self.environment(directory)
@@ -44,7 +44,7 @@ struct ServeCommandTests {
         #expect(connection.send(Data(head.utf8) + Data(count: 100_000)))
         kill(server.pid, SIGTERM)
         connection.close()
-        #expect(server.stop(timeout: 60) == 0)
+        #expect(await server.stopped(timeout: 60) == 0)
 
         // Nothing half-written survives; the complete transfer is stored.
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.file("var/staging")).isEmpty)

@@ -101,7 +101,10 @@ struct HandOffTests {
 
                 """
             let chunk = Data("10000\r\n".utf8) + Data(count: 0x10000) + Data("\r\n".utf8)
-            let answer = try RawHTTP.exchange(port: port, parts: [Data(head.utf8)] + Array(repeating: chunk, count: 20) + [Data("0\r\n\r\n".utf8)])
+            let answer = try await RawHTTP.exchange(
+                port: port,
+                parts: [Data(head.utf8)] + Array(repeating: chunk, count: 20) + [Data("0\r\n\r\n".utf8)]
+            )
             #expect(answer.hasPrefix("HTTP/1.1 413"))
             // The cut-off upload left nothing behind.
             #expect(harness.files(under: harness.stagingDirectory).isEmpty)

@@ -178,7 +178,7 @@ struct XEP0363Tests {
             // A malformed escape, sent raw (HTTP clients would re-encode it).
             let v = Self.hmac("s/%zz.txt \(body.count)")
             let raw = "PUT /upload/s/%zz.txt?v=\(v) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\n\r\nx"
-            let answer = try RawHTTP.exchange(port: try #require(client.port), parts: [Data(raw.utf8)])
+            let answer = try await RawHTTP.exchange(port: try #require(client.port), parts: [Data(raw.utf8)])
             #expect(answer.hasPrefix("HTTP/1.1 400"))
         }
     }

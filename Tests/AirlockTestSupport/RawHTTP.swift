@@ -7,8 +7,17 @@ public import Foundation
 /// Sends raw bytes to a loopback HTTP server and reads its answer, for framing that HTTP clients will not produce.
 public enum RawHTTP {
     /// Connects to 127.0.0.1:`port`, sends `parts` in order, and returns what the server sends until it closes
-    /// the connection or `timeout` passes.
-    public static func exchange(port: Int, parts: [Data], timeout: Int = 10) throws -> String {
+    /// the connection or `timeout` passes. The blocking socket work runs on a dispatch queue, never on Swift's
+    /// cooperative threads (which the servers under test need).
+    public static func exchange(port: Int, parts: [Data], timeout: Int = 10) async throws -> String {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try self.exchangeBlocking(port: port, parts: parts, timeout: timeout) })
+            }
+        }
+    }
+
+    static func exchangeBlocking(port: Int, parts: [Data], timeout: Int) throws -> String {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
         defer { close(descriptor) }

@@ -49,6 +49,24 @@ public final class ServerProcess: @unchecked Sendable {
         self.startupLog = state.text
     }
 
+    /// Starts the server like `init`, waiting on a dispatch queue rather than on a cooperative thread.
+    public static func start(executable: String, directory: String, environment: [String: String]) async throws -> ServerProcess {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try ServerProcess(executable: executable, directory: directory, environment: environment) })
+            }
+        }
+    }
+
+    /// Stops the server like ``stop(signal:timeout:)``, waiting on a dispatch queue.
+    public func stopped(signal: Int32 = SIGTERM, timeout: TimeInterval = 60) async -> Int32? {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(returning: self.stop(signal: signal, timeout: timeout))
+            }
+        }
+    }
+
     /// The process id.
     public var pid: Int32 { self.process.processIdentifier }
 
