@@ -57,8 +57,8 @@ extension Airlock {
             let (admin, _, _) = try await self.options.open()
             let progress = ProgressReporter(total: 0)
             let problems = try await admin.doctor { done, total in
-                guard progress.isTerminal else { return }
-                ProgressReporter(total: total).update(done: done, current: "hashing stored files")
+                progress.total = total
+                progress.update(done: done, current: "hashing stored files")
             }
             if progress.isTerminal { progress.finishedItem("") }
             if self.options.json {

@@ -234,7 +234,8 @@ final class Interruption: @unchecked Sendable {
 
 /// A progress bar on a terminal, plain lines otherwise (both on standard error).
 final class ProgressReporter {
-    let total: Int
+    /// Items in all; may be learnt as the work goes.
+    var total: Int
     let isTerminal = isatty(STDERR_FILENO) == 1
 
     init(total: Int) {
