@@ -65,11 +65,17 @@ public final class ClamAVEngine: @unchecked Sendable {
         }
 
         // Archive headers can understate a member's size, and libclamav then trims the extracted member at
-        // MaxFileSize without any alert. The real size of every extracted layer is checked here instead.
-        cl_engine_set_clcb_file_inspection(engine) { _, _, _, _, fileName, fileSize, _, recursionLevel, _, context in
-            guard let context, recursionLevel > 0 else { return CL_CLEAN }
-            let member = fileName.map { String(cString: $0) } ?? "(unnamed)"
-            return ScanSession.from(context).inspectExtractedLayer(named: member, size: UInt64(fileSize)) ? CL_CLEAN : CL_VIRUS
+        // MaxFileSize without any alert. The real size of every extracted layer is checked here instead, from the
+        // descriptor of the temporary file libclamav extracted it to. (The file-inspection callback would hand us
+        // the size too, but registering it makes libclamav read every layer whole into memory: 1 GiB of RSS for a
+        // 1 GiB upload.)
+        cl_engine_set_clcb_pre_scan(engine) { descriptor, _, context in
+            guard let context, descriptor >= 0 else { return CL_CLEAN }
+            let session = ScanSession.from(context)
+            guard descriptor != session.topLevelDescriptor else { return CL_CLEAN }
+            let size = ccl_descriptor_size(descriptor)
+            guard size >= 0 else { return CL_CLEAN }
+            return session.inspectExtractedLayer(size: UInt64(size)) ? CL_CLEAN : CL_VIRUS
         }
 
         var total: UInt32 = 0
@@ -95,7 +101,7 @@ public final class ClamAVEngine: @unchecked Sendable {
     ///   - fileDescriptor: a readable descriptor of a regular file; it is not closed.
     ///   - name: a name for libclamav's logs and archive callbacks.
     public func scan(fileDescriptor: Int32, name: String? = nil) throws(ClamAVError) -> ScanResult {
-        try self.withSession(operation: "cl_scandesc_callback") { virname, scanned, options, context in
+        try self.withSession(operation: "cl_scandesc_callback", topLevelDescriptor: fileDescriptor) { virname, scanned, options, context in
             cl_scandesc_callback(fileDescriptor, name, &virname, &scanned, self.engine, &options, context)
         }
     }
@@ -112,16 +118,17 @@ public final class ClamAVEngine: @unchecked Sendable {
             throw ClamAVError(operation: "cl_fmap_open_memory", code: CL_EMEM)
         }
         defer { cl_fmap_close(map) }
-        return try self.withSession(operation: "cl_scanmap_callback") { virname, scanned, options, context in
+        return try self.withSession(operation: "cl_scanmap_callback", topLevelDescriptor: nil) { virname, scanned, options, context in
             cl_scanmap_callback(map, name, &virname, &scanned, self.engine, &options, context)
         }
     }
 
     private func withSession(
         operation: String,
+        topLevelDescriptor: Int32?,
         _ body: (inout UnsafePointer<CChar>?, inout UInt, inout cl_scan_options, UnsafeMutableRawPointer) -> cl_error_t
     ) throws(ClamAVError) -> ScanResult {
-        let session = ScanSession(limits: self.limits)
+        let session = ScanSession(limits: self.limits, topLevelDescriptor: topLevelDescriptor)
         var options = Self.scanOptions
         var virname: UnsafePointer<CChar>? = nil
         var scanned: UInt = 0
@@ -190,10 +197,15 @@ final class ScanSession {
     var signatures: [String] = []
     /// The first reason the content cannot be fully inspected, found by the archive-metadata callback.
     var problem: String?
+    /// The descriptor of the file being scanned (nil when scanning memory): its size was checked before the scan.
+    let topLevelDescriptor: Int32?
+    /// The archive member the metadata callback saw last, to name an extracted layer in a problem.
+    private var lastMember: String?
     private var declaredBytes: UInt64 = 0
 
-    init(limits: ScanLimits) {
+    init(limits: ScanLimits, topLevelDescriptor: Int32?) {
         self.limits = limits
+        self.topLevelDescriptor = topLevelDescriptor
     }
 
     static func from(_ context: UnsafeMutableRawPointer) -> ScanSession {
@@ -202,8 +214,9 @@ final class ScanSession {
 
     /// Checks the real size of an extracted layer; a layer that reached the file size limit may have been cut off
     /// silently. Returns false (stop, not clean) then.
-    func inspectExtractedLayer(named name: String, size: UInt64) -> Bool {
+    func inspectExtractedLayer(size: UInt64) -> Bool {
         guard size >= UInt64(self.limits.maxFileSize) else { return true }
+        let name = self.lastMember ?? "(unnamed)"
         self.problem =
             self.problem
             ?? "archive member '\(name)' reached the file size limit of \(self.limits.maxFileSize) bytes: its content may have been cut off"
@@ -212,6 +225,7 @@ final class ScanSession {
 
     /// Checks one archive member's metadata; returns false (stop, not clean) when libclamav would skip it silently.
     func inspectMember(named name: String, size: UInt64, encrypted: Bool) -> Bool {
+        self.lastMember = name
         if encrypted {
             self.problem = self.problem ?? "archive member '\(name)' is encrypted"
             return false
