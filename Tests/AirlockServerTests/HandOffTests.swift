@@ -112,6 +112,59 @@ struct HandOffTests {
         }
     }
 
+    @Test func expectContinueIsAnsweredBeforeTheBodyIsSent() async throws {
+        let harness = try ServerHarness()
+        try await harness.run { client in
+            let connection = try RawConnection(port: try #require(client.port))
+            defer { connection.close() }
+            let body = Data("sent after 100 Continue\n".utf8)
+            connection.send(
+                Data(
+                    """
+                    POST /v1/transfers?sender=alice@example.org&recipient=bob@example.org&filename=c.txt HTTP/1.1\r
+                    Host: 127.0.0.1\r
+                    Authorization: Bearer \(ServerHarness.prosodyKey)\r
+                    Content-Type: text/plain\r
+                    Content-Length: \(body.count)\r
+                    Expect: 100-continue\r
+                    \r
+
+                    """.utf8
+                )
+            )
+            let interim = await connection.receive(until: "\r\n\r\n")
+            #expect(interim.hasPrefix("HTTP/1.1 100 Continue\r\n"))
+            connection.send(body)
+            let final = await connection.receive(until: "}")
+            #expect(final.contains("HTTP/1.1 201 Created"))
+            #expect(final.contains("\"verdict\":\"clean\""))
+        }
+    }
+
+    @Test func expectContinueOverTheLimitGetsTheFinalAnswerInstead() async throws {
+        let harness = try ServerHarness()
+        try await harness.run { client in
+            let connection = try RawConnection(port: try #require(client.port))
+            defer { connection.close() }
+            connection.send(
+                Data(
+                    """
+                    POST /v1/transfers?sender=alice@example.org&recipient=bob@example.org&filename=c.bin HTTP/1.1\r
+                    Host: 127.0.0.1\r
+                    Authorization: Bearer \(ServerHarness.prosodyKey)\r
+                    Content-Length: \(harness.configuration.limits.maxUploadBytes + 1)\r
+                    Expect: 100-continue\r
+                    \r
+
+                    """.utf8
+                )
+            )
+            let answer = await connection.receive(until: "}")
+            #expect(answer.hasPrefix("HTTP/1.1 413"))
+            #expect(!answer.contains("100 Continue"))
+        }
+    }
+
     @Test func aCleanFileIsStoredAndDownloadable() async throws {
         let harness = try ServerHarness()
         let content = Data("The minutes of Tuesday's meeting.\n".utf8)

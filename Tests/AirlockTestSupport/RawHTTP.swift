@@ -63,7 +63,7 @@ public enum RawHTTP {
 }
 
 /// A raw client connection kept open across steps of a test.
-public final class RawConnection {
+public final class RawConnection: Sendable {
     private let descriptor: Int32
 
     /// Connects to 127.0.0.1:`port`.
@@ -88,6 +88,26 @@ public final class RawConnection {
     @discardableResult
     public func send(_ data: Data) -> Bool {
         data.withUnsafeBytes { Glibc.send(self.descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } == data.count
+    }
+
+    /// Reads until `marker` has arrived, the peer closes, or `timeout` seconds pass; returns what arrived. The
+    /// blocking read runs on a dispatch queue, never on Swift's cooperative threads.
+    public func receive(until marker: String, timeout: Int = 10) async -> String {
+        let descriptor = self.descriptor
+        return await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                var time = timeval(tv_sec: timeout, tv_usec: 0)
+                setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &time, socklen_t(MemoryLayout<timeval>.size))
+                var received = Data()
+                var buffer = [UInt8](repeating: 0, count: 65536)
+                while !String(decoding: received, as: UTF8.self).contains(marker) {
+                    let count = recv(descriptor, &buffer, buffer.count, 0)
+                    if count <= 0 { break }
+                    received.append(contentsOf: buffer[0..<count])
+                }
+                continuation.resume(returning: String(decoding: received, as: UTF8.self))
+            }
+        }
     }
 
     /// Closes the connection.

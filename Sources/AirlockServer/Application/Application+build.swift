@@ -28,11 +28,13 @@ public func buildApplication(
         router.addRoutes(upload.endpoints, atPath: RouterPath(String(configuration.xep0363.pathPrefix.dropLast())))
     }
 
+    let maxBodyBytes = configuration.limits.maxUploadBytes
+    let http1 = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [ExpectContinueHandler(maxBodyBytes: maxBodyBytes)]))
     let server: HTTPServerBuilder
     if let tls = try TLSSettings(configuration.http.tls) {
-        server = try .tls(.http1(), tlsConfiguration: tls.configuration)
+        server = try .tls(http1, tlsConfiguration: tls.configuration)
     } else {
-        server = .http1()
+        server = http1
     }
     var app = Application(
         router: router,
