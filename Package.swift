@@ -111,7 +111,11 @@ let package = Package(
         .testTarget(name: "LibMagicTests", dependencies: ["LibMagic", "AirlockTestSupport"], swiftSettings: swiftSettings),
         .testTarget(
             name: "AirlockCoreTests",
-            dependencies: ["AirlockCore", "LibMagic", "AirlockTestSupport"],
+            dependencies: [
+                "AirlockCore", "LibMagic", "AirlockTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

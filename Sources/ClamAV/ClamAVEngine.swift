@@ -53,6 +53,9 @@ public final class ClamAVEngine: @unchecked Sendable {
         try set(CL_ENGINE_MAX_RECURSION, Int64(limits.maxRecursion), "MaxRecursion")
         try set(CL_ENGINE_MAX_FILES, Int64(limits.maxFiles), "MaxFiles")
         try set(CL_ENGINE_MAX_SCANTIME, limits.maxScanTimeMilliseconds, "MaxScanTime")
+        // libclamav's own clean cache hashes every file whole before scanning it, so a scan could not start
+        // until an upload's last byte had arrived. Airlock caches verdicts itself, by SHA-256 and signature version.
+        try set(CL_ENGINE_DISABLE_CACHE, 1, "DisableCache")
         cl_engine_set_clcb_virus_found(engine) { _, virname, context in
             guard let context, let virname else { return }
             ScanSession.from(context).signatures.append(String(cString: virname))
@@ -123,6 +126,37 @@ public final class ClamAVEngine: @unchecked Sendable {
         }
     }
 
+    /// Scans `length` bytes that `read` supplies on demand (through `cl_fmap_open_handle`), blocking the calling
+    /// thread.
+    ///
+    /// `read(buffer, offset)` must fill all of `buffer` with the bytes at `offset` and return `buffer.count`, or
+    /// return -1 to make the scan fail. It may block until the bytes exist: this lets a file be scanned while it
+    /// is still being received.
+    public func scan(length: Int, name: String? = nil, read: @escaping (UnsafeMutableRawBufferPointer, Int) -> Int) throws(ClamAVError) -> ScanResult
+    {
+        guard length > 0 else { return .clean }
+        let reader = Unmanaged.passRetained(ScanReader(read))
+        defer { reader.release() }
+        let map = cl_fmap_open_handle(
+            reader.toOpaque(),
+            0,
+            length,
+            { handle, buffer, count, offset in
+                guard let handle, let buffer else { return -1 }
+                let reader = Unmanaged<ScanReader>.fromOpaque(handle).takeUnretainedValue()
+                return off_t(reader.read(UnsafeMutableRawBufferPointer(start: buffer, count: count), Int(offset)))
+            },
+            1
+        )
+        guard let map else {
+            throw ClamAVError(operation: "cl_fmap_open_handle", code: CL_EMEM)
+        }
+        defer { cl_fmap_close(map) }
+        return try self.withSession(operation: "cl_scanmap_callback", topLevelDescriptor: nil) { virname, scanned, options, context in
+            cl_scanmap_callback(map, name, &virname, &scanned, self.engine, &options, context)
+        }
+    }
+
     private func withSession(
         operation: String,
         topLevelDescriptor: Int32?,
@@ -186,6 +220,15 @@ public final class ClamAVEngine: @unchecked Sendable {
             }
         }
         return nil
+    }
+}
+
+/// The reader behind a handle-based file map, handed to libclamav as the map's handle.
+final class ScanReader {
+    let read: (UnsafeMutableRawBufferPointer, Int) -> Int
+
+    init(_ read: @escaping (UnsafeMutableRawBufferPointer, Int) -> Int) {
+        self.read = read
     }
 }
 

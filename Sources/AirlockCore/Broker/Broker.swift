@@ -176,9 +176,25 @@ public final class Broker: Sendable {
     ///
     /// - Parameter slot: an XEP-0363 upload path to claim for this transfer; if another transfer holds it,
     ///   ``BrokerError/slotTaken(_:)`` is thrown and nothing is kept.
-    public func receive(_ handOff: HandOff, staging: StagingFile, slot: String? = nil) async throws -> (TransferRecord, [String]) {
-        let filename = try Self.validate(handOff)
-        let (size, sha256) = try await staging.finish()
+    ///
+    /// - Parameter inProgress: an inspection started while the upload was received
+    ///   (``Inspector/beginInspection(of:declaredType:)``); it is used, or cancelled when the verdict cache answers.
+    public func receive(
+        _ handOff: HandOff,
+        staging: StagingFile,
+        slot: String? = nil,
+        inProgress: InspectionInProgress? = nil
+    ) async throws -> (TransferRecord, [String]) {
+        let filename: String
+        let size: Int64
+        let sha256: String
+        do {
+            filename = try Self.validate(handOff)
+            (size, sha256) = try await staging.finish()
+        } catch {
+            await inProgress?.cancel()
+            throw error
+        }
         let transferId = UUID().uuidString.lowercased()
         let signatureVersion = self.inspector.signatures.version
 
@@ -191,16 +207,22 @@ public final class Broker: Sendable {
         if let cached {
             // Identical bytes were found clean by these signatures: only the policy needs to run again, since the
             // declared type may differ.
+            await inProgress?.cancel()
             detectedType = cached.detectedType
             typeDescription = cached.typeDescription
             verdict =
                 self.inspector.policy.blockReason(declaredType: handOff.declaredType, detectedType: cached.detectedType)
                 .map { .blocked(reason: $0) } ?? .clean
         } else {
-            let report = await self.inspector.inspect(fileAt: staging.path, declaredType: handOff.declaredType)
+            let report: InspectionReport
+            if let early = await inProgress?.report(), early.size == size {
+                report = early
+            } else {
+                report = await self.inspector.inspect(fileAt: staging.path, declaredType: handOff.declaredType, sha256: sha256)
+            }
             detectedType = report.detectedType?.mimeType
             typeDescription = report.detectedType?.description
-            verdict = report.sha256 == sha256 ? report.verdict : .unscannable(reason: "content changed while it was inspected")
+            verdict = report.size == size ? report.verdict : .unscannable(reason: "content changed while it was inspected")
         }
 
         let now = self.now()

@@ -14,6 +14,10 @@ public final class StagingFile: @unchecked Sendable {
     // so the mutable state below is never touched by two threads at once.
     /// The staging path.
     public let path: String
+    /// The size the sender announced (Content-Length), when known.
+    public let expectedSize: Int64?
+    /// How much has been written, for a scan that reads the file while it is received.
+    let progress = StagingProgress()
     private let descriptor: Int32
     private let threadPool: NIOThreadPool
     private var hasher = SHA256()
@@ -21,21 +25,27 @@ public final class StagingFile: @unchecked Sendable {
     private var pendingBytes = 0
     /// Bytes received so far.
     public private(set) var size: Int64 = 0
+    private var written: Int64 = 0
     private var closed = false
 
     /// Bytes gathered before one write, to keep thread hops few.
     static let batchSize = 1 << 20
 
     /// Creates the staging file.
-    public init(path: String, threadPool: NIOThreadPool) throws {
+    ///
+    /// - Parameter expectedSize: the announced size (Content-Length), which lets the inspection start before the
+    ///   last byte arrives.
+    public init(path: String, expectedSize: Int64? = nil, threadPool: NIOThreadPool) throws {
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw StoreError.io(operation: "create \(path)", errno: errno) }
         self.path = path
+        self.expectedSize = expectedSize
         self.descriptor = descriptor
         self.threadPool = threadPool
     }
 
     deinit {
+        self.progress.end(complete: false)
         if !self.closed {
             close(self.descriptor)
         }
@@ -54,6 +64,7 @@ public final class StagingFile: @unchecked Sendable {
     /// Writes what is pending, syncs and closes the file; returns its size and SHA-256.
     public func finish() async throws -> (size: Int64, sha256: String) {
         try await self.flush()
+        self.progress.end(complete: true)
         let descriptor = self.descriptor
         try await self.threadPool.runIfActive {
             guard fsync(descriptor) == 0 else { throw StoreError.io(operation: "fsync staging file", errno: errno) }
@@ -65,6 +76,7 @@ public final class StagingFile: @unchecked Sendable {
 
     /// Closes and removes the file (an upload that failed or was refused).
     public func discard() {
+        self.progress.end(complete: false)
         if !self.closed {
             close(self.descriptor)
             self.closed = true
@@ -75,6 +87,8 @@ public final class StagingFile: @unchecked Sendable {
     private func flush() async throws {
         guard !self.pending.isEmpty else { return }
         let buffers = self.pending
+        self.written += Int64(self.pendingBytes)
+        let writtenAfter = self.written
         self.pending = []
         self.pendingBytes = 0
         let hasherBefore = self.hasher
@@ -97,5 +111,60 @@ public final class StagingFile: @unchecked Sendable {
             }
             return hasher
         }
+        self.progress.advance(to: writtenAfter)
+    }
+}
+
+/// The written length of a staging file, shared with a scan that reads the file while it is received.
+final class StagingProgress: @unchecked Sendable {
+    // Invariant that makes this Sendable: every field is read and written with `condition` locked.
+    private let condition = NSCondition()
+    private var written: Int64 = 0
+    private var ended = false
+    private var complete = false
+
+    /// More bytes are on disk.
+    func advance(to written: Int64) {
+        self.condition.lock()
+        self.written = written
+        self.condition.broadcast()
+        self.condition.unlock()
+    }
+
+    /// No more bytes will come: the upload is complete, or it failed and the file is going away.
+    func end(complete: Bool) {
+        self.condition.lock()
+        if !self.ended {
+            self.ended = true
+            self.complete = complete
+        }
+        self.condition.broadcast()
+        self.condition.unlock()
+    }
+
+    /// Blocks until `length` bytes are on disk (true), or until the upload ends short of them or `stop` returns
+    /// true (false). `stop` is checked whenever the state changes and once a second.
+    func wait(forLength length: Int64, stop: () -> Bool) -> Bool {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        while self.written < length {
+            if self.ended || stop() { return false }
+            _ = self.condition.wait(until: Date(timeIntervalSinceNow: 1))
+        }
+        return true
+    }
+
+    /// Wakes waiters so they check their `stop` condition.
+    func wakeWaiters() {
+        self.condition.lock()
+        self.condition.broadcast()
+        self.condition.unlock()
+    }
+
+    /// Whether the upload completed (every byte written).
+    var isComplete: Bool {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        return self.complete
     }
 }

@@ -40,6 +40,7 @@ struct TransferController {
             declaredType: request.headers[.contentType]
         )
         let limit = self.broker.configuration.limits.maxUploadBytes
+        var announcedLength: Int?
         do {
             _ = try Broker.validate(handOff)
             let lengths = request.headers[values: .contentLength]
@@ -48,15 +49,28 @@ struct TransferController {
                     throw BrokerError.invalidRequest("Content-Length is invalid")
                 }
                 guard length <= limit else { throw BrokerError.tooLarge(limit: limit) }
+                announcedLength = length
             }
         } catch {
             self.metrics.uploadsRefused.increment()
             throw error
         }
 
-        let staging = try await Self.stage(request.body, broker: self.broker, metrics: self.metrics)
+        let (staging, inProgress) = try await Self.stage(
+            request.body,
+            length: announcedLength,
+            declaredType: handOff.declaredType,
+            broker: self.broker,
+            metrics: self.metrics
+        )
 
-        let (record, recipients) = try await Self.receive(handOff, staging: staging, broker: self.broker, metrics: self.metrics)
+        let (record, recipients) = try await Self.receive(
+            handOff,
+            staging: staging,
+            inProgress: inProgress,
+            broker: self.broker,
+            metrics: self.metrics
+        )
 
         let grants = try await self.broker.ledger.issueDownloads(for: record, recipients: recipients)
         return try Self.json(TransferDocument(record, recipients: recipients, downloads: grants), status: .created)
@@ -113,9 +127,18 @@ struct TransferController {
 
     /// Streams a request body into a new staging file, cutting it off with 413 past `limits.maxUploadBytes`.
     /// On any failure the staging file is removed.
-    static func stage(_ body: RequestBody, broker: Broker, metrics: AirlockMetrics) async throws -> StagingFile {
+    ///
+    /// When the body's `length` is announced, the inspection starts at once and reads the file as it grows.
+    static func stage(
+        _ body: RequestBody,
+        length: Int?,
+        declaredType: String?,
+        broker: Broker,
+        metrics: AirlockMetrics
+    ) async throws -> (StagingFile, InspectionInProgress?) {
         let limit = broker.configuration.limits.maxUploadBytes
-        let staging = try StagingFile(path: broker.store.newStagingPath(), threadPool: broker.threadPool)
+        let staging = try StagingFile(path: broker.store.newStagingPath(), expectedSize: length.map(Int64.init), threadPool: broker.threadPool)
+        let inProgress = broker.inspector.beginInspection(of: staging, declaredType: declaredType)
         do {
             for try await buffer in body {
                 guard staging.size + Int64(buffer.readableBytes) <= Int64(limit) else {
@@ -125,10 +148,11 @@ struct TransferController {
             }
         } catch {
             staging.discard()
+            await inProgress?.cancel()
             metrics.uploadsRefused.increment()
             throw error
         }
-        return staging
+        return (staging, inProgress)
     }
 
     /// Runs the inspection pipeline on a staged upload and records its metrics; the staging file is consumed.
@@ -136,15 +160,17 @@ struct TransferController {
         _ handOff: Broker.HandOff,
         staging: StagingFile,
         slot: String? = nil,
+        inProgress: InspectionInProgress?,
         broker: Broker,
         metrics: AirlockMetrics
     ) async throws -> (TransferRecord, [String]) {
         let started = ContinuousClock.now
         let received: (TransferRecord, [String])
         do {
-            received = try await broker.receive(handOff, staging: staging, slot: slot)
+            received = try await broker.receive(handOff, staging: staging, slot: slot, inProgress: inProgress)
         } catch {
             staging.discard()
+            await inProgress?.cancel()
             throw error
         }
         metrics.scanDuration.record(ContinuousClock.now - started)

@@ -99,7 +99,13 @@ struct XEP0363Controller {
         guard length <= limit else { throw BrokerError.tooLarge(limit: limit) }
         guard try await self.broker.ledger.transfer(inSlot: path) == nil else { throw BrokerError.slotTaken(path) }
 
-        let staging = try await TransferController.stage(request.body, broker: self.broker, metrics: self.metrics)
+        let (staging, inProgress) = try await TransferController.stage(
+            request.body,
+            length: length,
+            declaredType: contentType,
+            broker: self.broker,
+            metrics: self.metrics
+        )
         let handOff = Broker.HandOff(
             server: "xep0363",
             sender: uploader,
@@ -108,7 +114,14 @@ struct XEP0363Controller {
             declaredType: contentType,
             requiresRecipients: false
         )
-        _ = try await TransferController.receive(handOff, staging: staging, slot: path, broker: self.broker, metrics: self.metrics)
+        _ = try await TransferController.receive(
+            handOff,
+            staging: staging,
+            slot: path,
+            inProgress: inProgress,
+            broker: self.broker,
+            metrics: self.metrics
+        )
         return Response(status: .created)
     }
 
