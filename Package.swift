@@ -107,6 +107,13 @@ let package = Package(
             // modules depending on build order, which MemberImportVisibility rejects at random.
             swiftSettings: [.enableUpcomingFeature("ExistentialAny"), .enableUpcomingFeature("InternalImportsByDefault")]
         ),
+        // Benchmarks/README.md: `swift run -c release airlock-token-benchmark`.
+        .executableTarget(
+            name: "airlock-token-benchmark",
+            dependencies: ["AirlockCore"],
+            path: "Benchmarks/TokenVerification",
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "ClamAVTests", dependencies: ["ClamAV", "AirlockTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "LibMagicTests", dependencies: ["LibMagic", "AirlockTestSupport"], swiftSettings: swiftSettings),
         .testTarget(

@@ -20,10 +20,10 @@ final class MagicHandle {
         magic_close(self.cookie)
     }
 
-    /// Identifies the type of `bytes` (typically the start of a file).
-    func identify(_ bytes: UnsafeRawBufferPointer) throws(MagicError) -> FileType {
+    /// Identifies the type of `bytes` (typically the start of a file), with its description when `describe`.
+    func identify(_ bytes: UnsafeRawBufferPointer, describe: Bool) throws(MagicError) -> FileType {
         let mimeType = try self.run(flags: MAGIC_MIME_TYPE, on: bytes)
-        let description = try self.run(flags: MAGIC_NONE, on: bytes)
+        let description = describe ? try self.run(flags: MAGIC_NONE, on: bytes) : nil
         return FileType(mimeType: mimeType, description: description)
     }
 

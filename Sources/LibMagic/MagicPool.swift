@@ -14,11 +14,13 @@ public final class MagicPool: Sendable {
     }
 
     /// Identifies the type of `bytes` (the start of a file, at most ``sniffLength`` bytes are needed).
-    public func identify(_ bytes: UnsafeRawBufferPointer) throws(MagicError) -> FileType {
+    ///
+    /// - Parameter describe: also produce the human description, which takes libmagic as long again.
+    public func identify(_ bytes: UnsafeRawBufferPointer, describe: Bool = true) throws(MagicError) -> FileType {
         let borrowed = self.idle.withLock { $0.popLast() }
         let box = if let borrowed { borrowed } else { MagicHandleBox(try MagicHandle()) }
         defer { self.idle.withLock { $0.append(box) } }
-        return try box.handle.identify(bytes)
+        return try box.handle.identify(bytes, describe: describe)
     }
 }
 

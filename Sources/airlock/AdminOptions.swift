@@ -83,7 +83,7 @@ enum Output {
             ("recipients", summary.recipients.joined(separator: ", ")), ("filename", record.filename),
             ("original filename", record.originalFilename), ("size", "\(self.size(record.size)) (\(record.size) bytes)"),
             ("sha256", record.sha256), ("declared type", record.declaredType ?? "-"),
-            ("detected type", record.detectedType.map { "\($0) (\(record.typeDescription ?? ""))" } ?? "-"),
+            ("detected type", record.detectedType.map { type in record.typeDescription.map { "\(type) (\($0))" } ?? type } ?? "-"),
             ("signature version", record.signatureVersion),
         ]
         let width = fields.map(\.0.count).max() ?? 0

@@ -57,7 +57,7 @@ extension Airlock {
                     group.addTask {
                         switch target {
                         case .file(let path):
-                            return (index, ScanLine(path: path, report: await inspector.inspect(fileAt: path)))
+                            return (index, ScanLine(path: path, report: await inspector.inspect(fileAt: path, describe: true)))
                         case .missing(let path, let reason):
                             return (index, ScanLine(path: path, error: reason))
                         }

@@ -166,7 +166,7 @@ public struct Administration: Sendable {
             try? FileManager.default.removeItem(atPath: staging)
             throw AdminError.unreadableQuarantine(id: record.id, reason: "\(error)")
         }
-        let report = await inspector.inspect(fileAt: staging, declaredType: record.declaredType)
+        let report = await inspector.inspect(fileAt: staging, declaredType: record.declaredType, describe: true)
         guard report.sha256 == record.sha256 else {
             try? FileManager.default.removeItem(atPath: staging)
             throw AdminError.hashMismatch(id: record.id)

@@ -209,7 +209,7 @@ public final class Broker: Sendable {
             // declared type may differ.
             await inProgress?.cancel()
             detectedType = cached.detectedType
-            typeDescription = cached.typeDescription
+            typeDescription = cached.typeDescription.isEmpty ? nil : cached.typeDescription
             verdict =
                 self.inspector.policy.blockReason(declaredType: handOff.declaredType, detectedType: cached.detectedType)
                 .map { .blocked(reason: $0) } ?? .clean
@@ -290,12 +290,12 @@ public final class Broker: Sendable {
             if verdict.isClean {
                 // Inside the write transaction, so a concurrent delete of the same content cannot interleave.
                 try store.storeClean(stagingPath: staging.path, sha256: sha256)
-                if !cached, let detectedType = record.detectedType, let typeDescription = record.typeDescription {
+                if !cached, let detectedType = record.detectedType {
                     try VerdictCacheRecord(
                         sha256: sha256,
                         signatureVersion: record.signatureVersion,
                         detectedType: detectedType,
-                        typeDescription: typeDescription,
+                        typeDescription: record.typeDescription ?? "",
                         createdAt: now
                     ).save(db)
                 }

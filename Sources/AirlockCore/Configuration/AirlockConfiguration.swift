@@ -225,7 +225,8 @@ extension AirlockConfiguration {
                 "scanner.signatureDirectories",
                 default: ["/var/lib/clamav", "Config/signatures"]
             ),
-            maxFileSize: try reader.int("scanner.maxFileSize", default: 100 * megabyte, in: 1...Int(Int64.max / 2)),
+            // libclamav cannot scan files of 2 GiB or more (it flags them as over the limit whatever the setting).
+            maxFileSize: try reader.int("scanner.maxFileSize", default: 100 * megabyte, in: 1...Int(Int32.max)),
             maxScanSize: try reader.int("scanner.maxScanSize", default: 400 * megabyte, in: 1...Int(Int64.max / 2)),
             maxRecursion: try reader.int("scanner.maxRecursion", default: 16, in: 1...64),
             maxFiles: try reader.int("scanner.maxFiles", default: 10_000, in: 1...largest),

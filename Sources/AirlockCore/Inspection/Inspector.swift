@@ -106,10 +106,11 @@ public final class Inspector: Sendable {
     ///   - declaredType: the type the sender declared, checked for a mismatch; nil skips that check.
     ///   - sha256: the content's digest when the caller computed it already (while receiving); the file is then
     ///     not hashed again, only its start is read for type detection before the scan.
-    public func inspect(fileAt path: String, declaredType: String? = nil, sha256: String? = nil) async -> InspectionReport {
+    ///   - describe: add libmagic's description of the type even when the verdict is clean.
+    public func inspect(fileAt path: String, declaredType: String? = nil, sha256: String? = nil, describe: Bool = false) async -> InspectionReport {
         do {
             return try await self.threadPool.runIfActive {
-                self.inspectBlocking(path: path, declaredType: declaredType, knownDigest: sha256)
+                self.inspectBlocking(path: path, declaredType: declaredType, knownDigest: sha256, describe: describe)
             }
         } catch {
             return InspectionReport(size: 0, sha256: nil, detectedType: nil, verdict: .unscannable(reason: "scanner unavailable: \(error)"))
@@ -175,7 +176,9 @@ public final class Inspector: Sendable {
         // upload ends short or the inspection is no longer wanted.
         let read: (UnsafeMutableRawBufferPointer, Int) -> Int = { buffer, offset in
             guard progress.wait(forLength: Int64(offset + buffer.count), stop: { stop.isStopped }) else {
+                // libclamav logs the errno with the failed read: "pread error: Operation canceled".
                 failed = true
+                errno = ECANCELED
                 return -1
             }
             var done = 0
@@ -200,10 +203,16 @@ public final class Inspector: Sendable {
         if scanVerdict == .clean {
             self.recentlyClean.withLock { $0.insert(key) }
         }
-        return InspectionReport(size: Int64(length), sha256: nil, detectedType: detected, verdict: self.decide(scanVerdict, detected, declaredType))
+        let verdict = self.decide(scanVerdict, detected, declaredType)
+        return InspectionReport(
+            size: Int64(length),
+            sha256: nil,
+            detectedType: self.described(detected, head: head, verdict: verdict, always: false),
+            verdict: verdict
+        )
     }
 
-    private func inspectBlocking(path: String, declaredType: String?, knownDigest: String?) -> InspectionReport {
+    private func inspectBlocking(path: String, declaredType: String?, knownDigest: String?, describe: Bool) -> InspectionReport {
         // File metadata through Foundation: C's `struct stat` resolves through different clang modules depending
         // on build order, which MemberImportVisibility then rejects.
         guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else {
@@ -260,17 +269,31 @@ public final class Inspector: Sendable {
                 self.recentlyClean.withLock { $0.insert(key) }
             }
         }
-        return InspectionReport(size: size, sha256: sha256, detectedType: detected, verdict: self.decide(scanVerdict, detected, declaredType))
+        let verdict = self.decide(scanVerdict, detected, declaredType)
+        return InspectionReport(
+            size: size,
+            sha256: sha256,
+            detectedType: self.described(detected, head: head, verdict: verdict, always: describe),
+            verdict: verdict
+        )
     }
 
-    /// libmagic on the start of a file; nil when detection fails.
+    /// libmagic's type for the start of a file; nil when detection fails.
     private func identify(_ head: [UInt8]) -> FileType? {
         do {
-            return try head.withUnsafeBytes { try self.magic.identify($0) }
+            return try head.withUnsafeBytes { try self.magic.identify($0, describe: false) }
         } catch {
             self.logger.error("type detection failed", metadata: ["error": "\(error)"])
             return nil
         }
+    }
+
+    /// Adds libmagic's description to a detected type: for files an admin will look at (anything not clean), or
+    /// everything when `always`. Clean hand-offs skip it, since it costs libmagic as much again as the type.
+    private func described(_ type: FileType?, head: [UInt8], verdict: Verdict, always: Bool) -> FileType? {
+        guard let type, always || !verdict.isClean else { return type }
+        let description = try? head.withUnsafeBytes { try self.magic.identify($0, describe: true).description }
+        return FileType(mimeType: type.mimeType, description: description ?? nil)
     }
 
     /// The verdict from the scan's, the detected type and the policy: infected > blocked > unscannable > clean.
