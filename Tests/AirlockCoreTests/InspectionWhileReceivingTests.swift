@@ -54,8 +54,9 @@ final class InspectionWhileReceivingTests {
     static let contents: [(String, Data)] = [
         ("clean random", Fixtures.randomBytes(count: 3 << 20, seed: 7)),
         ("EICAR after 3 MiB of zeros", Data(count: 3 << 20) + Fixtures.eicar),
-        ("PNG", Fixtures.png),
-        ("PE declared as JPEG", Fixtures.portableExecutable),
+        // Padded past the size below which nothing is inspected while received; the types are read from the start.
+        ("PNG", Fixtures.png + Data(count: 300 << 10)),
+        ("PE declared as JPEG", Fixtures.portableExecutable + Data(count: 300 << 10)),
     ]
 
     @Test(arguments: 0..<contents.count)
@@ -96,7 +97,8 @@ final class InspectionWhileReceivingTests {
     }
 
     @Test func nothingStartsWithoutAnAnnouncedSizeWithinTheLimit() async throws {
-        for expected in [nil, 0, (4 << 20) + 1] {
+        let small = Int(Inspector.minimumSizeToInspectWhileReceiving) - 1
+        for expected in [nil, 0, small, (4 << 20) + 1] {
             let staging = try self.staging("unannounced-\(expected ?? -1)", expectedSize: expected)
             #expect(self.inspector.beginInspection(of: staging, declaredType: nil) == nil)
             staging.discard()

@@ -117,14 +117,18 @@ public final class Inspector: Sendable {
         }
     }
 
+    /// Below this size an upload arrives faster than a scan could start alongside it: it is inspected afterwards.
+    public static let minimumSizeToInspectWhileReceiving: Int64 = 256 << 10
+
     /// Starts inspecting an upload while it is still being received: type detection and the scan read the
     /// staging file as it grows, so they overlap the transfer instead of following it.
     ///
     /// Returns nil, and the caller inspects after the last byte as usual, when the size was not announced, is
-    /// zero or over `scanner.maxFileSize`, or when every receiving slot (one per scan worker) is busy: a slow
+    /// under ``minimumSizeToInspectWhileReceiving`` or over `scanner.maxFileSize`, or when every receiving slot (one per scan worker) is busy: a slow
     /// sender can hold a receiving slot, never a scan worker.
     public func beginInspection(of staging: StagingFile, declaredType: String?) -> InspectionInProgress? {
-        guard let expected = staging.expectedSize, expected > 0, expected <= Int64(self.maxFileSize) else { return nil }
+        guard let expected = staging.expectedSize, expected >= Self.minimumSizeToInspectWhileReceiving, expected <= Int64(self.maxFileSize)
+        else { return nil }
         var current = self.receivingInFlight.load(ordering: .relaxed)
         while true {
             guard current < self.receivingSlots else { return nil }
