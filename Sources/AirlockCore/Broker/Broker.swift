@@ -184,7 +184,7 @@ public final class Broker: Sendable {
         staging: StagingFile,
         slot: String? = nil,
         inProgress: InspectionInProgress? = nil
-    ) async throws -> (TransferRecord, [String]) {
+    ) async throws -> (TransferRecord, [String], [Ledger.DownloadGrant]) {
         let filename: String
         let size: Int64
         let sha256: String
@@ -246,6 +246,16 @@ public final class Broker: Sendable {
             updatedAt: now
         )
         let recipients = Array(Set(handOff.recipients)).sorted()
+        // Each recipient's download token is recorded in the same transaction as the transfer.
+        var grants: [Ledger.DownloadGrant] = []
+        var issuances: [TokenIssuanceRecord] = []
+        if verdict.isClean {
+            for recipient in recipients {
+                let (grant, issuance) = try await self.ledger.mintDownload(transferId: transferId, recipient: recipient, now: now)
+                grants.append(grant)
+                issuances.append(issuance)
+            }
+        }
         let store = self.store
         if !verdict.isClean {
             // Encryption can take a while: do it before taking the ledger's write lock.
@@ -254,7 +264,15 @@ public final class Broker: Sendable {
             }
         }
         do {
-            try await self.record(record, recipients: recipients, verdict: verdict, cached: cached != nil, staging: staging, slot: slot)
+            try await self.record(
+                record,
+                recipients: recipients,
+                issuances: issuances,
+                verdict: verdict,
+                cached: cached != nil,
+                staging: staging,
+                slot: slot
+            )
         } catch {
             if !verdict.isClean {
                 try? store.removeQuarantined(transferId: transferId)
@@ -268,14 +286,15 @@ public final class Broker: Sendable {
                 "cached": "\(cached != nil)",
             ]
         )
-        return (record, recipients)
+        return (record, recipients, grants)
     }
 
-    /// Moves clean bytes into the store and writes the transfer, its recipients, slot and audit entry, all in
-    /// one write transaction.
+    /// Moves clean bytes into the store and writes the transfer, its recipients, their download tokens, slot and
+    /// audit entry, all in one write transaction.
     private func record(
         _ record: TransferRecord,
         recipients: [String],
+        issuances: [TokenIssuanceRecord],
         verdict: Verdict,
         cached: Bool,
         staging: StagingFile,
@@ -303,6 +322,9 @@ public final class Broker: Sendable {
             try record.insert(db)
             for recipient in recipients {
                 try RecipientRecord(transferId: transferId, recipient: recipient).insert(db)
+            }
+            for issuance in issuances {
+                try issuance.insert(db)
             }
             var details = ["sha256": sha256, "size": String(size), "verdict": verdict.kind.rawValue, "state": record.state.rawValue]
             details["signature"] = verdict.signature

@@ -73,7 +73,14 @@ public struct Ledger: Sendable {
         guard recipients.contains(recipient) else {
             throw BrokerError.notARecipient(recipient)
         }
-        let now = self.now()
+        let (grant, issuance) = try await self.mintDownload(transferId: transferId, recipient: recipient, ttlSeconds: ttlSeconds, now: self.now())
+        try await self.database.writer.write { db in try issuance.insert(db) }
+        return grant
+    }
+
+    /// Mints a download token and its issuance record, without writing anything: the caller inserts the record,
+    /// in its own transaction.
+    func mintDownload(transferId: String, recipient: String, ttlSeconds: Int? = nil, now: Date) async throws -> (DownloadGrant, TokenIssuanceRecord) {
         let ttl = ttlSeconds ?? self.configuration.tokens.ttlSeconds
         let (token, claims) = try await self.tokens.issue(transferId: transferId, recipient: recipient, ttl: ttl, now: now)
         let issuance = TokenIssuanceRecord(
@@ -85,21 +92,10 @@ public struct Ledger: Sendable {
             expiresAt: claims.exp.value,
             usedAt: nil
         )
-        try await self.database.writer.write { db in try issuance.insert(db) }
         let base =
             self.configuration.http.publicBaseURL.hasSuffix("/")
             ? String(self.configuration.http.publicBaseURL.dropLast()) : self.configuration.http.publicBaseURL
-        return DownloadGrant(recipient: recipient, url: "\(base)/v1/files/\(token)", expiresAt: claims.exp.value)
-    }
-
-    /// Grants for every recipient of a clean transfer (none otherwise).
-    public func issueDownloads(for record: TransferRecord, recipients: [String]) async throws -> [DownloadGrant] {
-        guard record.state.isDownloadable else { return [] }
-        var grants: [DownloadGrant] = []
-        for recipient in recipients {
-            grants.append(try await self.issueDownload(transferId: record.id, recipient: recipient))
-        }
-        return grants
+        return (DownloadGrant(recipient: recipient, url: "\(base)/v1/files/\(token)", expiresAt: claims.exp.value), issuance)
     }
 
     // MARK: Deletion

@@ -64,7 +64,7 @@ struct TransferController {
             metrics: self.metrics
         )
 
-        let (record, recipients) = try await Self.receive(
+        let (record, recipients, grants) = try await Self.receive(
             handOff,
             staging: staging,
             inProgress: inProgress,
@@ -72,7 +72,6 @@ struct TransferController {
             metrics: self.metrics
         )
 
-        let grants = try await self.broker.ledger.issueDownloads(for: record, recipients: recipients)
         return try Self.json(TransferDocument(record, recipients: recipients, downloads: grants), status: .created)
     }
 
@@ -163,9 +162,9 @@ struct TransferController {
         inProgress: InspectionInProgress?,
         broker: Broker,
         metrics: AirlockMetrics
-    ) async throws -> (TransferRecord, [String]) {
+    ) async throws -> (TransferRecord, [String], [Ledger.DownloadGrant]) {
         let started = ContinuousClock.now
-        let received: (TransferRecord, [String])
+        let received: (TransferRecord, [String], [Ledger.DownloadGrant])
         do {
             received = try await broker.receive(handOff, staging: staging, slot: slot, inProgress: inProgress)
         } catch {
