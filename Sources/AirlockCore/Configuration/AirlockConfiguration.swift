@@ -34,6 +34,12 @@ public struct AirlockConfiguration: Sendable, Equatable {
         public var publicBaseURL: String
         /// `http.tls`: certificate and key for HTTPS; `clientCAFile` requires client certificates on the IM-server API.
         public var tls: TLS
+        /// `http.idleTimeoutSeconds` (int, default 30): a connection that completes no request header and sends
+        /// no body bytes for this long is closed, so slow clients (slowloris) cannot hold connections open.
+        public var idleTimeoutSeconds: Int
+        /// `http.maxConnections` (int, default 1024): most connections served at once; further connections wait
+        /// in the listen backlog until one closes.
+        public var maxConnections: Int
     }
 
     /// `http.tls`: all paths optional; certificate and key go together.
@@ -209,7 +215,9 @@ extension AirlockConfiguration {
                 certificateFile: try reader.optionalString("http.tls.certificateFile"),
                 privateKeyFile: try reader.optionalString("http.tls.privateKeyFile"),
                 clientCAFile: try reader.optionalString("http.tls.clientCAFile")
-            )
+            ),
+            idleTimeoutSeconds: try reader.int("http.idleTimeoutSeconds", default: 30, in: 1...86400),
+            maxConnections: try reader.int("http.maxConnections", default: 1024, in: 1...1_000_000)
         )
         self.storage = Storage(
             dataDirectory: try reader.string("storage.dataDirectory", default: "var"),
