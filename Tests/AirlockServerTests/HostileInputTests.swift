@@ -275,6 +275,52 @@ struct HostileInputTests {
         }
     }
 
+    /// The same signed upload URL replayed ten times at once: exactly one upload wins the slot, the others are
+    /// 409 (never a 5xx from a constraint violation), and the losers leave no bytes behind.
+    @Test func concurrentReplaysOfOneXEP0363SlotHaveOneWinner() async throws {
+        try await Hostile.underAttack { client, _, harness in
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<10 {
+                    group.addTask {
+                        let body = Data("contender \(index)\n".utf8)
+                        let v = XEP0363Tests.hmac("race/file.txt \(body.count)")
+                        return try await client.execute(
+                            uri: XEP0363Tests.uri(["race", "file.txt"], query: "v=\(v)"),
+                            method: .put,
+                            headers: [.connection: "close"],
+                            body: ByteBuffer(bytes: body)
+                        ).status.code
+                    }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(statuses.filter { $0 == 201 }.count == 1, "\(statuses)")
+            #expect(statuses.filter { $0 == 409 }.count == 9, "\(statuses)")
+            let served = try await client.execute(uri: XEP0363Tests.uri(["race", "file.txt"]), method: .get, headers: [.connection: "close"])
+            #expect(String(decoding: served.bytes, as: UTF8.self).hasPrefix("contender "))
+            #expect(await Hostile.eventually { harness.files(under: harness.stagingDirectory).isEmpty })
+            #expect(Hostile.storedFiles(harness) == 2)
+        }
+    }
+
+    /// An XEP-0363 PUT must declare its length (the HMAC covers it): a chunked PUT is 411, whatever it carries.
+    @Test func aChunkedXEP0363PutWithoutALengthIs411() async throws {
+        try await Hostile.underAttack { _, port, harness in
+            let v = XEP0363Tests.hmac("chunked/x.txt 5")
+            let reply = try await RawHTTP.converse(
+                port: port,
+                parts: [
+                    Hostile.raw(
+                        ["PUT /upload/chunked/x.txt?v=\(v) HTTP/1.1", "Host: 127.0.0.1", "Transfer-Encoding: chunked", "Connection: close"],
+                        body: Data("5\r\nhello\r\n0\r\n\r\n".utf8)
+                    )
+                ]
+            )
+            Hostile.expectJSONError(reply, 411, code: "length_required")
+            #expect(Hostile.storedFiles(harness) == 1)
+        }
+    }
+
     /// Authorization variants that are not exactly a configured key, in a known scheme: 401 with the JSON body.
     @Test(arguments: [
         nil, "Bearer", "Bearer ", "Basic " + Data("prosody:\(ServerHarness.prosodyKey)".utf8).base64EncodedString(), "Bearer not-the-key-at-all-000",
