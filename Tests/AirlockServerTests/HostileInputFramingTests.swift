@@ -231,6 +231,63 @@ struct HostileInputFramingTests {
         }
     }
 
+    /// Slow bodies (R.U.D.Y.): complete request heads, then a body byte every 200 ms, fast enough to dodge the idle
+    /// timeout, on both upload paths. Once past the idle timeout they are cut off for arriving slower than
+    /// `http.minimumUploadBytesPerSecond`, so they cannot hold the connection limit; a normal client is served.
+    @Test func slowBodiesAreCutOffAndDoNotStarveOthers() async throws {
+        try await Hostile.underAttack({
+            $0.http.idleTimeoutSeconds = 1
+            $0.http.maxConnections = 6
+            $0.http.minimumUploadBytesPerSecond = 1000
+        }) { client, port, harness in
+            let length = 100_000
+            let v = XEP0363Tests.hmac("slow/body.bin \(length)")
+            let heads = [
+                Hostile.raw(Hostile.handOffLines(filename: "slow.bin", extra: ["Content-Length: \(length)"])),
+                Hostile.raw(["PUT /upload/slow/body.bin?v=\(v) HTTP/1.1", "Host: 127.0.0.1", "Content-Length: \(length)"]),
+            ]
+            try await withThrowingTaskGroup(of: Bool.self) { group in
+                for index in 0..<8 {
+                    group.addTask {
+                        try await RawHTTP.drip(port: port, prefix: heads[index % 2], bytes: Data(count: length), interval: 200, deadline: 60)
+                            .closedByServer
+                    }
+                }
+                let content = Data("served despite slow bodies\n".utf8)
+                let created = try await Hostile.handOff(client, content, filename: "normal.txt", contentType: "text/plain")
+                #expect(created.status == .created)
+                var closed = 0
+                for try await wasClosed in group where wasClosed {
+                    closed += 1
+                }
+                #expect(closed == 8)
+            }
+            #expect(await Hostile.eventually { harness.files(under: harness.stagingDirectory).isEmpty })
+            #expect(Hostile.storedFiles(harness) == 2)
+        }
+    }
+
+    /// The answer to a body cut off for its pace: 408 with the JSON body, and the connection closed.
+    @Test func aSlowBodyIsAnswered408() async throws {
+        try await Hostile.underAttack({
+            $0.http.idleTimeoutSeconds = 1
+            $0.http.minimumUploadBytesPerSecond = 100_000
+        }) { _, port, _ in
+            let reply = try await Blocking.run {
+                let connection = try RawConnection(port: port)
+                defer { connection.close() }
+                connection.send(Hostile.raw(Hostile.handOffLines(filename: "slow.bin", extra: ["Content-Length: 1000000"])))
+                // Ten bytes every 100 ms until the server answers: far below 100,000 bytes per second.
+                while !connection.waitForInput(milliseconds: 100) {
+                    guard connection.send(Data(count: 10)) else { break }
+                }
+                return connection.readUntilClosed(timeout: 30)
+            }
+            Hostile.expectJSONError(reply, 408, code: "upload_too_slow")
+            #expect(reply.closedByServer)
+        }
+    }
+
     /// A connection flood: more silent connections than `http.maxConnections`. Each is closed after the idle
     /// timeout, and a normal client is served.
     @Test func silentConnectionsBeyondTheLimitAreClosedAndOthersServed() async throws {

@@ -72,13 +72,22 @@ extension RawHTTP {
         }
     }
 
-    /// Sends `bytes` one byte at a time, `interval` milliseconds apart, as a slowloris client does, until the
-    /// server closes the connection or `deadline` seconds pass; returns whether the server closed it and how many
-    /// bytes it took. Runs on a dispatch queue.
-    public static func drip(port: Int, bytes: Data, interval: Int32, deadline: TimeInterval) async throws -> (closedByServer: Bool, sent: Int) {
+    /// Sends `prefix` at once, then `bytes` one byte at a time, `interval` milliseconds apart, as a slowloris
+    /// client does, until the server closes the connection or `deadline` seconds pass; returns whether the server
+    /// closed it and how many bytes it took. Runs on a dispatch queue.
+    public static func drip(
+        port: Int,
+        prefix: Data = Data(),
+        bytes: Data,
+        interval: Int32,
+        deadline: TimeInterval
+    ) async throws -> (closedByServer: Bool, sent: Int) {
         try await Blocking.run {
             let connection = try RawConnection(port: port)
             defer { connection.close() }
+            if !prefix.isEmpty, !connection.send(prefix) {
+                return (true, 0)
+            }
             let end = Date().addingTimeInterval(deadline)
             var sent = 0
             while Date() < end {

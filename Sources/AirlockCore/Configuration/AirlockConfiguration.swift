@@ -40,6 +40,10 @@ public struct AirlockConfiguration: Sendable, Equatable {
         /// `http.maxConnections` (int, default 1024): most connections served at once; further connections wait
         /// in the listen backlog until one closes.
         public var maxConnections: Int
+        /// `http.minimumUploadBytesPerSecond` (int, default 1024; 0 disables): once a request body has been arriving
+        /// for `idleTimeoutSeconds`, it is cut off with 408 if its average rate is lower, so a client trickling
+        /// body bytes just fast enough to dodge the idle timeout cannot hold a connection for hours.
+        public var minimumUploadBytesPerSecond: Int
     }
 
     /// `http.tls`: all paths optional; certificate and key go together.
@@ -217,7 +221,8 @@ extension AirlockConfiguration {
                 clientCAFile: try reader.optionalString("http.tls.clientCAFile")
             ),
             idleTimeoutSeconds: try reader.int("http.idleTimeoutSeconds", default: 30, in: 1...86400),
-            maxConnections: try reader.int("http.maxConnections", default: 1024, in: 1...1_000_000)
+            maxConnections: try reader.int("http.maxConnections", default: 1024, in: 1...1_000_000),
+            minimumUploadBytesPerSecond: try reader.int("http.minimumUploadBytesPerSecond", default: 1024, in: 0...largest)
         )
         self.storage = Storage(
             dataDirectory: try reader.string("storage.dataDirectory", default: "var"),

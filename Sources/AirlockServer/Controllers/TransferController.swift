@@ -54,7 +54,7 @@ struct TransferController {
             throw error
         }
 
-        let staging = try await Self.stage(request.body, broker: self.broker, metrics: self.metrics)
+        let staging = try await Self.stage(request.body, channel: context.channel, broker: self.broker, metrics: self.metrics)
 
         let (record, recipients) = try await Self.receive(handOff, staging: staging, broker: self.broker, metrics: self.metrics)
 
@@ -85,9 +85,17 @@ struct TransferController {
     @Sendable func issueToken(_ request: Request, context: AirlockRequestContext) async throws -> Response {
         let id = try context.parameters.require("id")
         let body: TokenRequest
+        var collected = ByteBuffer()
+        var pace = UploadPace(self.broker.configuration.http)
+        for try await buffer in request.body {
+            try pace.received(buffer.readableBytes, on: context.channel)
+            guard collected.readableBytes + buffer.readableBytes <= 64 * 1024 else {
+                throw BrokerError.invalidRequest("the body must be JSON {\"recipient\": \"…\", \"ttlSeconds\": N} of at most 64 KiB")
+            }
+            collected.writeImmutableBuffer(buffer)
+        }
         do {
-            let buffer = try await request.body.collect(upTo: 64 * 1024)
-            body = try JSONDecoder().decode(TokenRequest.self, from: Data(buffer.readableBytesView))
+            body = try JSONDecoder().decode(TokenRequest.self, from: Data(collected.readableBytesView))
         } catch {
             throw BrokerError.invalidRequest("the body must be JSON {\"recipient\": \"…\", \"ttlSeconds\": N}")
         }
@@ -111,13 +119,15 @@ struct TransferController {
         return .noContent
     }
 
-    /// Streams a request body into a new staging file, cutting it off with 413 past `limits.maxUploadBytes`.
-    /// On any failure the staging file is removed.
-    static func stage(_ body: RequestBody, broker: Broker, metrics: AirlockMetrics) async throws -> StagingFile {
+    /// Streams a request body into a new staging file, cutting it off with 413 past `limits.maxUploadBytes` and
+    /// with 408 when it arrives too slowly (``UploadPace``). On any failure the staging file is removed.
+    static func stage(_ body: RequestBody, channel: any Channel, broker: Broker, metrics: AirlockMetrics) async throws -> StagingFile {
         let limit = broker.configuration.limits.maxUploadBytes
         let staging = try StagingFile(path: broker.store.newStagingPath(), threadPool: broker.threadPool)
+        var pace = UploadPace(broker.configuration.http)
         do {
             for try await buffer in body {
+                try pace.received(buffer.readableBytes, on: channel)
                 guard staging.size + Int64(buffer.readableBytes) <= Int64(limit) else {
                     throw BrokerError.tooLarge(limit: limit)
                 }

@@ -99,7 +99,7 @@ struct XEP0363Controller {
         guard length <= limit else { throw BrokerError.tooLarge(limit: limit) }
         guard try await self.broker.ledger.transfer(inSlot: path) == nil else { throw BrokerError.slotTaken(path) }
 
-        let staging = try await TransferController.stage(request.body, broker: self.broker, metrics: self.metrics)
+        let staging = try await TransferController.stage(request.body, channel: context.channel, broker: self.broker, metrics: self.metrics)
         let handOff = Broker.HandOff(
             server: "xep0363",
             sender: uploader,
