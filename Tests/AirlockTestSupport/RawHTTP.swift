@@ -65,6 +65,8 @@ public enum RawHTTP {
 /// A raw client connection kept open across steps of a test.
 public final class RawConnection: Sendable {
     private let descriptor: Int32
+    /// The socket.
+    var fileDescriptor: Int32 { self.descriptor }
 
     /// Connects to 127.0.0.1:`port`.
     public init(port: Int) throws {

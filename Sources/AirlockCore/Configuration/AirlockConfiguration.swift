@@ -34,6 +34,16 @@ public struct AirlockConfiguration: Sendable, Equatable {
         public var publicBaseURL: String
         /// `http.tls`: certificate and key for HTTPS; `clientCAFile` requires client certificates on the IM-server API.
         public var tls: TLS
+        /// `http.idleTimeoutSeconds` (int, default 30): a connection that completes no request header and sends
+        /// no body bytes for this long is closed, so slow clients (slowloris) cannot hold connections open.
+        public var idleTimeoutSeconds: Int
+        /// `http.maxConnections` (int, default 1024): most connections served at once; further connections wait
+        /// in the listen backlog until one closes.
+        public var maxConnections: Int
+        /// `http.minimumUploadBytesPerSecond` (int, default 1024; 0 disables): once a request body has been arriving
+        /// for `idleTimeoutSeconds`, it is cut off with 408 if its average rate is lower, so a client trickling
+        /// body bytes just fast enough to dodge the idle timeout cannot hold a connection for hours.
+        public var minimumUploadBytesPerSecond: Int
     }
 
     /// `http.tls`: all paths optional; certificate and key go together.
@@ -209,7 +219,10 @@ extension AirlockConfiguration {
                 certificateFile: try reader.optionalString("http.tls.certificateFile"),
                 privateKeyFile: try reader.optionalString("http.tls.privateKeyFile"),
                 clientCAFile: try reader.optionalString("http.tls.clientCAFile")
-            )
+            ),
+            idleTimeoutSeconds: try reader.int("http.idleTimeoutSeconds", default: 30, in: 1...86400),
+            maxConnections: try reader.int("http.maxConnections", default: 1024, in: 1...1_000_000),
+            minimumUploadBytesPerSecond: try reader.int("http.minimumUploadBytesPerSecond", default: 1024, in: 0...largest)
         )
         self.storage = Storage(
             dataDirectory: try reader.string("storage.dataDirectory", default: "var"),

@@ -4,6 +4,7 @@ public import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
 public import Logging
+import NIOCore
 import NIOSSL
 import ServiceLifecycle
 
@@ -28,18 +29,27 @@ public func buildApplication(
         router.addRoutes(upload.endpoints, atPath: RouterPath(String(configuration.xep0363.pathPrefix.dropLast())))
     }
 
+    // Slow clients: a connection that sends no complete request header and no body bytes for
+    // `http.idleTimeoutSeconds` is closed, and at most `http.maxConnections` are served at once.
     let maxBodyBytes = configuration.limits.maxUploadBytes
-    let http1 = HTTPServerBuilder.http1(configuration: .init(additionalChannelHandlers: [ExpectContinueHandler(maxBodyBytes: maxBodyBytes)]))
+    let http1 = HTTP1Channel.Configuration(
+        additionalChannelHandlers: [ExpectContinueHandler(maxBodyBytes: maxBodyBytes)],
+        idleTimeout: .seconds(Int64(configuration.http.idleTimeoutSeconds))
+    )
     let server: HTTPServerBuilder
     if let tls = try TLSSettings(configuration.http.tls) {
-        server = try .tls(http1, tlsConfiguration: tls.configuration)
+        server = try .tls(.http1(configuration: http1), tlsConfiguration: tls.configuration)
     } else {
-        server = http1
+        server = .http1(configuration: http1)
     }
     var app = Application(
         router: router,
         server: server,
-        configuration: .init(address: .hostname(configuration.http.host, port: configuration.http.port), serverName: "Airlock"),
+        configuration: .init(
+            address: .hostname(configuration.http.host, port: configuration.http.port),
+            serverName: "Airlock",
+            availableConnectionsDelegate: MaximumAvailableConnections(configuration.http.maxConnections, logger: logger)
+        ),
         onServerRunning: { channel in
             logger.notice("Airlock is serving", metadata: ["address": "\(channel.localAddress?.description ?? "?")"])
         },

@@ -60,6 +60,7 @@ struct TransferController {
             request.body,
             length: announcedLength,
             declaredType: handOff.declaredType,
+            channel: context.channel,
             broker: self.broker,
             metrics: self.metrics
         )
@@ -98,9 +99,17 @@ struct TransferController {
     @Sendable func issueToken(_ request: Request, context: AirlockRequestContext) async throws -> Response {
         let id = try context.parameters.require("id")
         let body: TokenRequest
+        var collected = ByteBuffer()
+        var pace = UploadPace(self.broker.configuration.http)
+        for try await buffer in request.body {
+            try pace.received(buffer.readableBytes, on: context.channel)
+            guard collected.readableBytes + buffer.readableBytes <= 64 * 1024 else {
+                throw BrokerError.invalidRequest("the body must be JSON {\"recipient\": \"…\", \"ttlSeconds\": N} of at most 64 KiB")
+            }
+            collected.writeImmutableBuffer(buffer)
+        }
         do {
-            let buffer = try await request.body.collect(upTo: 64 * 1024)
-            body = try JSONDecoder().decode(TokenRequest.self, from: Data(buffer.readableBytesView))
+            body = try JSONDecoder().decode(TokenRequest.self, from: Data(collected.readableBytesView))
         } catch {
             throw BrokerError.invalidRequest("the body must be JSON {\"recipient\": \"…\", \"ttlSeconds\": N}")
         }
@@ -124,22 +133,25 @@ struct TransferController {
         return .noContent
     }
 
-    /// Streams a request body into a new staging file, cutting it off with 413 past `limits.maxUploadBytes`.
-    /// On any failure the staging file is removed.
+    /// Streams a request body into a new staging file, cutting it off with 413 past `limits.maxUploadBytes` and
+    /// with 408 when it arrives too slowly (``UploadPace``). On any failure the staging file is removed.
     ///
     /// When the body's `length` is announced, the inspection starts at once and reads the file as it grows.
     static func stage(
         _ body: RequestBody,
         length: Int?,
         declaredType: String?,
+        channel: any Channel,
         broker: Broker,
         metrics: AirlockMetrics
     ) async throws -> (StagingFile, InspectionInProgress?) {
         let limit = broker.configuration.limits.maxUploadBytes
         let staging = try StagingFile(path: broker.store.newStagingPath(), expectedSize: length.map(Int64.init), threadPool: broker.threadPool)
         let inProgress = broker.inspector.beginInspection(of: staging, declaredType: declaredType)
+        var pace = UploadPace(broker.configuration.http)
         do {
             for try await buffer in body {
+                try pace.received(buffer.readableBytes, on: channel)
                 guard staging.size + Int64(buffer.readableBytes) <= Int64(limit) else {
                     throw BrokerError.tooLarge(limit: limit)
                 }

@@ -103,6 +103,7 @@ struct XEP0363Controller {
             request.body,
             length: length,
             declaredType: contentType,
+            channel: context.channel,
             broker: self.broker,
             metrics: self.metrics
         )
