@@ -92,6 +92,11 @@ struct ConfigurationTests {
         #expect(self.error(#"{"xep0363": {"pathPrefix": "upload"}}"#)?.key == "xep0363.pathPrefix")
         #expect(self.error(#"{"xep0363": {"secret": "short"}}"#)?.key == "xep0363.secret")
         #expect(self.error(#"{"http": {"tls": {"certificateFile": "/c.pem"}}}"#)?.key == "http.tls")
+        // XEP-0363 uploads are recorded under this server name.
+        #expect(self.error(#"{"servers": {"xep0363": {"apiKey": "0123456789abcdef0123"}}}"#)?.key == "servers.xep0363")
+        // libclamav cannot scan 2 GiB or more.
+        #expect(self.error(#"{"scanner": {"maxFileSize": 2147483648, "maxScanSize": 4294967296}}"#)?.key == "scanner.maxFileSize")
+        #expect(self.error(#"{"scanner": {"maxFileSize": 2147483647, "maxScanSize": 4294967296}}"#) == nil)
     }
 
     @Test func malformedJSONIsRefusedWithTheFileName() {

@@ -283,6 +283,11 @@ extension AirlockConfiguration {
 
         var servers: [String: Server] = [:]
         for name in try reader.mapEntries("servers") ?? ["dev"] {
+            // XEP-0363 uploads are recorded under the server name "xep0363": an API client of that name would
+            // see and delete them all.
+            guard name != "xep0363" else {
+                throw ConfigurationError(key: "servers.xep0363", message: "the name xep0363 is reserved for XEP-0363 uploads; choose another")
+            }
             let defaultKey = name == "dev" ? DevelopmentSecrets.apiKey : ""
             let apiKey = try reader.secret("servers.\(name).apiKey", default: defaultKey)
             guard apiKey.utf8.count >= 16 else {

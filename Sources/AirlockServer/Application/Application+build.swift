@@ -80,6 +80,8 @@ struct TLSSettings {
             certificateChain: try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) },
             privateKey: .privateKey(try NIOSSLPrivateKey(file: privateKeyFile, format: .pem))
         )
+        // TLS 1.0 and 1.1 are deprecated (RFC 8996); every IM server and client in use speaks 1.2.
+        configuration.minimumTLSVersion = .tlsv12
         if let clientCAFile = tls.clientCAFile {
             // Verify a client certificate when one is presented; the IM-server API then requires one, while
             // recipients' downloads and the operations endpoints work without.
