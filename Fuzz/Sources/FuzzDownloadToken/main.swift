@@ -13,6 +13,7 @@ import AirlockCore
 import Crypto
 import Foundation
 import FuzzSupport
+import JWTKit
 
 let keys: [String: SymmetricKey] = [
     "k1": SymmetricKey(data: [UInt8](repeating: 0x11, count: 32)),

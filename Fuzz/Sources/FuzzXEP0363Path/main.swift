@@ -50,7 +50,7 @@ func reference(_ version: XEP0363Signature.Version, path: String, length: Int, c
 }
 
 func checkParsed(_ parsed: XEP0363Path, raw: String, prefix: String) {
-    invariant(raw.hasPrefix(prefix), "parsed a path outside the prefix: \(raw.debugDescription)")
+    invariant(raw.utf8.starts(with: prefix.utf8), "parsed a path outside the prefix: \(raw.debugDescription)")
     invariant(parsed.segments.count >= 2, "fewer than two segments: \(parsed.segments)")
     invariant(parsed.filename.utf8.count <= 255, "filename over 255 bytes")
     invariant(parsed.path == parsed.segments.joined(separator: "/"), "path is not its segments joined")
@@ -126,9 +126,9 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
         checkParsed(parsed, raw: raw, prefix: prefix)
         checkSignatures(parsed.path, length: length, contentType: contentType, presented: presented)
     } catch .outsidePrefix {
-        invariant(!raw.hasPrefix(prefix), "refused \(raw.debugDescription) as outside \(prefix)")
+        invariant(!raw.utf8.starts(with: prefix.utf8), "refused \(raw.debugDescription) as outside \(prefix)")
     } catch {
-        invariant(raw.hasPrefix(prefix), "\(raw.debugDescription) is outside \(prefix) but got \(error)")
+        invariant(raw.utf8.starts(with: prefix.utf8), "\(raw.debugDescription) is outside \(prefix) but got \(error)")
     }
     return 0
 }

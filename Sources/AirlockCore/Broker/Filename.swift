@@ -19,7 +19,8 @@ public enum Filename {
         guard !filename.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
             throw BrokerError.invalidRequest("filename contains NUL or control characters")
         }
-        let last = filename.split(whereSeparator: { $0 == "/" || $0 == "\\" }).last.map(String.init) ?? ""
+        // Cut on Unicode scalars, not Characters: a combining mark after `/` makes one Character that is not "/".
+        let last = filename.unicodeScalars.split(whereSeparator: { $0 == "/" || $0 == "\\" }).last.map { String(String.UnicodeScalarView($0)) } ?? ""
         guard !last.isEmpty, last != ".", last != ".." else {
             throw BrokerError.invalidRequest("filename has no usable last component")
         }

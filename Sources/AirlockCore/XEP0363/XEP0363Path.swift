@@ -22,11 +22,13 @@ public struct XEP0363Path: Sendable, Equatable {
     /// Parses the raw (still percent-encoded) request path under `prefix`, refusing names that could escape or
     /// confuse: empty segments, `.`, `..`, `/` (from `%2F`), NUL and control characters.
     public static func parse(_ rawPath: String, prefix: String) throws(Error) -> XEP0363Path {
-        guard rawPath.hasPrefix(prefix) else { throw .outsidePrefix }
-        let encoded = rawPath.dropFirst(prefix.count).split(separator: "/", omittingEmptySubsequences: false)
+        // Bytes and Unicode scalars, not Characters: a combining mark after `/` makes one Character that is not "/".
+        guard rawPath.utf8.starts(with: prefix.utf8) else { throw .outsidePrefix }
+        let encoded = rawPath.utf8.dropFirst(prefix.utf8.count).split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
         var segments: [String] = []
         for part in encoded {
-            guard let segment = Filename.percentDecoded(part), !segment.isEmpty, segment != ".", segment != "..", !segment.contains("/"),
+            guard let segment = Filename.percentDecoded(Substring(part)), !segment.isEmpty, segment != ".", segment != "..",
+                !segment.unicodeScalars.contains("/"),
                 !segment.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
             else {
                 throw .invalidSegment
