@@ -30,6 +30,11 @@ struct FilenameTests {
         }
         #expect(Filename.percentEncoded("a b/é") == "a%20b%2F%C3%A9")
         #expect(Filename.percentDecoded("100%") == nil)
+        // Found by FuzzFilename: Foundation's removingPercentEncoding drops a leading byte order mark.
+        #expect(Filename.percentDecoded("%EF%BB%BFname.txt") == "\u{FEFF}name.txt")
+        #expect(Filename.percentDecoded("%e2%80%aetxt.exe") == "\u{202E}txt.exe")
+        // Found by FuzzXEP0363Path: it also turned a stray continuation byte into U+FFFD instead of refusing it.
+        #expect(Filename.percentDecoded("r%C3%A9sum%A9.pdf") == nil)
         #expect(Filename.percentDecoded("%FF") == nil)
     }
 }

@@ -11,7 +11,10 @@ struct XEP0363PathTests {
         #expect(path.filename == "résumé+1.txt")
         #expect(throws: XEP0363Path.Error.outsidePrefix) { try XEP0363Path.parse("/uploads/slot/x", prefix: "/upload/") }
         #expect(throws: XEP0363Path.Error.notSlotAndFilename) { try XEP0363Path.parse("/upload/x", prefix: "/upload/") }
-        for invalid in ["/upload/s/..", "/upload/s/%2e%2E", "/upload/s//x", "/upload/s/a%2Fb", "/upload/s/a%00", "/upload/s/%FF", "/upload/s/1%"] {
+        for invalid in [
+            "/upload/s/..", "/upload/s/%2e%2E", "/upload/s//x", "/upload/s/a%2Fb", "/upload/s/a%00", "/upload/s/%FF", "/upload/s/a%A9",
+            "/upload/s/1%",
+        ] {
             #expect(throws: XEP0363Path.Error.invalidSegment) { try XEP0363Path.parse(invalid, prefix: "/upload/") }
         }
     }
@@ -23,6 +26,7 @@ struct XEP0363PathTests {
         #expect(throws: XEP0363Path.Error.invalidSegment) { try XEP0363Path.parse("/upload/slot/..%2F%E2%83%9D", prefix: "/upload/") }
         let raw = try XEP0363Path.parse("/upload/slot/\u{301}x.txt", prefix: "/upload/")
         #expect(raw.segments == ["slot", "\u{301}x.txt"])
+        #expect(try XEP0363Path.parse("/upload/slot/%EF%BB%BFx.txt", prefix: "/upload/").filename == "\u{FEFF}x.txt")
         let afterPrefix = try XEP0363Path.parse("/upload/\u{301}slot/x.txt", prefix: "/upload/")
         #expect(afterPrefix.segments == ["\u{301}slot", "x.txt"])
     }

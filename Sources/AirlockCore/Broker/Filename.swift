@@ -38,7 +38,22 @@ public enum Filename {
     /// escape or the bytes are not UTF-8.
     public static func percentDecoded(_ segment: Substring) -> String? {
         guard Self.isWellFormedPercentEncoding(segment) else { return nil }
-        return String(segment).removingPercentEncoding
+        // Decoded here rather than with `removingPercentEncoding`, which drops a leading U+FEFF (found by FuzzFilename).
+        var bytes: [UInt8] = []
+        var utf8 = segment.utf8[...]
+        while let byte = utf8.popFirst() {
+            guard byte == UInt8(ascii: "%"), let high = utf8.popFirst(), let low = utf8.popFirst() else {
+                bytes.append(byte)
+                continue
+            }
+            bytes.append(Self.hexValue(high) << 4 | Self.hexValue(low))
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    /// The value of an ASCII hex digit (already checked by ``isWellFormedPercentEncoding(_:)``).
+    private static func hexValue(_ digit: UInt8) -> UInt8 {
+        digit <= UInt8(ascii: "9") ? digit - UInt8(ascii: "0") : (digit | 0x20) - UInt8(ascii: "a") + 10
     }
 
     /// Whether every `%` starts a two-digit hex escape.

@@ -81,12 +81,19 @@ public struct DownloadTokens: Sendable {
     private func hasValidSignature(_ token: String) -> Bool {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, let signature = Self.base64URLDecode(parts[2]), signature.count == 32 else { return false }
+        // One spelling per token: no padding, no `+`/`/`, no stray low bits (found by FuzzDownloadToken).
+        guard Self.base64URLEncode(signature) == parts[2] else { return false }
         let signingInput = Data(token.utf8.prefix(parts[0].utf8.count + 1 + parts[1].utf8.count))
         var valid = false
         for key in self.rawKeys where HMAC<SHA256>.isValidAuthenticationCode(signature, authenticating: signingInput, using: key) {
             valid = true
         }
         return valid
+    }
+
+    private static func base64URLEncode(_ data: Data) -> String {
+        data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
     }
 
     private static func base64URLDecode(_ text: Substring) -> Data? {
