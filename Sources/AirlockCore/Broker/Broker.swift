@@ -144,25 +144,7 @@ public final class Broker: Sendable {
         for recipient in handOff.recipients where !Self.isValidAddress(recipient) {
             throw BrokerError.invalidRequest("recipient \"\(recipient.prefix(64))\" is invalid")
         }
-        return try Self.servedFilename(handOff.filename)
-    }
-
-    /// The last path component of `filename`, after refusing NUL, control characters and names over 255 bytes.
-    public static func servedFilename(_ filename: String) throws -> String {
-        guard !filename.isEmpty else {
-            throw BrokerError.invalidRequest("filename is missing: give it as ?filename=")
-        }
-        guard filename.utf8.count <= 255 else {
-            throw BrokerError.invalidRequest("filename is longer than 255 bytes")
-        }
-        guard !filename.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
-            throw BrokerError.invalidRequest("filename contains NUL or control characters")
-        }
-        let last = filename.split(whereSeparator: { $0 == "/" || $0 == "\\" }).last.map(String.init) ?? ""
-        guard !last.isEmpty, last != ".", last != ".." else {
-            throw BrokerError.invalidRequest("filename has no usable last component")
-        }
-        return last
+        return try Filename.served(from: handOff.filename)
     }
 
     private static func isValidAddress(_ address: String) -> Bool {

@@ -192,16 +192,23 @@ extension AirlockConfiguration {
         } catch {
             throw ConfigurationError(key: nil, message: "cannot read the configuration file \(path): it does not exist or is not readable")
         }
+        return try Self.parse(data, fileName: path, environment: environment)
+    }
+
+    /// Reads the configuration from the JSON text of a file named `fileName`, then environment overrides.
+    ///
+    /// - Throws: ``ConfigurationError`` naming the key at fault, or none when the text is not a JSON object.
+    public static func parse(_ data: Data, fileName: String, environment: [String: String]) throws -> AirlockConfiguration {
         let root: JSONValue
         do {
             root = try JSONValue.parse(data)
         } catch {
-            throw ConfigurationError(key: nil, message: "\(path) is not valid JSON: \(error); fix the file or pass another with --config")
+            throw ConfigurationError(key: nil, message: "\(fileName) is not valid JSON: \(error); fix the file or pass another with --config")
         }
         guard case .object(let object) = root else {
-            throw ConfigurationError(key: nil, message: "\(path) must hold a JSON object, found \(root.kindName)")
+            throw ConfigurationError(key: nil, message: "\(fileName) must hold a JSON object, found \(root.kindName)")
         }
-        return try AirlockConfiguration(file: object, fileName: path, environment: environment)
+        return try AirlockConfiguration(file: object, fileName: fileName, environment: environment)
     }
 
     init(file: [String: JSONValue], fileName: String, environment: [String: String]) throws {

@@ -37,7 +37,7 @@ struct FileResponder: Sendable {
         let detected = transfer.detectedType ?? "application/octet-stream"
         let family = detected.split(separator: "/").first.map(String.init) ?? ""
         let inline = disposition == .inlineWhenHarmless && (["image", "video", "audio"].contains(family) || detected == "text/plain")
-        let filename = Self.percentEncode(transfer.filename)
+        let filename = Filename.percentEncoded(transfer.filename)
         var headers: HTTPFields = [
             .contentType: inline || disposition == .attachment ? detected : "application/octet-stream",
             .contentDisposition: "\(inline ? "inline" : "attachment"); filename*=UTF-8''\(filename)",
@@ -82,13 +82,6 @@ struct FileResponder: Sendable {
         self.metrics.downloadBytes.increment(by: Int64(length))
         let body = try await self.fileIO.loadFile(path: path, range: range, context: context)
         return Response(status: status, headers: headers, body: body)
-    }
-
-    /// RFC 5987 encoding for `filename*`: everything but unreserved characters is percent-encoded.
-    static func percentEncode(_ name: String) -> String {
-        var allowed = CharacterSet.alphanumerics.intersection(CharacterSet(charactersIn: Unicode.Scalar(0)..<Unicode.Scalar(128)))
-        allowed.insert(charactersIn: "-._~")
-        return name.addingPercentEncoding(withAllowedCharacters: allowed) ?? "download"
     }
 }
 

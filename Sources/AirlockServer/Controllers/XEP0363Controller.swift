@@ -14,7 +14,7 @@ struct XEP0363Controller {
     let metrics: AirlockMetrics
     let files: FileResponder
     let jwtKeys: JWTKeyCollection
-    let secret: SymmetricKey
+    let signature: XEP0363Signature
     let prefix: String
 
     init(broker: Broker, metrics: AirlockMetrics, files: FileResponder) async {
@@ -22,7 +22,7 @@ struct XEP0363Controller {
         self.metrics = metrics
         self.files = files
         let secret = Data(broker.configuration.xep0363.secret.utf8)
-        self.secret = SymmetricKey(data: secret)
+        self.signature = XEP0363Signature(secret: broker.configuration.xep0363.secret)
         let keys = JWTKeyCollection()
         await keys.add(hmac: HMACKey(key: SymmetricKey(data: secret)), digestAlgorithm: .sha256)
         self.jwtKeys = keys
@@ -38,39 +38,21 @@ struct XEP0363Controller {
         return routes
     }
 
-    /// The upload path after the prefix, each segment percent-decoded (`+` stays `+`), refusing names that could
-    /// escape or confuse: empty segments, `.`, `..`, `/` (from `%2F`), NUL and control characters.
-    func slotPath(of request: Request) throws -> (path: String, segments: [String]) {
-        let raw = request.uri.path
-        guard raw.hasPrefix(self.prefix) else { throw APIError(.notFound, "not_found", "no such upload") }
-        let encoded = raw.dropFirst(self.prefix.count).split(separator: "/", omittingEmptySubsequences: false)
-        var segments: [String] = []
-        for part in encoded {
-            guard Self.isWellFormedPercentEncoding(part), let segment = String(part).removingPercentEncoding, !segment.isEmpty, segment != ".",
-                segment != "..",
-                !segment.contains("/"), !segment.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
-            else {
+    /// The upload path after the prefix (``XEP0363Path/parse(_:prefix:)``): 404 outside the prefix, 400 for an
+    /// empty, `.`, `..` or invalid segment.
+    func slotPath(of request: Request) throws -> XEP0363Path {
+        do throws(XEP0363Path.Error) {
+            return try XEP0363Path.parse(request.uri.path, prefix: self.prefix)
+        } catch {
+            switch error {
+            case .outsidePrefix:
+                throw APIError(.notFound, "not_found", "no such upload")
+            case .invalidSegment:
                 throw APIError(.badRequest, "invalid_path", "the upload path has an empty, '.', '..' or invalid segment")
+            case .notSlotAndFilename:
+                throw APIError(.badRequest, "invalid_path", "the upload path must be slot/filename")
             }
-            segments.append(segment)
         }
-        guard segments.count >= 2, segments.last!.utf8.count <= 255 else {
-            throw APIError(.badRequest, "invalid_path", "the upload path must be slot/filename")
-        }
-        return (segments.joined(separator: "/"), segments)
-    }
-
-    /// Whether every `%` starts a two-digit hex escape.
-    static func isWellFormedPercentEncoding(_ text: Substring) -> Bool {
-        var utf8 = text.utf8[...]
-        while let index = utf8.firstIndex(of: UInt8(ascii: "%")) {
-            let escape = utf8[utf8.index(after: index)...].prefix(2)
-            guard escape.count == 2, escape.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 | 0x20 >= 97 && $0 | 0x20 <= 102) }) else {
-                return false
-            }
-            utf8 = utf8[utf8.index(index, offsetBy: 3)...]
-        }
-        return true
     }
 
     struct FileShareClaims: JWTPayload {
@@ -87,17 +69,17 @@ struct XEP0363Controller {
 
     /// `PUT {prefix}{slot}/{filename}`.
     @Sendable func upload(_ request: Request, context: AirlockRequestContext) async throws -> Response {
-        let (path, segments) = try self.slotPath(of: request)
+        let slot = try self.slotPath(of: request)
         let lengths = request.headers[values: .contentLength]
         guard lengths.count == 1, let length = Int(lengths[0]), length >= 0 else {
             throw APIError(.lengthRequired, "length_required", "a PUT needs a single, valid Content-Length")
         }
         let contentType = request.headers[.contentType]
-        let uploader = try await self.authorize(request, path: path, segments: segments, length: length, contentType: contentType)
+        let uploader = try await self.authorize(request, slot: slot, length: length, contentType: contentType)
 
         let limit = self.broker.configuration.limits.maxUploadBytes
         guard length <= limit else { throw BrokerError.tooLarge(limit: limit) }
-        guard try await self.broker.ledger.transfer(inSlot: path) == nil else { throw BrokerError.slotTaken(path) }
+        guard try await self.broker.ledger.transfer(inSlot: slot.path) == nil else { throw BrokerError.slotTaken(slot.path) }
 
         let (staging, inProgress) = try await TransferController.stage(
             request.body,
@@ -111,14 +93,14 @@ struct XEP0363Controller {
             server: "xep0363",
             sender: uploader,
             recipients: [],
-            filename: segments.last!,
+            filename: slot.filename,
             declaredType: contentType,
             requiresRecipients: false
         )
         _ = try await TransferController.receive(
             handOff,
             staging: staging,
-            slot: path,
+            slot: slot.path,
             inProgress: inProgress,
             broker: self.broker,
             metrics: self.metrics
@@ -128,7 +110,7 @@ struct XEP0363Controller {
 
     /// Checks the HMAC (v1, v2, `token=`) or the JWT, and returns the uploader: the JWT `sub`, else ejabberd's
     /// first path segment (`userhash/random/name`), else `unknown`.
-    private func authorize(_ request: Request, path: String, segments: [String], length: Int, contentType: String?) async throws -> String {
+    private func authorize(_ request: Request, slot: XEP0363Path, length: Int, contentType: String?) async throws -> String {
         if let authorization = request.headers[.authorization] {
             guard authorization.lowercased().hasPrefix("bearer ") else {
                 throw APIError(.unauthorized, "invalid_token", "the Authorization header must be a Bearer token")
@@ -143,7 +125,7 @@ struct XEP0363Controller {
             guard claims.exp.value > self.broker.now() else {
                 throw APIError(.gone, "token_expired", "the upload token expired: request a new slot")
             }
-            guard segments.count == 2, claims.slot == segments[0], claims.filename == segments[1] else {
+            guard slot.segments.count == 2, claims.slot == slot.segments[0], claims.filename == slot.segments[1] else {
                 throw APIError(.badRequest, "slot_mismatch", "the upload token is for another slot or filename")
             }
             guard claims.filesize == length else {
@@ -153,31 +135,19 @@ struct XEP0363Controller {
         }
 
         let query = request.uri.queryParameters
-        let expected: String
-        let presented: String
-        if let v2 = query["v2"] ?? query["token"] {
-            expected = self.hmac(path + "\0" + String(length) + "\0" + (contentType ?? ""))
-            presented = String(v2)
-        } else if let v1 = query["v"] {
-            expected = self.hmac(path + " " + String(length))
-            presented = String(v1)
-        } else {
+        guard let (version, presented) = XEP0363Signature.presented(v: query["v"], v2: query["v2"], token: query["token"]) else {
             throw APIError(.forbidden, "missing_signature", "the upload URL carries no v, v2 or token signature")
         }
-        guard APIKeyMiddleware.constantTimeEqual(Data(expected.utf8), Data(presented.lowercased().utf8)) else {
+        guard self.signature.isValid(presented, version, path: slot.path, length: length, contentType: contentType) else {
             throw APIError(.forbidden, "bad_signature", "the upload signature does not match")
         }
-        return segments.count == 3 ? segments[0] : "unknown"
-    }
-
-    private func hmac(_ message: String) -> String {
-        Data(HMAC<SHA256>.authenticationCode(for: Data(message.utf8), using: self.secret)).map { String(format: "%02x", $0) }.joined()
+        return slot.segments.count == 3 ? slot.segments[0] : "unknown"
     }
 
     /// `GET`/`HEAD {prefix}{slot}/{filename}`: clean files only (403 quarantined, 404 unknown or gone).
     @Sendable func download(_ request: Request, context: AirlockRequestContext) async throws -> Response {
-        let (path, _) = try self.slotPath(of: request)
-        guard let transfer = try await self.broker.ledger.transfer(inSlot: path), transfer.state != .deleted, transfer.state != .purged else {
+        let slot = try self.slotPath(of: request)
+        guard let transfer = try await self.broker.ledger.transfer(inSlot: slot.path), transfer.state != .deleted, transfer.state != .purged else {
             throw APIError(.notFound, "not_found", "no file at this address")
         }
         guard transfer.state.isDownloadable else {

@@ -31,7 +31,7 @@ struct APIKeyMiddleware: RouterMiddleware {
         let presented = Data(SHA256.hash(data: Data(authorization.dropFirst(7).trimmingCharacters(in: .whitespaces).utf8)))
         var match: String?
         // Compare against every key, without stopping early, in constant time per key.
-        for key in self.keys where Self.constantTimeEqual(key.digest, presented) {
+        for key in self.keys where ConstantTime.equal(key.digest, presented) {
             match = key.server
         }
         guard let match else {
@@ -40,14 +40,5 @@ struct APIKeyMiddleware: RouterMiddleware {
         var context = context
         context.server = match
         return try await next(request, context)
-    }
-
-    static func constantTimeEqual(_ a: Data, _ b: Data) -> Bool {
-        guard a.count == b.count else { return false }
-        var difference: UInt8 = 0
-        for (x, y) in zip(a, b) {
-            difference |= x ^ y
-        }
-        return difference == 0
     }
 }
