@@ -21,7 +21,7 @@ out=Benchmarks/results/$(date -u +%Y-%m-%d).md
         if [ "$step" = token-verification ]; then
             .build/release/airlock-token-benchmark 3
         else
-            "Benchmarks/$step" 2> /dev/null
+            "Benchmarks/$step" 2> /dev/null || echo "**$step failed (exit $?): run it alone to see why.**"
         fi
     done
 } | tee "$out"

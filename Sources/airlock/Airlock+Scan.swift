@@ -43,6 +43,8 @@ extension Airlock {
             let started = ContinuousClock.now
 
             let targets = Self.expand(self.paths)
+            // libmagic's description costs as much again as the type: only when it is printed.
+            let describe = self.verbose || self.json
             let width = max(1, configuration.scanner.effectiveWorkers * 2)
             var results: [ScanLine] = []
             var pending: [Int: ScanLine] = [:]
@@ -57,7 +59,7 @@ extension Airlock {
                     group.addTask {
                         switch target {
                         case .file(let path):
-                            return (index, ScanLine(path: path, report: await inspector.inspect(fileAt: path, describe: true)))
+                            return (index, ScanLine(path: path, report: await inspector.inspect(fileAt: path, describe: describe)))
                         case .missing(let path, let reason):
                             return (index, ScanLine(path: path, error: reason))
                         }

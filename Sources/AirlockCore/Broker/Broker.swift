@@ -239,6 +239,14 @@ public final class Broker: Sendable {
             }
         }
         let store = self.store
+        // New clean content is synced before the transaction (a repeat of stored bytes needs no sync: they are
+        // dropped); if the content appears or vanishes meanwhile, storeClean syncs inside when it has to.
+        var synced = false
+        if verdict.isClean, !store.hasClean(sha256: sha256) {
+            let path = staging.path
+            try await self.threadPool.runIfActive { try FileStore.syncFile(path) }
+            synced = true
+        }
         if !verdict.isClean {
             // Encryption can take a while: do it before taking the ledger's write lock.
             try await self.threadPool.runIfActive {
@@ -253,7 +261,8 @@ public final class Broker: Sendable {
                 verdict: verdict,
                 cached: cached != nil,
                 staging: staging,
-                slot: slot
+                slot: slot,
+                synced: synced
             )
         } catch {
             if !verdict.isClean {
@@ -280,7 +289,8 @@ public final class Broker: Sendable {
         verdict: Verdict,
         cached: Bool,
         staging: StagingFile,
-        slot: String?
+        slot: String?,
+        synced: Bool
     ) async throws {
         let store = self.store
         let (transferId, sha256, size, now) = (record.id, record.sha256, record.size, record.createdAt)
@@ -290,7 +300,7 @@ public final class Broker: Sendable {
             }
             if verdict.isClean {
                 // Inside the write transaction, so a concurrent delete of the same content cannot interleave.
-                try store.storeClean(stagingPath: staging.path, sha256: sha256)
+                try store.storeClean(stagingPath: staging.path, sha256: sha256, synced: synced)
                 if !cached, let detectedType = record.detectedType {
                     try VerdictCacheRecord(
                         sha256: sha256,

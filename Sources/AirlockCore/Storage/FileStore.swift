@@ -72,7 +72,10 @@ public struct FileStore: Sendable {
     }
 
     /// Moves a finished staging file into the content store (identical content is stored once).
-    public func storeClean(stagingPath: String, sha256: String) throws {
+    ///
+    /// - Parameter synced: whether the staging file's bytes are already on disk (``syncFile(_:)``); if not, and
+    ///   they become new content, they are synced before the rename.
+    public func storeClean(stagingPath: String, sha256: String, synced: Bool = true) throws {
         let destination = self.cleanPath(sha256: sha256)
         let directory = (destination as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -80,7 +83,9 @@ public struct FileStore: Sendable {
             try FileManager.default.removeItem(atPath: stagingPath)
             return
         }
-        // The staging file was synced when the upload finished (StagingFile.finish); the rename is made durable here.
+        if !synced {
+            try Self.syncFile(stagingPath)
+        }
         try Self.rename(stagingPath, to: destination)
         Self.syncDirectory(directory)
     }
@@ -136,6 +141,19 @@ public struct FileStore: Sendable {
         guard Glibc.rename(source, destination) == 0 else {
             throw StoreError.io(operation: "rename \(source) to \(destination)", errno: errno)
         }
+    }
+
+    /// Whether clean bytes with this digest are stored.
+    public func hasClean(sha256: String) -> Bool {
+        FileManager.default.fileExists(atPath: self.cleanPath(sha256: sha256))
+    }
+
+    /// Flushes a file's bytes to disk (before it is renamed into the store).
+    public static func syncFile(_ path: String) throws {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw StoreError.io(operation: "open \(path) to sync it", errno: errno) }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0 else { throw StoreError.io(operation: "fsync \(path)", errno: errno) }
     }
 
     static func syncDirectory(_ path: String) {

@@ -61,14 +61,13 @@ public final class StagingFile: @unchecked Sendable {
         }
     }
 
-    /// Writes what is pending, syncs and closes the file; returns its size and SHA-256.
+    /// Writes what is pending and closes the file; returns its size and SHA-256.
+    ///
+    /// The file is not synced here: only bytes that become new content in the store need to be
+    /// (``FileStore/syncFile(_:)``); a repeat upload's bytes are dropped, a quarantined one is re-encrypted.
     public func finish() async throws -> (size: Int64, sha256: String) {
         try await self.flush()
         self.progress.end(complete: true)
-        let descriptor = self.descriptor
-        try await self.threadPool.runIfActive {
-            guard fsync(descriptor) == 0 else { throw StoreError.io(operation: "fsync staging file", errno: errno) }
-        }
         close(self.descriptor)
         self.closed = true
         return (self.size, self.hasher.finalize().hexString)
