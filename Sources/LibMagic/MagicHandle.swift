@@ -27,6 +27,11 @@ final class MagicHandle {
         return FileType(mimeType: mimeType, description: description)
     }
 
+    /// libmagic's human description of `bytes` alone.
+    func describe(_ bytes: UnsafeRawBufferPointer) throws(MagicError) -> String {
+        try self.run(flags: MAGIC_NONE, on: bytes)
+    }
+
     private func run(flags: Int32, on bytes: UnsafeRawBufferPointer) throws(MagicError) -> String {
         guard magic_setflags(self.cookie, flags) == 0 else {
             throw MagicError(operation: "magic_setflags", message: self.lastError)

@@ -17,10 +17,22 @@ public final class MagicPool: Sendable {
     ///
     /// - Parameter describe: also produce the human description, which takes libmagic as long again.
     public func identify(_ bytes: UnsafeRawBufferPointer, describe: Bool = true) throws(MagicError) -> FileType {
+        try self.withHandle { handle throws(MagicError) in try handle.identify(bytes, describe: describe) }
+    }
+
+    /// Lends a handle to `body`: one from the idle list, or a new one.
+    fileprivate func withHandle<Result>(_ body: (MagicHandle) throws(MagicError) -> Result) throws(MagicError) -> Result {
         let borrowed = self.idle.withLock { $0.popLast() }
         let box = if let borrowed { borrowed } else { MagicHandleBox(try MagicHandle()) }
         defer { self.idle.withLock { $0.append(box) } }
-        return try box.handle.identify(bytes, describe: describe)
+        return try body(box.handle)
+    }
+}
+
+extension MagicPool {
+    /// The human description of `bytes` alone, for a type already identified without one.
+    public func describe(_ bytes: UnsafeRawBufferPointer) throws(MagicError) -> String {
+        try self.withHandle { handle throws(MagicError) in try handle.describe(bytes) }
     }
 }
 

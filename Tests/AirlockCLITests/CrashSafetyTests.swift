@@ -90,24 +90,18 @@ struct CrashSafetyTests {
             let id = try #require(transfer["id"] as? String)
             acknowledgedIds.insert(id)
             #expect(transfer["sha256"] as? String == item.sha256)
+            let (status, body) = try await fixture.fetch(
+                "/v1/transfers/\(id)/tokens",
+                method: "POST",
+                body: #"{"recipient":"bob@example.org"}"#,
+                server: restarted
+            )
             if item.isEICAR {
                 #expect(transfer["verdict"] as? String == "infected")
-                let (status, body) = try await fixture.fetch(
-                    "/v1/transfers/\(id)/tokens",
-                    method: "POST",
-                    body: #"{"recipient":"bob@example.org"}"#,
-                    server: restarted
-                )
                 #expect(status == "409", "\(String(decoding: body, as: UTF8.self))")
                 #expect(FileManager.default.fileExists(atPath: fixture.quarantineDirectory + "/" + id))
             } else {
                 #expect(transfer["verdict"] as? String == "clean")
-                let (status, body) = try await fixture.fetch(
-                    "/v1/transfers/\(id)/tokens",
-                    method: "POST",
-                    body: #"{"recipient":"bob@example.org"}"#,
-                    server: restarted
-                )
                 #expect(status == "201")
                 let url = try #require((try JSONSerialization.jsonObject(with: body) as? [String: Any])?["url"] as? String)
                 let (downloadStatus, content) = try await fixture.fetch(url, server: restarted)

@@ -268,7 +268,8 @@ public final class Inspector: Sendable {
             scanVerdict = .unscannable(reason: "cannot rewind the file: \(String(cString: strerror(errno)))")
         } else {
             scanVerdict = self.scan(name: path) { (engine) throws(ClamAVError) in try engine.scan(fileDescriptor: descriptor, name: path) }
-            if scanVerdict == .clean {
+            // Only sizes that can be inspected while received are ever looked up.
+            if scanVerdict == .clean, size >= Self.minimumSizeToInspectWhileReceiving {
                 let key = RecentHeads.Key(size: size, head: head)
                 self.recentlyClean.withLock { $0.insert(key) }
             }
@@ -296,8 +297,8 @@ public final class Inspector: Sendable {
     /// everything when `always`. Clean hand-offs skip it, since it costs libmagic as much again as the type.
     private func described(_ type: FileType?, head: [UInt8], verdict: Verdict, always: Bool) -> FileType? {
         guard let type, always || !verdict.isClean else { return type }
-        let description = try? head.withUnsafeBytes { try self.magic.identify($0, describe: true).description }
-        return FileType(mimeType: type.mimeType, description: description ?? nil)
+        let description = try? head.withUnsafeBytes { try self.magic.describe($0) }
+        return FileType(mimeType: type.mimeType, description: description)
     }
 
     /// The verdict from the scan's, the detected type and the policy: infected > blocked > unscannable > clean.

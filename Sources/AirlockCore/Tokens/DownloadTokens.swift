@@ -36,7 +36,7 @@ public enum DownloadTokenError: Error, Equatable {
 /// payload decoded (DESIGN §3).
 public struct DownloadTokens: Sendable {
     /// For each configured key id: the encoded header its tokens carry, and the key.
-    private let verifiers: [String: (header: [UInt8], key: SymmetricKey, mac: PrecomputedHMAC)]
+    private let verifiers: [String: (header: [UInt8], mac: PrecomputedHMAC)]
     /// The id of the key that signs new tokens.
     public let activeKeyId: String
 
@@ -45,11 +45,11 @@ public struct DownloadTokens: Sendable {
 
     /// Loads the configured keys.
     public init(_ configuration: AirlockConfiguration.Tokens) async {
-        var verifiers: [String: (header: [UInt8], key: SymmetricKey, mac: PrecomputedHMAC)] = [:]
+        var verifiers: [String: (header: [UInt8], mac: PrecomputedHMAC)] = [:]
         for (id, secret) in configuration.keys {
             let quotedId = (try? JSONEncoder().encode(id)).map { String(decoding: $0, as: UTF8.self) } ?? "\"\""
             let header = Base64URL.encode(Array(#"{"alg":"HS256","kid":\#(quotedId),"typ":"JWT"}"#.utf8))
-            verifiers[id] = (Array(header.utf8), SymmetricKey(data: secret), PrecomputedHMAC(key: Array(secret)))
+            verifiers[id] = (Array(header.utf8), PrecomputedHMAC(key: Array(secret)))
         }
         self.verifiers = verifiers
         self.activeKeyId = configuration.activeKeyId
@@ -72,7 +72,7 @@ public struct DownloadTokens: Sendable {
             try #"{"exp":\#(Int64(claims.exp.value.timeIntervalSince1970)),"jti":\#(quoted(claims.jti.value)),"#
             + #""sub":\#(quoted(claims.sub.value)),"tid":\#(quoted(claims.tid))}"#
         let signingInput = String(decoding: signer.header, as: UTF8.self) + "." + Base64URL.encode(Array(payload.utf8))
-        let signature = HMAC<SHA256>.authenticationCode(for: Array(signingInput.utf8), using: signer.key)
+        let signature = Array(signingInput.utf8).withUnsafeBytes { signer.mac.code(for: $0) }
         return (signingInput + "." + Base64URL.encode(Array(signature)), claims)
     }
 
