@@ -5,6 +5,8 @@
 #
 #   Benchmarks/small-uploads.sh [SECONDS] [CONNECTIONS]        (defaults 10 and 32)
 #
+# Each body kind (BENCH_BODIES, default "image random text", described below) gets its own run against each server.
+#
 # Both store under BENCH_TMPDIR (default /dev/shm: a tmpfs gives stable figures; this machine's disk makes nginx
 # vary 3×). Set BENCH_TMPDIR=/tmp to measure on disk.
 set -euo pipefail
@@ -13,14 +15,21 @@ source "$(dirname "$0")/lib.sh"
 
 seconds=${1:-10}
 connections=${2:-32}
+bodies=${BENCH_BODIES:-image random text}
 need_packages wrk nginx-light curl
 airlock_binary > /dev/null
 
-# Every request gets its own body: 8 KiB of text whose first bytes are the thread and request number.
+# Every request gets its own body: 8 KiB of the kind named by BENCH_BODY, whose first bytes after any header are
+# the thread and request number.
+#   image   a JPEG (JFIF header, then random bytes): the most common file in a chat
+#   random  random bytes: what an end-to-end encrypted upload (OMEMO, aesgcm://) looks like
+#   text    letters, digits, spaces and newlines: the worst case for libmagic, whose text tests are regular
+#           expressions run over the whole buffer
 cat > "$bench_work/upload.lua" <<'LUA'
 local counter = 0
 thread_id = 0
 local threads = {}
+local header = ""
 local filler
 
 function setup(thread)
@@ -30,11 +39,21 @@ end
 
 function init(args)
     math.randomseed(thread_id * 7919)
-    local alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \n"
+    local kind = os.getenv("BENCH_BODY")
     local parts = {}
-    for i = 1, 8192 do
-        local k = math.random(1, #alphabet)
-        parts[i] = alphabet:sub(k, k)
+    if kind == "text" then
+        local alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \n"
+        for i = 1, 8192 do
+            local k = math.random(1, #alphabet)
+            parts[i] = alphabet:sub(k, k)
+        end
+    else
+        for i = 1, 8192 do
+            parts[i] = string.char(math.random(0, 255))
+        end
+        if kind == "image" then
+            header = "\255\216\255\224\0\16JFIF\0\1\1\0\0\1\0\1\0\0"
+        end
     end
     filler = table.concat(parts)
 end
@@ -42,7 +61,7 @@ end
 request = function()
     counter = counter + 1
     local tag = string.format("upload %d-%d ", thread_id, counter)
-    local body = tag .. filler:sub(#tag + 1)
+    local body = header .. tag .. filler:sub(#header + #tag + 1)
     local path = string.gsub(os.getenv("BENCH_PATH"), "{n}", thread_id .. "-" .. counter)
     return wrk.format(os.getenv("BENCH_METHOD"), path, nil, body)
 end
@@ -53,6 +72,11 @@ done = function(summary, latency, requests)
         latency:percentile(50) / 1000, latency:percentile(99) / 1000))
 end
 LUA
+
+# count_files DIR: regular files under DIR (0 when it does not exist yet).
+count_files() { { find "$1" -type f 2> /dev/null || true; } | wc -l; }
+body_extension() { case $1 in image) echo jpg ;; text) echo txt ;; *) echo bin ;; esac; }
+body_type() { case $1 in image) echo image/jpeg ;; text) echo text/plain ;; *) echo application/octet-stream ;; esac; }
 
 # run_wrk NAME URL METHOD PATH HEADER...: prints "requests/s requests non-2xx socket-errors p50-ms p99-ms".
 run_wrk() {
@@ -100,25 +124,41 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 rm -f "$nginx_dir/root/dav/probe"
-read -r nginx_rate nginx_requests nginx_status nginx_socket nginx_p50 nginx_p99 < <(run_wrk nginx "http://127.0.0.1:$nginx_port" PUT "/dav/{n}.txt")
-nginx_files=$(find "$nginx_dir/root/dav" -type f | wc -l)
+declare -A nginx_result airlock_result
+for body in $bodies; do
+    extension=$(body_extension "$body")
+    rm -rf "$nginx_dir/root/dav"
+    mkdir -p "$nginx_dir/root/dav"
+    chmod 777 "$nginx_dir/root/dav"
+    nginx_result[$body]="$(BENCH_BODY=$body run_wrk "nginx-$body" "http://127.0.0.1:$nginx_port" PUT "/dav/{n}.$extension") $(count_files "$nginx_dir/root/dav")"
+done
 kill "$nginx_pid" 2>/dev/null || true
 wait "$nginx_pid" 2>/dev/null || true
 
 start_airlock "$bench_work/airlock"
-read -r airlock_rate airlock_requests airlock_status airlock_socket airlock_p50 airlock_p99 < <(
-    run_wrk airlock "$airlock_url" POST "/v1/transfers?sender=alice@example.org&recipient=bob@example.org&filename={n}.txt" \
-        "Authorization: Bearer $api_key" "Content-Type: text/plain"
-)
+for body in $bodies; do
+    extension=$(body_extension "$body")
+    stored_before=$(count_files "$bench_work/airlock/var/files")
+    quarantined_before=$(count_files "$bench_work/airlock/Quarantine")
+    result=$(BENCH_BODY=$body run_wrk "airlock-$body" "$airlock_url" POST \
+        "/v1/transfers?sender=alice@example.org&recipient=bob@example.org&filename={n}.$extension" \
+        "Authorization: Bearer $api_key" "Content-Type: $(body_type "$body")")
+    stored=$(($(count_files "$bench_work/airlock/var/files") - stored_before))
+    quarantined=$(($(count_files "$bench_work/airlock/Quarantine") - quarantined_before))
+    airlock_result[$body]="$result $stored $quarantined"
+done
 stop_airlock
-airlock_files=$(find "$bench_work/airlock/var/files" -type f | wc -l)
 
 echo
-echo "machine: $(machine_line); storage: $(df --output=fstype "$bench_work" | tail -1) ($BENCH_TMPDIR); ${seconds} s, $connections connections, 2 wrk threads"
+echo "machine: $(machine_line); storage: $(df --output=fstype "$bench_work" | tail -1) ($BENCH_TMPDIR); ${seconds} s per run, $connections connections, 2 wrk threads"
 echo
-echo "| server | requests/s | requests | non-2xx | socket errors | p50 ms | p99 ms |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
-echo "| nginx PUT (dav_methods, $nginx_files files stored) | $nginx_rate | $nginx_requests | $nginx_status | $nginx_socket | $nginx_p50 | $nginx_p99 |"
-echo "| Airlock POST /v1/transfers (hashed, typed, scanned, recorded; $airlock_files files stored) | $airlock_rate | $airlock_requests | $airlock_status | $airlock_socket | $airlock_p50 | $airlock_p99 |"
+echo "| body (8 KiB, all distinct) | server | requests/s | requests | non-2xx | socket errors | p50 ms | p99 ms | stored | quarantined | Airlock / nginx |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+for body in $bodies; do
+    read -r n_rate n_requests n_status n_socket n_p50 n_p99 n_files <<< "${nginx_result[$body]}"
+    read -r a_rate a_requests a_status a_socket a_p50 a_p99 a_stored a_quarantined <<< "${airlock_result[$body]}"
+    echo "| $body | nginx PUT (dav_methods) | $n_rate | $n_requests | $n_status | $n_socket | $n_p50 | $n_p99 | $n_files | - | |"
+    echo "| $body | Airlock POST /v1/transfers (hashed, typed, scanned, recorded) | $a_rate | $a_requests | $a_status | $a_socket | $a_p50 | $a_p99 | $a_stored | $a_quarantined | **$(ratio "$a_rate" "$n_rate")×** |"
+done
 echo
-echo "Airlock / nginx: $(ratio "$airlock_rate" "$nginx_rate")× (target ≥ 0.30×)"
+echo "Target (DESIGN §7): Airlock ≥ 0.30× nginx's rate."
