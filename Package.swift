@@ -120,6 +120,7 @@ let package = Package(
             name: "AirlockCoreTests",
             dependencies: [
                 "AirlockCore", "LibMagic", "AirlockTestSupport",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -147,7 +147,35 @@ for body in $bodies; do
     quarantined=$(($(count_files "$bench_work/airlock/Quarantine") - quarantined_before))
     airlock_result[$body]="$result $stored $quarantined"
 done
+# The floors under those rates, on the same machine in the same run: the HTTP server alone (GET /healthz through
+# the same middleware), and the inspection alone (`airlock scan` hashing, typing and scanning files of each kind
+# with one worker per core, no HTTP and no ledger).
+healthz_rate=$(wrk -t2 -c"$connections" -d"${seconds}s" "$airlock_url/healthz" | awk '/Requests\/sec/ { print $2 }')
 stop_airlock
+declare -A scan_rate
+scan_files=${BENCH_SCAN_FILES:-2000}
+for body in $bodies; do
+    mkdir -p "$bench_work/scan-$body"
+    python3 - "$bench_work/scan-$body" "$body" "$scan_files" <<'PY'
+import os, random, string, sys
+directory, kind, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+random.seed(11)
+alphabet = string.ascii_letters + string.digits + " \n"
+for index in range(count):
+    tag = f"upload {index} ".encode()
+    if kind == "text":
+        body = tag + "".join(random.choice(alphabet) for _ in range(8192 - len(tag))).encode()
+    else:
+        header = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00" if kind == "image" else b""
+        body = header + tag + os.urandom(8192 - len(header) - len(tag))
+    with open(os.path.join(directory, f"{index}.bin"), "wb") as file:
+        file.write(body)
+PY
+    started=$(now)
+    AIRLOCK_SCANNER_SIGNATURE_DIRECTORIES="$bench_root/Config/signatures" AIRLOCK_LOG_LEVEL=error \
+        "$(airlock_binary)" scan "$bench_work/scan-$body" > /dev/null 2>&1 || true
+    scan_rate[$body]=$(python3 -c "import sys; print(f'{int(sys.argv[1]) / float(sys.argv[2]):.0f}')" "$scan_files" "$(elapsed "$started")")
+done
 
 echo
 echo "machine: $(machine_line); storage: $(df --output=fstype "$bench_work" | tail -1) ($BENCH_TMPDIR); ${seconds} s per run, $connections connections, 2 wrk threads"
@@ -160,5 +188,8 @@ for body in $bodies; do
     echo "| $body | nginx PUT (dav_methods) | $n_rate | $n_requests | $n_status | $n_socket | $n_p50 | $n_p99 | $n_files | - | |"
     echo "| $body | Airlock POST /v1/transfers (hashed, typed, scanned, recorded) | $a_rate | $a_requests | $a_status | $a_socket | $a_p50 | $a_p99 | $a_stored | $a_quarantined | **$(ratio "$a_rate" "$n_rate")×** |"
 done
+echo
+echo "Floors: the HTTP server alone (GET /healthz): $healthz_rate requests/s. Inspection alone (airlock scan, $scan_files files, 2 workers):"
+for body in $bodies; do echo "- $body: ${scan_rate[$body]} files/s"; done
 echo
 echo "Target (DESIGN §7): Airlock ≥ 0.30× nginx's rate."

@@ -17,7 +17,7 @@ let now = Date()
 var samples: [String] = []
 for index in 0..<1024 {
     samples.append(
-        try await tokens.issue(transferId: UUID().uuidString.lowercased(), recipient: "user\(index)@example.org", ttl: 3600, now: now).token
+        try tokens.issue(transferId: UUID().uuidString.lowercased(), recipient: "user\(index)@example.org", ttl: 3600, now: now).token
     )
 }
 let pool = samples

@@ -77,7 +77,7 @@ struct DownloadTokenCodecTests {
         configuration.activeKeyId = "new"
         let tokens = await DownloadTokens(configuration)
         let now = Date(timeIntervalSince1970: 1_800_000_000)
-        let (token, claims) = try await tokens.issue(transferId: "t-1", recipient: "bob@example.org", ttl: 60, now: now)
+        let (token, claims) = try tokens.issue(transferId: "t-1", recipient: "bob@example.org", ttl: 60, now: now)
         #expect(try tokens.verifySynchronously(token, now: now) == claims)
         #expect(throws: DownloadTokenError.expired) { try tokens.verifySynchronously(token, now: now + 60) }
         // Every single-character change is refused.

@@ -10,7 +10,7 @@ struct DownloadTokensTests {
     /// (`+`, `/`) or stray-low-bit spelling of a valid signature was also accepted. A token has one spelling.
     @Test func onlyTheCanonicalSpellingOfASignatureVerifies() async throws {
         let tokens = await DownloadTokens(AirlockConfiguration.defaults.tokens)
-        let (token, claims) = try await tokens.issue(transferId: "t1", recipient: "bob@example.org", ttl: 60, now: self.now)
+        let (token, claims) = try tokens.issue(transferId: "t1", recipient: "bob@example.org", ttl: 60, now: self.now)
         #expect(try await tokens.verify(token, now: self.now) == claims)
 
         let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")

@@ -1,5 +1,7 @@
-import AirlockCore
+import Foundation
 import Testing
+
+@testable import AirlockCore
 
 @Suite("type policy")
 struct TypePolicyTests {
@@ -33,5 +35,17 @@ struct TypePolicyTests {
         #expect(imagesOnly.blockReason(declaredType: nil, detectedType: "text/plain") == "type text/plain is not in policy.allowedTypes")
         let noMismatch = TypePolicy(blockOnTypeMismatch: false)
         #expect(noMismatch.blockReason(declaredType: "image/jpeg", detectedType: "application/vnd.microsoft.portable-executable") == nil)
+    }
+
+    /// Types are compared without parameters, surrounding blanks or case, as Foundation's trimming would leave them.
+    @Test func typesAreNormalizedAsFoundationTrimsThem() {
+        let samples = [
+            "text/plain", "  Text/Plain ; charset=utf-8", "\timage/PNG\t", "\u{00A0}image/png\u{2003}", " ; x", "", ";", ";text/plain", ";;x", "a;;b",
+            "application/vnd.ms-excel.sheet.macroEnabled.12 ", "\u{1680}a/b;c\u{3000}", " a b ", "\na/b\n", "É/É",
+        ]
+        for sample in samples {
+            let bare = sample.split(separator: ";", maxSplits: 1).first.map(String.init) ?? sample
+            #expect(TypePolicy.normalize(sample) == bare.trimmingCharacters(in: .whitespaces).lowercased(), "\(sample.debugDescription)")
+        }
     }
 }

@@ -265,6 +265,79 @@ struct HandOffTests {
         }
     }
 
+    /// Uploads with a small Content-Length are received in memory and inspected in one step; the same bytes sent
+    /// chunked are streamed through a staging file. Both ways must end with the same verdict, type and bytes. Each
+    /// way runs on its own server, so the verdict cache of one cannot answer for the other.
+    @Test func smallUploadsInMemoryAndStreamedEndAlike() async throws {
+        let directory = try TemporaryDirectory()
+        try directory.write("notes.txt", Data("inside an archive\n".utf8))
+        let archive = try Data(contentsOf: URL(fileURLWithPath: try directory.zip("notes.zip", members: ["notes.txt"])))
+        let cases: [(name: String, body: Data, type: String)] = [
+            ("notes.txt", Data("The minutes of Tuesday's meeting.\n".utf8), "text/plain"),
+            ("eicar.com", Fixtures.eicar, "text/plain"),
+            ("cat.png", archive, "image/png"),
+            ("empty.txt", Data(), "text/plain"),
+            ("noise.bin", Fixtures.randomBytes(count: Broker.inMemoryLimit, seed: 7), "application/octet-stream"),
+        ]
+
+        func handOffAll(streamed: Bool) async throws -> [TransferBody] {
+            let harness = try ServerHarness()
+            return try await harness.run { client in
+                var transfers: [TransferBody] = []
+                for upload in cases {
+                    let transfer: TransferBody
+                    if streamed {
+                        let head = """
+                            POST /v1/transfers?sender=alice@example.org&recipient=bob@example.org&filename=\(upload.name) HTTP/1.1\r
+                            Host: 127.0.0.1\r
+                            Authorization: Bearer \(ServerHarness.prosodyKey)\r
+                            Content-Type: \(upload.type)\r
+                            Transfer-Encoding: chunked\r
+                            Connection: close\r
+                            \r
+
+                            """
+                        var parts = [Data(head.utf8)]
+                        if !upload.body.isEmpty {
+                            parts.append(Data("\(String(upload.body.count, radix: 16))\r\n".utf8) + upload.body + Data("\r\n".utf8))
+                        }
+                        parts.append(Data("0\r\n\r\n".utf8))
+                        let answer = try await RawHTTP.exchange(port: try #require(client.port), parts: parts)
+                        #expect(answer.hasPrefix("HTTP/1.1 201"), "\(upload.name): \(answer.prefix(300))")
+                        let json = try #require(answer.range(of: "\r\n\r\n").map { answer[$0.upperBound...] })
+                        transfer = try JSONDecoder().decode(TransferBody.self, from: Data(json.utf8))
+                    } else {
+                        let response = try await client.handOff(upload.body, filename: upload.name, contentType: upload.type)
+                        #expect(response.status == .created)
+                        transfer = try response.decode(TransferBody.self)
+                    }
+                    if transfer.verdict == "clean" {
+                        let url = try #require(transfer.downloads?.first?.url)
+                        #expect(try await client.download(url).bytes == upload.body, "\(upload.name)")
+                    } else {
+                        #expect(FileManager.default.fileExists(atPath: harness.quarantineDirectory + "/" + transfer.id))
+                    }
+                    transfers.append(transfer)
+                }
+                #expect(harness.files(under: harness.stagingDirectory).isEmpty)
+                return transfers
+            }
+        }
+
+        let inMemory = try await handOffAll(streamed: false)
+        let streamed = try await handOffAll(streamed: true)
+        #expect(inMemory.map(\.verdict) == ["clean", "infected", "blocked", "clean", "clean"])
+        for (upload, (first, second)) in zip(cases, zip(inMemory, streamed)) {
+            #expect(first.size == upload.body.count && second.size == upload.body.count)
+            #expect(first.sha256 == second.sha256)
+            #expect(first.detectedType == second.detectedType, "\(upload.name)")
+            #expect(first.verdict == second.verdict, "\(upload.name)")
+            #expect(first.signature == second.signature)
+            #expect(first.reason == second.reason)
+            #expect(first.state == second.state)
+        }
+    }
+
     @Test func theVerdictCacheSkipsTheScanButNotThePolicy() async throws {
         let harness = try ServerHarness()
         let directory = try TemporaryDirectory()

@@ -113,7 +113,7 @@ public func fuzz(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
         let recipient = text(input.field())
         let ttl = Int(input.byte()) + 1
         let issued: (token: String, claims: DownloadTokenClaims)? = runBlocking {
-            try? await tokens.issue(transferId: transferId, recipient: recipient, ttl: ttl, now: now)
+            try? tokens.issue(transferId: transferId, recipient: recipient, ttl: ttl, now: now)
         }
         guard let issued else {
             invariant(false, "could not issue a token for \(transferId.debugDescription) to \(recipient.debugDescription)")

@@ -1,9 +1,15 @@
+import Crypto
 public import Foundation
 import GRDB
 import JWTKit
 import LibMagic
 public import Logging
+public import NIOCore
 public import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The broker's domain logic, independent of HTTP: receive, inspect, store and record transfers; mint and
 /// check download tokens; delete.
@@ -148,8 +154,10 @@ public final class Broker: Sendable {
     }
 
     private static func isValidAddress(_ address: String) -> Bool {
-        !address.isEmpty && address.utf8.count <= 3071
-            && !address.unicodeScalars.contains { $0.properties.generalCategory == .control || $0 == " " }
+        guard !address.isEmpty, address.utf8.count <= 3071 else { return false }
+        // Printable ASCII, the usual case, is valid without looking up Unicode properties.
+        if address.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) { return true }
+        return !address.unicodeScalars.contains { $0.properties.generalCategory == .control || $0 == " " }
     }
 
     /// Inspects a fully received staging file, stores or quarantines it and records the transfer.
@@ -184,17 +192,11 @@ public final class Broker: Sendable {
         let typeDescription: String?
         let verdict: Verdict
         let cached = try await self.database.writer.read { db in
-            try VerdictCacheRecord.fetchOne(db, key: ["sha256": sha256, "signatureVersion": signatureVersion])
+            try VerdictCacheRecord.fetchWithCachedStatement(db, sha256: sha256, signatureVersion: signatureVersion)
         }
         if let cached {
-            // Identical bytes were found clean by these signatures: only the policy needs to run again, since the
-            // declared type may differ.
             await inProgress?.cancel()
-            detectedType = cached.detectedType
-            typeDescription = cached.typeDescription.isEmpty ? nil : cached.typeDescription
-            verdict =
-                self.inspector.policy.blockReason(declaredType: handOff.declaredType, detectedType: cached.detectedType)
-                .map { .blocked(reason: $0) } ?? .clean
+            (detectedType, typeDescription, verdict) = self.decide(cached: cached, declaredType: handOff.declaredType)
         } else {
             let report: InspectionReport
             if let early = await inProgress?.report(), early.size == size {
@@ -207,37 +209,19 @@ public final class Broker: Sendable {
             verdict = report.size == size ? report.verdict : .unscannable(reason: "content changed while it was inspected")
         }
 
-        let now = self.now()
-        let record = TransferRecord(
+        let record = self.makeRecord(
             id: transferId,
-            server: handOff.server,
-            sender: handOff.sender,
+            handOff,
             filename: filename,
-            originalFilename: handOff.filename,
-            declaredType: handOff.declaredType,
-            detectedType: detectedType,
-            typeDescription: typeDescription,
             size: size,
             sha256: sha256,
-            verdict: verdict.kind,
-            signature: verdict.signature,
-            reason: verdict.reason,
-            state: verdict.isClean ? .stored : .quarantined,
-            signatureVersion: signatureVersion,
-            createdAt: now,
-            updatedAt: now
+            detectedType: detectedType,
+            typeDescription: typeDescription,
+            verdict: verdict,
+            signatureVersion: signatureVersion
         )
         let recipients = Array(Set(handOff.recipients)).sorted()
-        // Each recipient's download token is recorded in the same transaction as the transfer.
-        var grants: [Ledger.DownloadGrant] = []
-        var issuances: [TokenIssuanceRecord] = []
-        if verdict.isClean {
-            for recipient in recipients {
-                let (grant, issuance) = try await self.ledger.mintDownload(transferId: transferId, recipient: recipient, now: now)
-                grants.append(grant)
-                issuances.append(issuance)
-            }
-        }
+        let (grants, issuances) = try self.mintDownloads(for: record, recipients: recipients)
         let store = self.store
         // New clean content is synced before the transaction (a repeat of stored bytes needs no sync: they are
         // dropped); if the content appears or vanishes meanwhile, storeClean syncs inside when it has to.
@@ -270,14 +254,165 @@ public final class Broker: Sendable {
             }
             throw error
         }
+        self.logReceived(record, cached: cached != nil)
+        return (record, recipients, grants)
+    }
+
+    /// Uploads up to this size are received in memory, then hashed, inspected, stored and recorded in one step on
+    /// a scan worker (``receive(_:contents:slot:)``): for them, thread hops would cost more than the work.
+    public static let inMemoryLimit = 64 << 10
+
+    /// Inspects an upload received whole in memory (at most ``inMemoryLimit`` bytes, though any size works),
+    /// stores or quarantines it and records the transfer, as ``receive(_:staging:slot:inProgress:)`` does for a
+    /// staging file.
+    ///
+    /// - Parameter slot: an XEP-0363 upload path to claim for this transfer; if another transfer holds it,
+    ///   ``BrokerError/slotTaken(_:)`` is thrown and nothing is kept.
+    public func receive(
+        _ handOff: HandOff,
+        contents: ByteBuffer,
+        slot: String? = nil
+    ) async throws -> (TransferRecord, [String], [Ledger.DownloadGrant]) {
+        let filename = try Self.validate(handOff)
+        return try await self.inspector.runOnWorker {
+            try contents.withUnsafeReadableBytes { bytes in
+                try self.receiveSynchronously(handOff, filename: filename, bytes: bytes, slot: slot)
+            }
+        }
+    }
+
+    /// ``receive(_:contents:slot:)`` on the calling thread: every step blocks, the ledger included.
+    private func receiveSynchronously(
+        _ handOff: HandOff,
+        filename: String,
+        bytes: UnsafeRawBufferPointer,
+        slot: String?
+    ) throws -> (TransferRecord, [String], [Ledger.DownloadGrant]) {
+        let sha256 = SHA256.hash(data: bytes).hexString
+        let signatureVersion = self.inspector.signatures.version
+        let cached = try self.database.writer.read { db in
+            try VerdictCacheRecord.fetchWithCachedStatement(db, sha256: sha256, signatureVersion: signatureVersion)
+        }
+        let detectedType: String?
+        let typeDescription: String?
+        let verdict: Verdict
+        if let cached {
+            (detectedType, typeDescription, verdict) = self.decide(cached: cached, declaredType: handOff.declaredType)
+        } else {
+            let report = self.inspector.inspectSynchronously(bytes: bytes, declaredType: handOff.declaredType, sha256: sha256)
+            (detectedType, typeDescription, verdict) = (report.detectedType?.mimeType, report.detectedType?.description, report.verdict)
+        }
+        let record = self.makeRecord(
+            id: UUID().uuidString.lowercased(),
+            handOff,
+            filename: filename,
+            size: Int64(bytes.count),
+            sha256: sha256,
+            detectedType: detectedType,
+            typeDescription: typeDescription,
+            verdict: verdict,
+            signatureVersion: signatureVersion
+        )
+        let recipients = Array(Set(handOff.recipients)).sorted()
+        let (grants, issuances) = try self.mintDownloads(for: record, recipients: recipients)
+
+        // The bytes take the same way to the store as a streamed upload's: a staging file, synced only when it
+        // becomes new clean content, renamed into the store inside the ledger's transaction.
+        let store = self.store
+        let stagingPath = store.newStagingPath()
+        let synced = verdict.isClean && !store.hasClean(sha256: sha256)
+        do {
+            try FileStore.writeStagingFile(stagingPath, bytes: bytes, sync: synced)
+            if !verdict.isClean {
+                try store.quarantine(stagingPath: stagingPath, transferId: record.id)
+            }
+            try self.database.writer.write { db in
+                try self.insert(
+                    record,
+                    recipients: recipients,
+                    issuances: issuances,
+                    verdict: verdict,
+                    cached: cached != nil,
+                    stagingPath: stagingPath,
+                    slot: slot,
+                    synced: synced,
+                    db
+                )
+            }
+        } catch {
+            unlink(stagingPath)
+            if !verdict.isClean {
+                try? store.removeQuarantined(transferId: record.id)
+            }
+            throw error
+        }
+        self.logReceived(record, cached: cached != nil)
+        return (record, recipients, grants)
+    }
+
+    /// The type and verdict of bytes these signatures found clean before: only the policy runs again, since the
+    /// declared type may differ.
+    private func decide(cached: VerdictCacheRecord, declaredType: String?) -> (String?, String?, Verdict) {
+        let verdict: Verdict =
+            self.inspector.policy.blockReason(declaredType: declaredType, detectedType: cached.detectedType)
+            .map { .blocked(reason: $0) } ?? .clean
+        return (cached.detectedType, cached.typeDescription.isEmpty ? nil : cached.typeDescription, verdict)
+    }
+
+    private func makeRecord(
+        id: String,
+        _ handOff: HandOff,
+        filename: String,
+        size: Int64,
+        sha256: String,
+        detectedType: String?,
+        typeDescription: String?,
+        verdict: Verdict,
+        signatureVersion: String
+    ) -> TransferRecord {
+        let now = self.now()
+        return TransferRecord(
+            id: id,
+            server: handOff.server,
+            sender: handOff.sender,
+            filename: filename,
+            originalFilename: handOff.filename,
+            declaredType: handOff.declaredType,
+            detectedType: detectedType,
+            typeDescription: typeDescription,
+            size: size,
+            sha256: sha256,
+            verdict: verdict.kind,
+            signature: verdict.signature,
+            reason: verdict.reason,
+            state: verdict.isClean ? .stored : .quarantined,
+            signatureVersion: signatureVersion,
+            createdAt: now,
+            updatedAt: now
+        )
+    }
+
+    /// One download token per recipient of a clean transfer, recorded in the transfer's own transaction.
+    private func mintDownloads(for record: TransferRecord, recipients: [String]) throws -> ([Ledger.DownloadGrant], [TokenIssuanceRecord]) {
+        guard record.state == .stored else { return ([], []) }
+        var grants: [Ledger.DownloadGrant] = []
+        var issuances: [TokenIssuanceRecord] = []
+        for recipient in recipients {
+            let (grant, issuance) = try self.ledger.mintDownload(transferId: record.id, recipient: recipient, now: record.createdAt)
+            grants.append(grant)
+            issuances.append(issuance)
+        }
+        return (grants, issuances)
+    }
+
+    private func logReceived(_ record: TransferRecord, cached: Bool) {
         self.logger.info(
             "transfer received",
             metadata: [
-                "transfer": "\(transferId)", "server": "\(handOff.server)", "size": "\(size)", "verdict": "\(verdict.kind.rawValue)",
-                "cached": "\(cached != nil)",
+                "transfer": "\(record.id)", "server": "\(record.server)", "size": "\(record.size)",
+                "verdict": "\(record.verdict.rawValue)", "cached": "\(cached)",
             ]
         )
-        return (record, recipients, grants)
     }
 
     /// Moves clean bytes into the store and writes the transfer, its recipients, their download tokens, slot and
@@ -292,41 +427,66 @@ public final class Broker: Sendable {
         slot: String?,
         synced: Bool
     ) async throws {
+        try await self.database.writer.write { db in
+            try self.insert(
+                record,
+                recipients: recipients,
+                issuances: issuances,
+                verdict: verdict,
+                cached: cached,
+                stagingPath: staging.path,
+                slot: slot,
+                synced: synced,
+                db
+            )
+        }
+    }
+
+    /// The body of the transaction that records a transfer (and moves its clean bytes into the store).
+    private func insert(
+        _ record: TransferRecord,
+        recipients: [String],
+        issuances: [TokenIssuanceRecord],
+        verdict: Verdict,
+        cached: Bool,
+        stagingPath: String,
+        slot: String?,
+        synced: Bool,
+        _ db: Database
+    ) throws {
         let store = self.store
         let (transferId, sha256, size, now) = (record.id, record.sha256, record.size, record.createdAt)
-        try await self.database.writer.write { db in
-            if let slot {
-                guard try UploadSlotRecord.fetchOne(db, key: slot) == nil else { throw BrokerError.slotTaken(slot) }
-            }
-            if verdict.isClean {
-                // Inside the write transaction, so a concurrent delete of the same content cannot interleave.
-                try store.storeClean(stagingPath: staging.path, sha256: sha256, synced: synced)
-                if !cached, let detectedType = record.detectedType {
-                    try VerdictCacheRecord(
-                        sha256: sha256,
-                        signatureVersion: record.signatureVersion,
-                        detectedType: detectedType,
-                        typeDescription: record.typeDescription ?? "",
-                        createdAt: now
-                    ).save(db)
-                }
-            }
-            try record.insert(db)
-            for recipient in recipients {
-                try RecipientRecord(transferId: transferId, recipient: recipient).insert(db)
-            }
-            for issuance in issuances {
-                try issuance.insert(db)
-            }
-            var details = ["sha256": sha256, "size": String(size), "verdict": verdict.kind.rawValue, "state": record.state.rawValue]
-            details["signature"] = verdict.signature
-            details["reason"] = verdict.reason
-            if let slot {
-                try UploadSlotRecord(path: slot, transferId: transferId, createdAt: now).insert(db)
-                details["slot"] = slot
-            }
-            try AuditLog.append(db, at: now, actor: "server:\(record.server)", action: "transfer.created", transferId: transferId, details: details)
+        if let slot {
+            guard try UploadSlotRecord.fetchOne(db, key: slot) == nil else { throw BrokerError.slotTaken(slot) }
         }
+        if verdict.isClean {
+            // Inside the write transaction, so a concurrent delete of the same content cannot interleave.
+            try store.storeClean(stagingPath: stagingPath, sha256: sha256, synced: synced)
+            if !cached, let detectedType = record.detectedType {
+                try VerdictCacheRecord(
+                    sha256: sha256,
+                    signatureVersion: record.signatureVersion,
+                    detectedType: detectedType,
+                    typeDescription: record.typeDescription ?? "",
+                    createdAt: now
+                ).saveWithCachedStatement(db)
+            }
+        }
+        try record.insertWithCachedStatement(db)
+        for recipient in recipients {
+            try RecipientRecord(transferId: transferId, recipient: recipient).insertWithCachedStatement(db)
+        }
+        for issuance in issuances {
+            try issuance.insertWithCachedStatement(db)
+        }
+        var details = ["sha256": sha256, "size": String(size), "verdict": verdict.kind.rawValue, "state": record.state.rawValue]
+        details["signature"] = verdict.signature
+        details["reason"] = verdict.reason
+        if let slot {
+            try UploadSlotRecord(path: slot, transferId: transferId, createdAt: now).insertWithCachedStatement(db)
+            details["slot"] = slot
+        }
+        try AuditLog.append(db, at: now, actor: "server:\(record.server)", action: "transfer.created", transferId: transferId, details: details)
     }
 
     /// What a verified download token gives access to.

@@ -117,6 +117,36 @@ public final class Inspector: Sendable {
         }
     }
 
+    /// Runs `body` on a scan worker thread: for work that inspects and records an upload in one step, without
+    /// coming back to Swift's cooperative pool in between.
+    public func runOnWorker<Result: Sendable>(_ body: @escaping @Sendable () throws -> Result) async throws -> Result {
+        try await self.threadPool.runIfActive(body)
+    }
+
+    /// Inspects bytes held in memory, blocking the calling thread (a scan worker: see ``runOnWorker(_:)``).
+    /// Never throws: anything that goes wrong becomes an `unscannable` verdict.
+    ///
+    /// - Parameters:
+    ///   - declaredType: the type the sender declared, checked for a mismatch; nil skips that check.
+    ///   - sha256: the content's digest, computed by the caller.
+    public func inspectSynchronously(bytes: UnsafeRawBufferPointer, declaredType: String?, sha256: String) -> InspectionReport {
+        let head = UnsafeRawBufferPointer(rebasing: bytes.prefix(MagicPool.sniffLength))
+        let detected = self.identify(head)
+        let scanVerdict: Verdict
+        if bytes.count > self.maxFileSize {
+            scanVerdict = .unscannable(reason: "file is \(bytes.count) bytes, over scanner.maxFileSize (\(self.maxFileSize))")
+        } else {
+            scanVerdict = self.scan(name: "upload") { (engine) throws(ClamAVError) in try engine.scan(bytes: bytes, name: nil) }
+        }
+        let verdict = self.decide(scanVerdict, detected, declaredType)
+        return InspectionReport(
+            size: Int64(bytes.count),
+            sha256: sha256,
+            detectedType: self.described(detected, head: head, verdict: verdict, always: false),
+            verdict: verdict
+        )
+    }
+
     /// Below this size an upload arrives faster than a scan could start alongside it: it is inspected afterwards.
     public static let minimumSizeToInspectWhileReceiving: Int64 = 256 << 10
 
@@ -285,8 +315,12 @@ public final class Inspector: Sendable {
 
     /// libmagic's type for the start of a file; nil when detection fails.
     private func identify(_ head: [UInt8]) -> FileType? {
+        head.withUnsafeBytes { self.identify($0) }
+    }
+
+    private func identify(_ head: UnsafeRawBufferPointer) -> FileType? {
         do {
-            return try head.withUnsafeBytes { try self.magic.identify($0, describe: false) }
+            return try self.magic.identify(head, describe: false)
         } catch {
             self.logger.error("type detection failed", metadata: ["error": "\(error)"])
             return nil
@@ -296,8 +330,12 @@ public final class Inspector: Sendable {
     /// Adds libmagic's description to a detected type: for files an admin will look at (anything not clean), or
     /// everything when `always`. Clean hand-offs skip it, since it costs libmagic as much again as the type.
     private func described(_ type: FileType?, head: [UInt8], verdict: Verdict, always: Bool) -> FileType? {
+        head.withUnsafeBytes { self.described(type, head: $0, verdict: verdict, always: always) }
+    }
+
+    private func described(_ type: FileType?, head: UnsafeRawBufferPointer, verdict: Verdict, always: Bool) -> FileType? {
         guard let type, always || !verdict.isClean else { return type }
-        let description = try? head.withUnsafeBytes { try self.magic.describe($0) }
+        let description = try? self.magic.describe(head)
         return FileType(mimeType: type.mimeType, description: description)
     }
 

@@ -93,8 +93,16 @@ public struct TypePolicy: Sendable, Equatable {
     }
 
     static func normalize(_ type: String) -> String {
-        let bare = type.split(separator: ";", maxSplits: 1).first.map(String.init) ?? type
-        return bare.trimmingCharacters(in: .whitespaces).lowercased()
+        // What `trimmingCharacters(in: .whitespaces)` trims (tab and the space separators), without Foundation's
+        // character sets: this runs on every hand-off.
+        func isSpace(_ scalar: Unicode.Scalar) -> Bool {
+            scalar == " " || scalar == "\t" || (!scalar.isASCII && scalar.properties.generalCategory == .spaceSeparator)
+        }
+        let bare = type.split(separator: ";", maxSplits: 1).first ?? Substring(type)
+        var scalars = bare.unicodeScalars[...]
+        while let first = scalars.first, isSpace(first) { scalars.removeFirst() }
+        while let last = scalars.last, isSpace(last) { scalars.removeLast() }
+        return String(scalars).lowercased()
     }
 
     static func matches(_ type: String, any patterns: [String]) -> Bool {

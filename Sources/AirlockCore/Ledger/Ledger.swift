@@ -73,16 +73,16 @@ public struct Ledger: Sendable {
         guard recipients.contains(recipient) else {
             throw BrokerError.notARecipient(recipient)
         }
-        let (grant, issuance) = try await self.mintDownload(transferId: transferId, recipient: recipient, ttlSeconds: ttlSeconds, now: self.now())
+        let (grant, issuance) = try self.mintDownload(transferId: transferId, recipient: recipient, ttlSeconds: ttlSeconds, now: self.now())
         try await self.database.writer.write { db in try issuance.insert(db) }
         return grant
     }
 
     /// Mints a download token and its issuance record, without writing anything: the caller inserts the record,
     /// in its own transaction.
-    func mintDownload(transferId: String, recipient: String, ttlSeconds: Int? = nil, now: Date) async throws -> (DownloadGrant, TokenIssuanceRecord) {
+    func mintDownload(transferId: String, recipient: String, ttlSeconds: Int? = nil, now: Date) throws -> (DownloadGrant, TokenIssuanceRecord) {
         let ttl = ttlSeconds ?? self.configuration.tokens.ttlSeconds
-        let (token, claims) = try await self.tokens.issue(transferId: transferId, recipient: recipient, ttl: ttl, now: now)
+        let (token, claims) = try self.tokens.issue(transferId: transferId, recipient: recipient, ttl: ttl, now: now)
         let issuance = TokenIssuanceRecord(
             tokenId: claims.jti.value,
             transferId: transferId,

@@ -78,9 +78,10 @@ public struct FileStore: Sendable {
     public func storeClean(stagingPath: String, sha256: String, synced: Bool = true) throws {
         let destination = self.cleanPath(sha256: sha256)
         let directory = (destination as NSString).deletingLastPathComponent
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        if FileManager.default.fileExists(atPath: destination) {
-            try FileManager.default.removeItem(atPath: stagingPath)
+        // System calls rather than FileManager: this runs inside the ledger's write transaction on every hand-off.
+        try Self.makeDirectory(directory, parentsUpTo: self.filesDirectory)
+        if access(destination, F_OK) == 0 {
+            guard unlink(stagingPath) == 0 else { throw StoreError.io(operation: "remove \(stagingPath)", errno: errno) }
             return
         }
         if !synced {
@@ -137,6 +138,18 @@ public struct FileStore: Sendable {
         return files.sorted()
     }
 
+    /// Creates `path` (0700) and any missing parents below `root`, which must exist; an existing directory is fine.
+    static func makeDirectory(_ path: String, parentsUpTo root: String) throws {
+        if mkdir(path, 0o700) == 0 || errno == EEXIST { return }
+        guard errno == ENOENT, path.count > root.count else {
+            throw StoreError.io(operation: "create directory \(path)", errno: errno)
+        }
+        try Self.makeDirectory((path as NSString).deletingLastPathComponent, parentsUpTo: root)
+        guard mkdir(path, 0o700) == 0 || errno == EEXIST else {
+            throw StoreError.io(operation: "create directory \(path)", errno: errno)
+        }
+    }
+
     static func rename(_ source: String, to destination: String) throws {
         guard Glibc.rename(source, destination) == 0 else {
             throw StoreError.io(operation: "rename \(source) to \(destination)", errno: errno)
@@ -145,7 +158,26 @@ public struct FileStore: Sendable {
 
     /// Whether clean bytes with this digest are stored.
     public func hasClean(sha256: String) -> Bool {
-        FileManager.default.fileExists(atPath: self.cleanPath(sha256: sha256))
+        access(self.cleanPath(sha256: sha256), F_OK) == 0
+    }
+
+    /// Writes a new staging file (mode 0600) holding `bytes`, flushed to disk when `sync`.
+    public static func writeStagingFile(_ path: String, bytes: UnsafeRawBufferPointer, sync: Bool) throws {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw StoreError.io(operation: "create \(path)", errno: errno) }
+        defer { close(descriptor) }
+        var offset = 0
+        while offset < bytes.count {
+            let written = write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw StoreError.io(operation: "write \(path)", errno: errno)
+            }
+            offset += written
+        }
+        if sync, fsync(descriptor) != 0 {
+            throw StoreError.io(operation: "fsync \(path)", errno: errno)
+        }
     }
 
     /// Flushes a file's bytes to disk (before it is renamed into the store).

@@ -56,7 +56,7 @@ public struct DownloadTokens: Sendable {
     }
 
     /// Mints a token for `recipient` of `transferId`, valid for `ttl` seconds from `now`.
-    public func issue(transferId: String, recipient: String, ttl: Int, now: Date) async throws -> (token: String, claims: DownloadTokenClaims) {
+    public func issue(transferId: String, recipient: String, ttl: Int, now: Date) throws -> (token: String, claims: DownloadTokenClaims) {
         let claims = DownloadTokenClaims(
             tid: transferId,
             sub: SubjectClaim(value: recipient),

@@ -56,7 +56,7 @@ struct TransferController {
             throw error
         }
 
-        let (staging, inProgress) = try await Self.stage(
+        let body = try await Self.stage(
             request.body,
             length: announcedLength,
             declaredType: handOff.declaredType,
@@ -65,15 +65,14 @@ struct TransferController {
             metrics: self.metrics
         )
 
-        let (record, recipients, grants) = try await Self.receive(
-            handOff,
-            staging: staging,
-            inProgress: inProgress,
-            broker: self.broker,
-            metrics: self.metrics
-        )
+        let (record, recipients, grants) = try await Self.receive(handOff, body: body, broker: self.broker, metrics: self.metrics)
 
-        return try Self.json(TransferDocument(record, recipients: recipients, downloads: grants), status: .created)
+        let document = try TransferDocument(record, recipients: recipients, downloads: grants).json()
+        return Response(
+            status: .created,
+            headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
+            body: .init(byteBuffer: ByteBuffer(bytes: document))
+        )
     }
 
     /// `GET /v1/transfers/{id}`.
@@ -133,10 +132,20 @@ struct TransferController {
         return .noContent
     }
 
-    /// Streams a request body into a new staging file, cutting it off with 413 past `limits.maxUploadBytes` and
-    /// with 408 when it arrives too slowly (``UploadPace``). On any failure the staging file is removed.
+    /// An upload's body once received.
+    enum ReceivedBody: Sendable {
+        /// Whole in memory: an announced length of at most ``Broker/inMemoryLimit``.
+        case inMemory(ByteBuffer)
+        /// In a staging file, with the inspection that started while it was received, if any.
+        case staged(StagingFile, InspectionInProgress?)
+    }
+
+    /// Receives a request body, cutting it off with 413 past `limits.maxUploadBytes` and with 408 when it arrives
+    /// too slowly (``UploadPace``).
     ///
-    /// When the body's `length` is announced, the inspection starts at once and reads the file as it grows.
+    /// A body whose announced `length` is at most ``Broker/inMemoryLimit`` is kept in memory. Any other is
+    /// streamed into a new staging file, removed on any failure; when its `length` is announced, the inspection
+    /// starts at once and reads the file as it grows.
     static func stage(
         _ body: RequestBody,
         length: Int?,
@@ -144,8 +153,26 @@ struct TransferController {
         channel: any Channel,
         broker: Broker,
         metrics: AirlockMetrics
-    ) async throws -> (StagingFile, InspectionInProgress?) {
+    ) async throws -> ReceivedBody {
         let limit = broker.configuration.limits.maxUploadBytes
+        if let length, length <= Broker.inMemoryLimit {
+            var collected = ByteBuffer()
+            collected.reserveCapacity(length)
+            var pace = UploadPace(broker.configuration.http)
+            do {
+                for try await buffer in body {
+                    try pace.received(buffer.readableBytes, on: channel)
+                    guard collected.readableBytes + buffer.readableBytes <= min(limit, Broker.inMemoryLimit) else {
+                        throw BrokerError.tooLarge(limit: limit)
+                    }
+                    collected.writeImmutableBuffer(buffer)
+                }
+            } catch {
+                metrics.uploadsRefused.increment()
+                throw error
+            }
+            return .inMemory(collected)
+        }
         let staging = try StagingFile(path: broker.store.newStagingPath(), expectedSize: length.map(Int64.init), threadPool: broker.threadPool)
         let inProgress = broker.inspector.beginInspection(of: staging, declaredType: declaredType)
         var pace = UploadPace(broker.configuration.http)
@@ -163,26 +190,30 @@ struct TransferController {
             metrics.uploadsRefused.increment()
             throw error
         }
-        return (staging, inProgress)
+        return .staged(staging, inProgress)
     }
 
-    /// Runs the inspection pipeline on a staged upload and records its metrics; the staging file is consumed.
+    /// Runs the inspection pipeline on a received upload and records its metrics; a staging file is consumed.
     static func receive(
         _ handOff: Broker.HandOff,
-        staging: StagingFile,
+        body: ReceivedBody,
         slot: String? = nil,
-        inProgress: InspectionInProgress?,
         broker: Broker,
         metrics: AirlockMetrics
     ) async throws -> (TransferRecord, [String], [Ledger.DownloadGrant]) {
         let started = ContinuousClock.now
         let received: (TransferRecord, [String], [Ledger.DownloadGrant])
-        do {
-            received = try await broker.receive(handOff, staging: staging, slot: slot, inProgress: inProgress)
-        } catch {
-            staging.discard()
-            await inProgress?.cancel()
-            throw error
+        switch body {
+        case .inMemory(let contents):
+            received = try await broker.receive(handOff, contents: contents, slot: slot)
+        case .staged(let staging, let inProgress):
+            do {
+                received = try await broker.receive(handOff, staging: staging, slot: slot, inProgress: inProgress)
+            } catch {
+                staging.discard()
+                await inProgress?.cancel()
+                throw error
+            }
         }
         metrics.scanDuration.record(ContinuousClock.now - started)
         metrics.uploads.increment()

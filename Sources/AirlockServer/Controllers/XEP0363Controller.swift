@@ -81,7 +81,7 @@ struct XEP0363Controller {
         guard length <= limit else { throw BrokerError.tooLarge(limit: limit) }
         guard try await self.broker.ledger.transfer(inSlot: slot.path) == nil else { throw BrokerError.slotTaken(slot.path) }
 
-        let (staging, inProgress) = try await TransferController.stage(
+        let body = try await TransferController.stage(
             request.body,
             length: length,
             declaredType: contentType,
@@ -97,14 +97,7 @@ struct XEP0363Controller {
             declaredType: contentType,
             requiresRecipients: false
         )
-        _ = try await TransferController.receive(
-            handOff,
-            staging: staging,
-            slot: slot.path,
-            inProgress: inProgress,
-            broker: self.broker,
-            metrics: self.metrics
-        )
+        _ = try await TransferController.receive(handOff, body: body, slot: slot.path, broker: self.broker, metrics: self.metrics)
         return Response(status: .created)
     }
 
