@@ -19,14 +19,20 @@ public final class ClamAVEngine: @unchecked Sendable {
 
     /// Loads every given database path (file or directory), applies the limits and compiles the engine.
     ///
+    /// - Parameter temporaryDirectory: where libclamav creates the directory each scan needs for what it extracts
+    ///   (and removes afterwards); nil keeps libclamav's default, `$TMPDIR` or `/tmp`.
     /// - Throws: ``ClamAVError`` when libclamav cannot initialise, a database does not load (naming the faulty
     ///   file when it can be found) or the engine does not compile.
-    public init(databasePaths: [String], limits: ScanLimits) throws(ClamAVError) {
+    public init(databasePaths: [String], limits: ScanLimits, temporaryDirectory: String? = nil) throws(ClamAVError) {
         try ClamAVLibrary.initialize()
         guard let engine = cl_engine_new() else {
             throw ClamAVError(operation: "cl_engine_new", code: CL_EMEM)
         }
-        do {
+        do throws(ClamAVError) {
+            if let temporaryDirectory {
+                let code = cl_engine_set_str(engine, CL_ENGINE_TMPDIR, temporaryDirectory)
+                guard code == CL_SUCCESS else { throw ClamAVError(operation: "cl_engine_set_str(TmpDir)", code: code) }
+            }
             let (count, version) = try Self.prepare(engine, databasePaths: databasePaths, limits: limits)
             self.signatureCount = count
             self.databaseVersion = version

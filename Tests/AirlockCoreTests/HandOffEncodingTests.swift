@@ -61,6 +61,26 @@ struct HandOffEncodingTests {
                 byRecord = byStatement
             }
 
+            // Dates as GRDB writes them, milliseconds rounded down, at the edges of seconds and days.
+            let instants: [TimeInterval] = [0, 0.0004, 0.9995, 86_399.9999, 951_782_400.5, 1_795_334_472.987, 4_102_444_799.999_999]
+            var generator = SystemRandomNumberGenerator()
+            let random = (0..<50).map { _ in TimeInterval(generator.next() % 4_000_000_000_000) / 1000 + 0.000_3 }
+            for (index, instant) in (instants + random).enumerated() {
+                var byRecord = Self.record(id: "date-record-\(index)")
+                byRecord.createdAt = Date(timeIntervalSince1970: instant)
+                byRecord.updatedAt = Date(timeIntervalSince1970: instant + 0.0007)
+                var byStatement = byRecord
+                byStatement.id = "date-statement-\(index)"
+                try byRecord.insert(db)
+                try byStatement.insertWithCachedStatement(db)
+                let expected = try Self.columns(db, "transfer", where: "id", is: byRecord.id, except: "id")
+                let written = try Self.columns(db, "transfer", where: "id", is: byStatement.id, except: "id")
+                #expect(
+                    written == expected,
+                    "\(instant): \(String(describing: expected["createdAt"])) \(String(describing: written["createdAt"])) \(String(describing: expected["updatedAt"])) \(String(describing: written["updatedAt"]))"
+                )
+            }
+
             try RecipientRecord(transferId: "record-0", recipient: "bob@example.org").insert(db)
             try RecipientRecord(transferId: "statement-0", recipient: "bob@example.org").insertWithCachedStatement(db)
             #expect(try RecipientRecord.filter(Column("recipient") == "bob@example.org").fetchCount(db) == 2)

@@ -69,7 +69,9 @@ public final class Broker: Sendable {
             if removed > 0 {
                 logger.notice("removed stale staging files left by an interrupted run", metadata: ["count": "\(removed)"])
             }
-            let inspector = try await Inspector.start(configuration: configuration, logger: logger)
+            // libclamav's per-scan directories go to staging: private (0700), on the store's filesystem, and emptied
+            // at start-up like the uploads in flight, so nothing it extracted outlives a crash.
+            let inspector = try await Inspector.start(configuration: configuration, temporaryDirectory: store.stagingDirectory, logger: logger)
             let tokens = await DownloadTokens(configuration.tokens)
             let ledger = Ledger(configuration: configuration, database: database, store: store, tokens: tokens, now: now)
             let orphans = try await ledger.removeOrphanedBytes()

@@ -55,15 +55,17 @@ public final class Inspector: Sendable {
 
     /// Starts the worker threads and loads the signatures; call ``shutdown()`` when done.
     ///
+    /// - Parameter temporaryDirectory: where libclamav extracts what it scans inside files; nil for its default
+    ///   (`$TMPDIR` or `/tmp`).
     /// - Throws: ``SignatureDatabaseError`` or `MagicError` when the engine or libmagic cannot be set up.
-    public static func start(configuration: AirlockConfiguration, logger: Logger) async throws -> Inspector {
+    public static func start(configuration: AirlockConfiguration, temporaryDirectory: String? = nil, logger: Logger) async throws -> Inspector {
         let threadPool = NIOThreadPool(numberOfThreads: configuration.scanner.effectiveWorkers)
         threadPool.start()
         let receivingPool = NIOThreadPool(numberOfThreads: configuration.scanner.effectiveWorkers)
         receivingPool.start()
         do {
             let (signatures, magic) = try await threadPool.runIfActive {
-                (try SignatureDatabase.load(configuration.scanner, logger: logger), try MagicPool())
+                (try SignatureDatabase.load(configuration.scanner, temporaryDirectory: temporaryDirectory, logger: logger), try MagicPool())
             }
             if signatures.onlyTestSignatures {
                 let banner = String(repeating: "*", count: 78)

@@ -24,7 +24,7 @@ public struct SignatureDatabase: Sendable {
     ///
     /// Blocking: call it off the cooperative pool.
     /// - Throws: ``SignatureDatabaseError`` when no directory holds signatures or one fails to load.
-    public static func load(_ scanner: AirlockConfiguration.Scanner, logger: Logger) throws -> SignatureDatabase {
+    public static func load(_ scanner: AirlockConfiguration.Scanner, temporaryDirectory: String? = nil, logger: Logger) throws -> SignatureDatabase {
         var loaded: [String] = []
         var files: [(path: String, size: Int, modified: Double)] = []
         for directory in scanner.signatureDirectories {
@@ -68,7 +68,7 @@ public struct SignatureDatabase: Sendable {
         )
         let engine: ClamAVEngine
         do {
-            engine = try ClamAVEngine(databasePaths: loaded, limits: limits)
+            engine = try ClamAVEngine(databasePaths: loaded, limits: limits, temporaryDirectory: temporaryDirectory)
         } catch {
             throw SignatureDatabaseError.loadFailed(error)
         }

@@ -71,7 +71,9 @@ public enum AuditLog {
         entry.hash = entry.computedHash()
         try db.cachedStatement(
             sql: "INSERT INTO audit_log (id, at, actor, action, transferId, details, previousHash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        ).execute(arguments: [entry.id, entry.at, entry.actor, entry.action, entry.transferId, entry.details, entry.previousHash, entry.hash])
+        ).execute(arguments: [
+            entry.id, entry.at.databaseArgument, entry.actor, entry.action, entry.transferId, entry.details, entry.previousHash, entry.hash,
+        ])
         return entry
     }
 

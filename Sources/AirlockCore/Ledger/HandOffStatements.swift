@@ -1,11 +1,19 @@
+import Foundation
 import GRDB
 
 // The rows every hand-off writes, through cached statements with positional arguments. GRDB's record methods
 // build the SQL and encode each record through `Codable` on every call, which cost several times what SQLite
 // itself does for these small rows; the hand-off's transaction runs under the ledger's single write lock, so its
 // length bounds how many hand-offs per second the broker can take. Each statement writes the same columns, in the
-// same representation (dates as GRDB stores them, enums as their raw values), as the record's own `insert`;
+// same representation (dates as the text GRDB stores, enums as their raw values), as the record's own `insert`;
 // `LedgerStatementTests` reads every row back through the records to hold them to that.
+
+extension Date {
+    /// What GRDB binds for a date (`2026-11-22 07:41:12.987`, UTC), written without its `DateFormatter`.
+    var databaseArgument: any DatabaseValueConvertible {
+        CivilTime(self, rounding: .toNearestOrAwayFromZero)?.databaseString ?? self
+    }
+}
 
 extension TransferRecord {
     /// Inserts the row, as `insert(_:)` does.
@@ -20,7 +28,7 @@ extension TransferRecord {
         try statement.execute(arguments: [
             self.id, self.server, self.sender, self.filename, self.originalFilename, self.declaredType, self.detectedType,
             self.typeDescription, self.size, self.sha256, self.verdict.rawValue, self.signature, self.reason,
-            self.state.rawValue, self.signatureVersion, self.createdAt, self.updatedAt,
+            self.state.rawValue, self.signatureVersion, self.createdAt.databaseArgument, self.updatedAt.databaseArgument,
         ])
     }
 }
@@ -43,7 +51,8 @@ extension TokenIssuanceRecord {
                 """
         )
         try statement.execute(arguments: [
-            self.tokenId, self.transferId, self.recipient, self.keyId, self.issuedAt, self.expiresAt, self.usedAt,
+            self.tokenId, self.transferId, self.recipient, self.keyId, self.issuedAt.databaseArgument, self.expiresAt.databaseArgument,
+            self.usedAt?.databaseArgument,
         ])
     }
 }
@@ -57,7 +66,9 @@ extension VerdictCacheRecord {
                 VALUES (?, ?, ?, ?, ?)
                 """
         )
-        try statement.execute(arguments: [self.sha256, self.signatureVersion, self.detectedType, self.typeDescription, self.createdAt])
+        try statement.execute(arguments: [
+            self.sha256, self.signatureVersion, self.detectedType, self.typeDescription, self.createdAt.databaseArgument,
+        ])
     }
 
     /// The row for these bytes and signatures, as `fetchOne(_:key:)` finds it.
@@ -80,6 +91,6 @@ extension UploadSlotRecord {
     /// Inserts the row, as `insert(_:)` does.
     func insertWithCachedStatement(_ db: Database) throws {
         let statement = try db.cachedStatement(sql: "INSERT INTO uploadSlot (path, transferId, createdAt) VALUES (?, ?, ?)")
-        try statement.execute(arguments: [self.path, self.transferId, self.createdAt])
+        try statement.execute(arguments: [self.path, self.transferId, self.createdAt.databaseArgument])
     }
 }

@@ -101,22 +101,8 @@ public struct TransferDocument: Encodable, Sendable {
 
     /// `2026-11-22T07:41:12Z`, as the encoder's `.iso8601` strategy writes a date (whole seconds, UTC).
     static func iso8601(_ date: Date) -> String {
-        let seconds = Int64(date.timeIntervalSince1970.rounded(.down))
-        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
-        let time = seconds - days * 86_400
-        // The civil date of a day count (Howard Hinnant's `civil_from_days`).
-        let shifted = days + 719_468
-        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
-        let dayOfEra = shifted - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let monthIndex = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
-        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        guard (1000...9999).contains(year) else { return date.formatted(.iso8601) }
-        func two(_ value: Int64) -> String { value < 10 ? "0\(value)" : "\(value)" }
-        return "\(year)-\(two(month))-\(two(day))T\(two(time / 3600)):\(two(time / 60 % 60)):\(two(time % 60))Z"
+        guard let time = CivilTime(date, rounding: .down) else { return date.formatted(.iso8601) }
+        return "\(time.year)-\(time.two(time.month))-\(time.two(time.day))T\(time.two(time.hour)):\(time.two(time.minute)):\(time.two(time.second))Z"
     }
 
     /// The encoder every JSON output uses: ISO 8601 dates, sorted keys.
