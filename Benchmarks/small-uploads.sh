@@ -148,11 +148,11 @@ for body in $bodies; do
     airlock_result[$body]="$result $stored $quarantined"
 done
 # The floors under those rates, on the same machine in the same run: the HTTP server alone (GET /healthz through
-# the same middleware), and the inspection alone (`airlock scan` hashing, typing and scanning files of each kind
-# with one worker per core, no HTTP and no ledger).
+# the same middleware), the inspection alone (`airlock scan` hashing, typing and scanning files of each kind
+# with one worker per core, no HTTP and no ledger), and libclamav alone (`clamscan`, one process per core).
 healthz_rate=$(wrk -t2 -c"$connections" -d"${seconds}s" "$airlock_url/healthz" | awk '/Requests\/sec/ { print $2 }')
 stop_airlock
-declare -A scan_rate
+declare -A scan_rate clamscan_rate
 scan_files=${BENCH_SCAN_FILES:-2000}
 for body in $bodies; do
     mkdir -p "$bench_work/scan-$body"
@@ -175,6 +175,14 @@ PY
     AIRLOCK_SCANNER_SIGNATURE_DIRECTORIES="$bench_root/Config/signatures" AIRLOCK_LOG_LEVEL=error \
         "$(airlock_binary)" scan "$bench_work/scan-$body" > /dev/null 2>&1 || true
     scan_rate[$body]=$(python3 -c "import sys; print(f'{int(sys.argv[1]) / float(sys.argv[2]):.0f}')" "$scan_files" "$(elapsed "$started")")
+    # clamscan alone on the same files, one process per core (no hashing, typing, HTTP or ledger).
+    started=$(now)
+    for core in $(seq 0 $(($(nproc) - 1))); do
+        find "$bench_work/scan-$body" -type f | awk -v cores="$(nproc)" -v core="$core" 'NR % cores == core' \
+            | clamscan --no-summary -d "$bench_root/Config/signatures" -f /dev/stdin > /dev/null 2>&1 &
+    done
+    wait
+    clamscan_rate[$body]=$(python3 -c "import sys; print(f'{int(sys.argv[1]) / float(sys.argv[2]):.0f}')" "$scan_files" "$(elapsed "$started")")
 done
 
 echo
@@ -189,7 +197,14 @@ for body in $bodies; do
     echo "| $body | Airlock POST /v1/transfers (hashed, typed, scanned, recorded) | $a_rate | $a_requests | $a_status | $a_socket | $a_p50 | $a_p99 | $a_stored | $a_quarantined | **$(ratio "$a_rate" "$n_rate")×** |"
 done
 echo
-echo "Floors: the HTTP server alone (GET /healthz): $healthz_rate requests/s. Inspection alone (airlock scan, $scan_files files, 2 workers):"
-for body in $bodies; do echo "- $body: ${scan_rate[$body]} files/s"; done
+echo "Floors, same machine, same run: the HTTP server alone (GET /healthz) answers $healthz_rate requests/s. On $scan_files files"
+echo "of each kind, without HTTP or ledger:"
+echo
+echo "| body | airlock scan (hash, type, scan; $(nproc) workers) files/s | clamscan alone ($(nproc) processes) files/s | 0.30× nginx's rate |"
+echo "| --- | --- | --- | --- |"
+for body in $bodies; do
+    read -r n_rate _ <<< "${nginx_result[$body]}"
+    echo "| $body | ${scan_rate[$body]} | ${clamscan_rate[$body]} | $(python3 -c "import sys; print(f'{0.3 * float(sys.argv[1]):.0f}')" "$n_rate") |"
+done
 echo
 echo "Target (DESIGN §7): Airlock ≥ 0.30× nginx's rate."
