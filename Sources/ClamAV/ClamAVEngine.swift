@@ -31,7 +31,9 @@ public final class ClamAVEngine: @unchecked Sendable {
         do throws(ClamAVError) {
             if let temporaryDirectory {
                 let code = cl_engine_set_str(engine, CL_ENGINE_TMPDIR, temporaryDirectory)
-                guard code == CL_SUCCESS else { throw ClamAVError(operation: "cl_engine_set_str(TmpDir)", code: code) }
+                guard code == CL_SUCCESS else {
+                    throw ClamAVError(operation: "cl_engine_set_str(TmpDir, \(temporaryDirectory))", code: code)
+                }
             }
             let (count, version) = try Self.prepare(engine, databasePaths: databasePaths, limits: limits)
             self.signatureCount = count

@@ -61,10 +61,14 @@ struct HandOffEncodingTests {
                 byRecord = byStatement
             }
 
-            // Dates as GRDB writes them, milliseconds rounded down, at the edges of seconds and days.
-            let instants: [TimeInterval] = [0, 0.0004, 0.9995, 86_399.9999, 951_782_400.5, 1_795_334_472.987, 4_102_444_799.999_999]
+            // Dates as GRDB writes them, rounded to the nearest millisecond, at the edges of seconds and days, and
+            // at random instants with random fractions of a millisecond.
+            let instants: [TimeInterval] = [
+                0, 0.0004, 0.000_6, 0.9995, 0.999_6, 86_399.9999, 951_782_400.5, 1_795_334_472.987, 1_795_334_472.999_6,
+                4_102_444_799.999_999,
+            ]
             var generator = SystemRandomNumberGenerator()
-            let random = (0..<50).map { _ in TimeInterval(generator.next() % 4_000_000_000_000) / 1000 + 0.000_3 }
+            let random = (0..<200).map { _ in TimeInterval(generator.next() % 4_000_000_000_000_000) / 1_000_000 }
             for (index, instant) in (instants + random).enumerated() {
                 var byRecord = Self.record(id: "date-record-\(index)")
                 byRecord.createdAt = Date(timeIntervalSince1970: instant)
@@ -175,11 +179,10 @@ struct HandOffEncodingTests {
         documents.append(TransferDocument(slashes, recipients: ["dave@example.org/phone"]))
         // Dates on either side of whole seconds, leap days, the epoch and far ahead.
         var generator = SystemRandomNumberGenerator()
-        for seconds in [0, 0.999, 951_782_400.5, 1_709_164_799.999, 4_102_444_800, 253_402_300_799]
-            + (0..<200).map({ _ in
-                Double(generator.next() % 4_000_000_000) + Double(generator.next() % 1000) / 1000
-            })
-        {
+        // A response's dates come from `Date()`, with fractions finer than a millisecond.
+        let instants: [TimeInterval] = [0, 0.999, 0.999_6, 951_782_400.5, 1_709_164_799.999_9, 4_102_444_800, 253_402_300_799]
+        let random = (0..<300).map { _ in Double(generator.next() % 4_000_000_000) + Double(generator.next() % 1_000_000) / 1_000_000 }
+        for seconds in instants + random {
             var record = Self.record(id: "f")
             record.createdAt = Date(timeIntervalSince1970: seconds)
             documents.append(TransferDocument(record, recipients: []))

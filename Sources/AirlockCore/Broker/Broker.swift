@@ -69,9 +69,10 @@ public final class Broker: Sendable {
             if removed > 0 {
                 logger.notice("removed stale staging files left by an interrupted run", metadata: ["count": "\(removed)"])
             }
-            // libclamav's per-scan directories go to staging: private (0700), on the store's filesystem, and emptied
-            // at start-up like the uploads in flight, so nothing it extracted outlives a crash.
-            let inspector = try await Inspector.start(configuration: configuration, temporaryDirectory: store.stagingDirectory, logger: logger)
+            // libclamav's per-scan directories go to var/scanning: private (0700), on the store's filesystem (not
+            // /tmp, where creating one per scan cost more than scanning a small file), and emptied at start-up, so
+            // nothing it extracted outlives a crash.
+            let inspector = try await Inspector.start(configuration: configuration, temporaryDirectory: store.scanningDirectory, logger: logger)
             let tokens = await DownloadTokens(configuration.tokens)
             let ledger = Ledger(configuration: configuration, database: database, store: store, tokens: tokens, now: now)
             let orphans = try await ledger.removeOrphanedBytes()
@@ -261,7 +262,8 @@ public final class Broker: Sendable {
     }
 
     /// Uploads up to this size are received in memory, then hashed, inspected, stored and recorded in one step on
-    /// a scan worker (``receive(_:contents:slot:)``): for them, thread hops would cost more than the work.
+    /// a scan worker (``receive(_:contents:slot:)``): for them, thread hops would cost more than the work. The
+    /// worker is held until the ledger's write lock is free, so a long admin transaction delays scans too.
     public static let inMemoryLimit = 64 << 10
 
     /// Inspects an upload received whole in memory (at most ``inMemoryLimit`` bytes, though any size works),
@@ -276,10 +278,14 @@ public final class Broker: Sendable {
         slot: String? = nil
     ) async throws -> (TransferRecord, [String], [Ledger.DownloadGrant]) {
         let filename = try Self.validate(handOff)
-        return try await self.inspector.runOnWorker {
-            try contents.withUnsafeReadableBytes { bytes in
-                try self.receiveSynchronously(handOff, filename: filename, bytes: bytes, slot: slot)
+        do {
+            return try await self.inspector.runOnWorker {
+                try contents.withUnsafeReadableBytes { bytes in
+                    try self.receiveSynchronously(handOff, filename: filename, bytes: bytes, slot: slot)
+                }
             }
+        } catch is NIOThreadPoolError.ThreadPoolInactive {
+            throw BrokerError.unavailable("the broker is shutting down and takes no more uploads: send the file again")
         }
     }
 

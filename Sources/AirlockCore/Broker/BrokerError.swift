@@ -20,6 +20,8 @@ public enum BrokerError: Error, Equatable, CustomStringConvertible {
     case tooLarge(limit: Int)
     /// An XEP-0363 slot already holds a file: 409.
     case slotTaken(String)
+    /// The broker is stopping and takes no more uploads: 503.
+    case unavailable(String)
 
     public var description: String {
         switch self {
@@ -34,6 +36,7 @@ public enum BrokerError: Error, Equatable, CustomStringConvertible {
             "transfer \(id) is quarantined: \(verdict.kind.rawValue) (\(verdict.signature ?? verdict.reason ?? ""))"
         case .tooLarge(let limit): "the upload exceeds limits.maxUploadBytes (\(limit) bytes)"
         case .slotTaken(let slot): "the upload slot \(slot) already holds a file; request a new slot"
+        case .unavailable(let why): why
         }
     }
 }

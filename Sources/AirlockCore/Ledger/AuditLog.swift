@@ -80,20 +80,17 @@ public enum AuditLog {
     /// `details` as a JSON object with sorted keys, byte for byte as `JSONEncoder` with `.sortedKeys` and
     /// `.withoutEscapingSlashes` writes it. Written directly when no key or value needs escaping (the common case:
     /// digests, sizes, verdicts), which saves an encoder per entry; otherwise through the encoder.
+    ///
+    /// Keys are sorted by Swift's `<`; the encoder compares digit runs numerically and ignores case, which gives
+    /// the same order for the lowercase keys the broker writes, none of which differ first at a digit (`a10`
+    /// beside `a2` would sort differently).
     static func json(_ details: [String: String]) throws -> String {
-        func isPlain(_ text: String) -> Bool {
-            text.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }
-        }
-        guard details.allSatisfy({ isPlain($0.key) && isPlain($0.value) }) else {
+        guard details.allSatisfy({ PlainJSON.isPlain($0.key) && PlainJSON.isPlain($0.value) }) else {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             return String(decoding: try encoder.encode(details), as: UTF8.self)
         }
-        var text = "{"
-        for (index, key) in details.keys.sorted().enumerated() {
-            if index > 0 { text += "," }
-            text += "\"\(key)\":\"\(details[key]!)\""
-        }
-        return text + "}"
+        let fields = details.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\"\($0.value)\"" }
+        return "{" + fields.joined(separator: ",") + "}"
     }
 }

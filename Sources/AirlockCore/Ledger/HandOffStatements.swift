@@ -6,7 +6,7 @@ import GRDB
 // itself does for these small rows; the hand-off's transaction runs under the ledger's single write lock, so its
 // length bounds how many hand-offs per second the broker can take. Each statement writes the same columns, in the
 // same representation (dates as the text GRDB stores, enums as their raw values), as the record's own `insert`;
-// `LedgerStatementTests` reads every row back through the records to hold them to that.
+// `HandOffEncodingTests` reads every row back through the records to hold them to that.
 
 extension Date {
     /// What GRDB binds for a date (`2026-11-22 07:41:12.987`, UTC), written without its `DateFormatter`.

@@ -64,12 +64,12 @@ public struct TransferDocument: Encodable, Sendable {
         var fields: [String] = []
         func add(_ key: String, _ value: String?) -> Bool {
             guard let value else { return true }
-            guard Self.isPlain(value) else { return false }
+            guard PlainJSON.isPlain(value) else { return false }
             fields.append("\"\(key)\":\"\(value)\"")
             return true
         }
         func list(_ values: [String]) -> String? {
-            guard values.allSatisfy(Self.isPlain) else { return nil }
+            guard values.allSatisfy(PlainJSON.isPlain) else { return nil }
             return "[" + values.map { "\"\($0)\"" }.joined(separator: ",") + "]"
         }
         fields.append("\"createdAt\":\"\(Self.iso8601(self.createdAt))\"")
@@ -77,7 +77,7 @@ public struct TransferDocument: Encodable, Sendable {
         if let downloads = self.downloads {
             var entries: [String] = []
             for download in downloads {
-                guard Self.isPlain(download.recipient), Self.isPlain(download.url) else { return nil }
+                guard PlainJSON.isPlain(download.recipient), PlainJSON.isPlain(download.url) else { return nil }
                 entries.append(
                     "{\"expiresAt\":\"\(Self.iso8601(download.expiresAt))\",\"recipient\":\"\(download.recipient)\",\"url\":\"\(download.url)\"}"
                 )
@@ -92,11 +92,6 @@ public struct TransferDocument: Encodable, Sendable {
         fields.append("\"size\":\(self.size)")
         guard add("state", self.state), add("verdict", self.verdict) else { return nil }
         return "{" + fields.joined(separator: ",") + "}"
-    }
-
-    /// Whether `text` goes into JSON as it is: printable ASCII other than `"` and `\\`.
-    private static func isPlain(_ text: String) -> Bool {
-        text.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }
     }
 
     /// `2026-11-22T07:41:12Z`, as the encoder's `.iso8601` strategy writes a date (whole seconds, UTC).

@@ -16,6 +16,8 @@ public struct FileStore: Sendable {
     public let stagingDirectory: String
     /// `var/files`.
     public let filesDirectory: String
+    /// `var/scanning`: where the server's libclamav extracts what it scans inside files, one directory per scan.
+    public let scanningDirectory: String
     /// `storage.quarantineDirectory`.
     public let quarantineDirectory: String
     private let quarantineKey: SymmetricKey
@@ -25,6 +27,7 @@ public struct FileStore: Sendable {
         self.dataDirectory = storage.dataDirectory
         self.stagingDirectory = (storage.dataDirectory as NSString).appendingPathComponent("staging")
         self.filesDirectory = (storage.dataDirectory as NSString).appendingPathComponent("files")
+        self.scanningDirectory = (storage.dataDirectory as NSString).appendingPathComponent("scanning")
         self.quarantineDirectory = storage.quarantineDirectory
         self.quarantineKey = SymmetricKey(data: storage.quarantineKey)
     }
@@ -34,18 +37,22 @@ public struct FileStore: Sendable {
         (self.dataDirectory as NSString).appendingPathComponent("airlock.sqlite")
     }
 
-    /// Creates the directories (0700) and empties staging: uploads in flight at a crash are discarded.
+    /// Creates the directories (0700) and empties staging and scanning: uploads in flight at a crash are discarded,
+    /// and so is whatever libclamav was extracting from them.
     ///
     /// - Returns: the number of stale staging files removed.
     @discardableResult
     public func prepare() throws -> Int {
-        for directory in [self.dataDirectory, self.stagingDirectory, self.filesDirectory, self.quarantineDirectory] {
+        for directory in [self.dataDirectory, self.stagingDirectory, self.filesDirectory, self.scanningDirectory, self.quarantineDirectory] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             chmod(directory, 0o700)
         }
         let stale = try FileManager.default.contentsOfDirectory(atPath: self.stagingDirectory)
         for name in stale {
             try FileManager.default.removeItem(atPath: (self.stagingDirectory as NSString).appendingPathComponent(name))
+        }
+        for name in try FileManager.default.contentsOfDirectory(atPath: self.scanningDirectory) {
+            try FileManager.default.removeItem(atPath: (self.scanningDirectory as NSString).appendingPathComponent(name))
         }
         // Temporary files of an interrupted quarantine write are never complete: remove them too.
         for name in try FileManager.default.contentsOfDirectory(atPath: self.quarantineDirectory) where name.hasPrefix(".tmp-") {

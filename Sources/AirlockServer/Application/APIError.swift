@@ -63,6 +63,8 @@ extension APIError {
             self.init(.contentTooLarge, "too_large", error.description)
         case .slotTaken:
             self.init(.conflict, "slot_taken", error.description)
+        case .unavailable:
+            self.init(.serviceUnavailable, "unavailable", error.description)
         }
     }
 }

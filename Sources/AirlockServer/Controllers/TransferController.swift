@@ -67,12 +67,7 @@ struct TransferController {
 
         let (record, recipients, grants) = try await Self.receive(handOff, body: body, broker: self.broker, metrics: self.metrics)
 
-        let document = try TransferDocument(record, recipients: recipients, downloads: grants).json()
-        return Response(
-            status: .created,
-            headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
-            body: .init(byteBuffer: ByteBuffer(bytes: document))
-        )
+        return Self.json(bytes: try TransferDocument(record, recipients: recipients, downloads: grants).json(), status: .created)
     }
 
     /// `GET /v1/transfers/{id}`.
@@ -157,15 +152,19 @@ struct TransferController {
         let limit = broker.configuration.limits.maxUploadBytes
         if let length, length <= Broker.inMemoryLimit {
             var collected = ByteBuffer()
-            collected.reserveCapacity(length)
             var pace = UploadPace(broker.configuration.http)
             do {
                 for try await buffer in body {
                     try pace.received(buffer.readableBytes, on: channel)
-                    guard collected.readableBytes + buffer.readableBytes <= min(limit, Broker.inMemoryLimit) else {
-                        throw BrokerError.tooLarge(limit: limit)
+                    guard collected.readableBytes + buffer.readableBytes <= length else {
+                        throw BrokerError.invalidRequest("the body is longer than its Content-Length of \(length) bytes")
                     }
                     collected.writeImmutableBuffer(buffer)
+                }
+                guard collected.readableBytes == length else {
+                    throw BrokerError.invalidRequest(
+                        "the body ended after \(collected.readableBytes) of the \(length) bytes its Content-Length announced"
+                    )
                 }
             } catch {
                 metrics.uploadsRefused.increment()
@@ -223,11 +222,14 @@ struct TransferController {
     }
 
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
-        let data = try TransferDocument.encoder.encode(value)
-        return Response(
+        Self.json(bytes: try TransferDocument.encoder.encode(value), status: status)
+    }
+
+    static func json(bytes: some Sequence<UInt8>, status: HTTPResponse.Status) -> Response {
+        Response(
             status: status,
             headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
-            body: .init(byteBuffer: ByteBuffer(bytes: data))
+            body: .init(byteBuffer: ByteBuffer(bytes: bytes))
         )
     }
 }
