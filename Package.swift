@@ -114,6 +114,20 @@ let package = Package(
             path: "Benchmarks/TokenVerification",
             swiftSettings: swiftSettings
         ),
+        // Benchmarks/small-uploads.sh runs it: `swift run -c release airlock-cost-benchmark`.
+        .executableTarget(
+            name: "airlock-cost-benchmark",
+            dependencies: [
+                "AirlockCore", "ClamAV", "LibMagic",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Benchmarks/UploadCost",
+            // getrusage's struct members resolve through different clang modules depending on build order, which
+            // MemberImportVisibility rejects at random (as in AirlockTestSupport).
+            swiftSettings: [.enableUpcomingFeature("ExistentialAny"), .enableUpcomingFeature("InternalImportsByDefault")]
+        ),
         .testTarget(name: "ClamAVTests", dependencies: ["ClamAV", "AirlockTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "LibMagicTests", dependencies: ["LibMagic", "AirlockTestSupport"], swiftSettings: swiftSettings),
         .testTarget(

@@ -14,6 +14,16 @@ airlock_binary() {
     echo "$AIRLOCK_BIN"
 }
 
+# The release build of airlock-cost-benchmark: $AIRLOCK_COST_BIN, or built once here.
+cost_binary() {
+    if [ -z "${AIRLOCK_COST_BIN:-}" ]; then
+        echo "building airlock-cost-benchmark (release)..." >&2
+        swift build -c release --product airlock-cost-benchmark >&2
+        AIRLOCK_COST_BIN=$(swift build -c release --show-bin-path)/airlock-cost-benchmark
+    fi
+    echo "$AIRLOCK_COST_BIN"
+}
+
 # Installs Debian packages the benchmark needs when they are missing.
 need_packages() {
     local missing=()

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 swift build -c release --product airlock >&2
 swift build -c release --product airlock-token-benchmark >&2
-export AIRLOCK_BIN=$PWD/.build/release/airlock
+swift build -c release --product airlock-cost-benchmark >&2
+export AIRLOCK_BIN=$PWD/.build/release/airlock AIRLOCK_COST_BIN=$PWD/.build/release/airlock-cost-benchmark
 mkdir -p Benchmarks/results
 out=Benchmarks/results/$(date -u +%Y-%m-%d).md
 {

@@ -16,8 +16,9 @@ source "$(dirname "$0")/lib.sh"
 seconds=${1:-10}
 connections=${2:-32}
 bodies=${BENCH_BODIES:-image random text}
-need_packages wrk nginx-light curl
+need_packages wrk nginx-light curl time
 airlock_binary > /dev/null
+cost_binary > /dev/null
 
 # Every request gets its own body: 8 KiB of the kind named by BENCH_BODY, whose first bytes after any header are
 # the thread and request number.
@@ -84,13 +85,18 @@ run_wrk() {
     shift 4
     local headers=()
     for header in "$@"; do headers+=(-H "$header"); done
-    BENCH_METHOD=$method BENCH_PATH=$path wrk -t2 -c"$connections" -d"${seconds}s" --timeout 10s "${headers[@]}" \
+    BENCH_METHOD=$method BENCH_PATH=$path /usr/bin/time -o "$bench_work/$name.time" -f "%U %S" \
+        wrk -t2 -c"$connections" -d"${seconds}s" --timeout 10s "${headers[@]}" \
         -s "$bench_work/upload.lua" "$url" > "$bench_work/$name.wrk" 2>&1
-    local rate
+    local rate wrk_cpu
     rate=$(awk '/Requests\/sec/ { print $2 }' "$bench_work/$name.wrk")
     read -r _ requests status_errors socket_errors p50 p99 < <(grep '^RESULT' "$bench_work/$name.wrk")
-    echo "$rate $requests $status_errors $socket_errors $p50 $p99"
+    # wrk's own CPU time per request, in µs: the client shares the cores with the server.
+    wrk_cpu=$(awk -v n="$requests" '{ printf "%.0f", ($1 + $2) * 1e6 / n }' "$bench_work/$name.time")
+    echo "$rate $requests $status_errors $socket_errors $p50 $p99 $wrk_cpu"
 }
+# cpu_seconds PID: user + system CPU time the process has used so far.
+cpu_seconds() { awk -v tick="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / tick }' "/proc/$1/stat"; }
 
 # nginx, started here on loopback with a PUT-only WebDAV location.
 nginx_dir=$bench_work/nginx
@@ -140,17 +146,29 @@ for body in $bodies; do
     extension=$(body_extension "$body")
     stored_before=$(count_files "$bench_work/airlock/var/files")
     quarantined_before=$(count_files "$bench_work/airlock/Quarantine")
+    cpu_before=$(cpu_seconds "$airlock_pid")
     result=$(BENCH_BODY=$body run_wrk "airlock-$body" "$airlock_url" POST \
         "/v1/transfers?sender=alice@example.org&recipient=bob@example.org&filename={n}.$extension" \
         "Authorization: Bearer $api_key" "Content-Type: $(body_type "$body")")
     stored=$(($(count_files "$bench_work/airlock/var/files") - stored_before))
     quarantined=$(($(count_files "$bench_work/airlock/Quarantine") - quarantined_before))
-    airlock_result[$body]="$result $stored $quarantined"
+    read -r _ requests _ <<< "$result"
+    airlock_cpu=$(python3 -c "import sys; print(f'{(float(sys.argv[2]) - float(sys.argv[1])) * 1e6 / int(sys.argv[3]):.0f}')" \
+        "$cpu_before" "$(cpu_seconds "$airlock_pid")" "$requests")
+    airlock_result[$body]="$result $stored $quarantined $airlock_cpu"
 done
 # The floors under those rates, on the same machine in the same run: the HTTP server alone (GET /healthz through
 # the same middleware), the inspection alone (`airlock scan` hashing, typing and scanning files of each kind
 # with one worker per core, no HTTP and no ledger), and libclamav alone (`clamscan`, one process per core).
-healthz_rate=$(wrk -t2 -c"$connections" -d"${seconds}s" "$airlock_url/healthz" | awk '/Requests\/sec/ { print $2 }')
+cpu_before=$(cpu_seconds "$airlock_pid")
+/usr/bin/time -o "$bench_work/healthz.time" -f "%U %S" wrk -t2 -c"$connections" -d"${seconds}s" --latency "$airlock_url/healthz" \
+    > "$bench_work/healthz.wrk"
+healthz_rate=$(awk '/Requests\/sec/ { print $2 }' "$bench_work/healthz.wrk")
+healthz_requests=$(awk '/requests in/ { print $1 }' "$bench_work/healthz.wrk")
+# CPU per GET /healthz, in µs: Airlock's, then Airlock's and wrk's together.
+healthz_cpu=$(python3 -c "import sys; print(f'{(float(sys.argv[2]) - float(sys.argv[1])) * 1e6 / int(sys.argv[3]):.0f}')" \
+    "$cpu_before" "$(cpu_seconds "$airlock_pid")" "$healthz_requests")
+healthz_both=$(awk -v n="$healthz_requests" -v server="$healthz_cpu" '{ printf "%.0f", server + ($1 + $2) * 1e6 / n }' "$bench_work/healthz.time")
 stop_airlock
 declare -A scan_rate clamscan_rate
 scan_files=${BENCH_SCAN_FILES:-2000}
@@ -171,40 +189,58 @@ for index in range(count):
     with open(os.path.join(directory, f"{index}.bin"), "wb") as file:
         file.write(body)
 PY
+    # Both scanners put libclamav's per-scan directories on the benchmark's filesystem, as the server does
+    # (var/scanning): in /tmp, on this machine's ext4, creating and removing them costs more than the scan.
+    mkdir -p "$bench_work/scan-tmp"
     started=$(now)
-    AIRLOCK_SCANNER_SIGNATURE_DIRECTORIES="$bench_root/Config/signatures" AIRLOCK_LOG_LEVEL=error \
+    TMPDIR="$bench_work/scan-tmp" AIRLOCK_SCANNER_SIGNATURE_DIRECTORIES="$bench_root/Config/signatures" AIRLOCK_LOG_LEVEL=error \
         "$(airlock_binary)" scan "$bench_work/scan-$body" > /dev/null 2>&1 || true
     scan_rate[$body]=$(python3 -c "import sys; print(f'{int(sys.argv[1]) / float(sys.argv[2]):.0f}')" "$scan_files" "$(elapsed "$started")")
     # clamscan alone on the same files, one process per core (no hashing, typing, HTTP or ledger).
     started=$(now)
     for core in $(seq 0 $(($(nproc) - 1))); do
         find "$bench_work/scan-$body" -type f | awk -v cores="$(nproc)" -v core="$core" 'NR % cores == core' \
-            | clamscan --no-summary -d "$bench_root/Config/signatures" -f /dev/stdin > /dev/null 2>&1 &
+            | clamscan --no-summary --tempdir="$bench_work/scan-tmp" -d "$bench_root/Config/signatures" -f /dev/stdin \
+            > /dev/null 2>&1 &
     done
     wait
     clamscan_rate[$body]=$(python3 -c "import sys; print(f'{int(sys.argv[1]) / float(sys.argv[2]):.0f}')" "$scan_files" "$(elapsed "$started")")
 done
 
+# What each upload costs the broker without HTTP, stage by stage (Benchmarks/UploadCost).
+cost_table=$("$(cost_binary)" "${BENCH_COST_FILES:-1000}" "$connections" 2>&1 || echo "airlock-cost-benchmark failed (exit $?)")
+
 echo
 echo "machine: $(machine_line); storage: $(df --output=fstype "$bench_work" | tail -1) ($BENCH_TMPDIR); ${seconds} s per run, $connections connections, 2 wrk threads"
 echo
-echo "| body (8 KiB, all distinct) | server | requests/s | requests | non-2xx | socket errors | p50 ms | p99 ms | stored | quarantined | Airlock / nginx |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| body (8 KiB, all distinct) | server | requests/s | requests | non-2xx | socket errors | p50 ms | p99 ms | stored | quarantined | CPU µs per request: server, wrk | Airlock / nginx |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for body in $bodies; do
-    read -r n_rate n_requests n_status n_socket n_p50 n_p99 n_files <<< "${nginx_result[$body]}"
-    read -r a_rate a_requests a_status a_socket a_p50 a_p99 a_stored a_quarantined <<< "${airlock_result[$body]}"
-    echo "| $body | nginx PUT (dav_methods) | $n_rate | $n_requests | $n_status | $n_socket | $n_p50 | $n_p99 | $n_files | - | |"
-    echo "| $body | Airlock POST /v1/transfers (hashed, typed, scanned, recorded) | $a_rate | $a_requests | $a_status | $a_socket | $a_p50 | $a_p99 | $a_stored | $a_quarantined | **$(ratio "$a_rate" "$n_rate")×** |"
+    read -r n_rate n_requests n_status n_socket n_p50 n_p99 n_wrk n_files <<< "${nginx_result[$body]}"
+    read -r a_rate a_requests a_status a_socket a_p50 a_p99 a_wrk a_stored a_quarantined a_cpu <<< "${airlock_result[$body]}"
+    echo "| $body | nginx PUT (dav_methods) | $n_rate | $n_requests | $n_status | $n_socket | $n_p50 | $n_p99 | $n_files | - | -, $n_wrk | |"
+    echo "| $body | Airlock POST /v1/transfers (hashed, typed, scanned, recorded) | $a_rate | $a_requests | $a_status | $a_socket | $a_p50 | $a_p99 | $a_stored | $a_quarantined | $a_cpu, $a_wrk | **$(ratio "$a_rate" "$n_rate")×** |"
 done
 echo
-echo "Floors, same machine, same run: the HTTP server alone (GET /healthz) answers $healthz_rate requests/s. On $scan_files files"
-echo "of each kind, without HTTP or ledger:"
+echo "The HTTP server alone (GET /healthz, same middleware): $healthz_rate requests/s, $healthz_cpu µs of Airlock's CPU per request"
+echo "($healthz_both µs with wrk's)."
 echo
-echo "| body | airlock scan (hash, type, scan; $(nproc) workers) files/s | clamscan alone ($(nproc) processes) files/s | 0.30× nginx's rate |"
-echo "| --- | --- | --- | --- |"
+echo "The budget: at 0.30× nginx's rate, Airlock and wrk together may spend $(nproc) cores / rate of CPU per upload. Beside it,"
+echo "what they spent, and the inspection alone on $scan_files files of each kind (hash, type, scan; no HTTP, no ledger;"
+echo "libclamav's directories on the same filesystem for both):"
+echo
+echo "| body | 0.30× nginx's rate | CPU budget per upload, µs | Airlock + wrk spent, µs | airlock scan ($(nproc) workers) files/s | clamscan ($(nproc) processes) files/s |"
+echo "| --- | --- | --- | --- | --- | --- |"
 for body in $bodies; do
     read -r n_rate _ <<< "${nginx_result[$body]}"
-    echo "| $body | ${scan_rate[$body]} | ${clamscan_rate[$body]} | $(python3 -c "import sys; print(f'{0.3 * float(sys.argv[1]):.0f}')" "$n_rate") |"
+    read -r _ _ _ _ _ _ a_wrk _ _ a_cpu <<< "${airlock_result[$body]}"
+    target=$(python3 -c "import sys; print(f'{0.3 * float(sys.argv[1]):.0f}')" "$n_rate")
+    budget=$(python3 -c "import sys; print(f'{int(sys.argv[1]) * 1e6 / float(sys.argv[2]):.0f}')" "$(nproc)" "$target")
+    echo "| $body | $target | $budget | $((a_cpu + a_wrk)) | ${scan_rate[$body]} | ${clamscan_rate[$body]} |"
 done
+echo
+echo "What one upload costs the broker without HTTP (airlock-cost-benchmark, same machine, same data filesystem):"
+echo
+echo "$cost_table"
 echo
 echo "Target (DESIGN §7): Airlock ≥ 0.30× nginx's rate."

@@ -1,0 +1,145 @@
+import AirlockCore
+import ClamAV
+import Crypto
+import Foundation
+import LibMagic
+import Logging
+import NIOCore
+
+// What one small upload costs the broker, stage by stage, without HTTP: CPU time per 8 KiB file for SHA-256,
+// libmagic, libclamav (from memory, as the broker scans small uploads), the whole inspection, and the whole
+// hand-off (inspection, store, ledger) through `Broker.receive(_:contents:)`; then the hand-off with one task per
+// connection, as the HTTP server drives it. Every body is distinct, so nothing comes from the verdict cache.
+// The sum of the stages bounds the upload rate a machine can reach with all its cores, whatever the HTTP server.
+//
+//   swift run -c release airlock-cost-benchmark [FILES_PER_STAGE] [CONNECTIONS]        (defaults 1000 and 32)
+//
+// Signatures: Config/signatures (run it from the repository). Data: a fresh directory under $BENCH_TMPDIR
+// (default /dev/shm, the tmpfs the small-uploads benchmark uses), removed at the end.
+
+let arguments = CommandLine.arguments.dropFirst()
+let files = arguments.first.flatMap(Int.init) ?? 1000
+let connections = arguments.dropFirst().first.flatMap(Int.init) ?? 32
+let cores = ProcessInfo.processInfo.activeProcessorCount
+let kinds = (ProcessInfo.processInfo.environment["BENCH_BODIES"] ?? "image random text").split(separator: " ").map(String.init)
+let size = 8192
+
+/// A distinct 8 KiB body of `kind`, shaped as the small-uploads benchmark's bodies: the JPEG's JFIF header (for
+/// "image"), then a tag naming the stage and index, then random bytes (or, for "text", letters, digits, spaces and
+/// newlines).
+func body(_ kind: String, stage: String, index: Int, random: inout SplitMix64) -> [UInt8] {
+    let jfif: [UInt8] = [0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, 0x4A, 0x46, 0x49, 0x46, 0x00, 0x01, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00]
+    var bytes = kind == "image" ? jfif : []
+    bytes += Array("upload \(stage) \(index) ".utf8)
+    if kind == "text" {
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \n".utf8)
+        while bytes.count < size { bytes.append(alphabet[Int.random(in: 0..<alphabet.count, using: &random)]) }
+    } else {
+        while bytes.count < size { bytes.append(UInt8.random(in: 0...255, using: &random)) }
+    }
+    return bytes
+}
+
+/// A fast seeded generator for the bodies (the system one makes a system call per byte drawn).
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { self.state = seed }
+    mutating func next() -> UInt64 {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// CPU time of the whole process (every thread), in microseconds.
+func cpuMicroseconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    let user = Double(usage.ru_utime.tv_sec) * 1e6 + Double(usage.ru_utime.tv_usec)
+    let system = Double(usage.ru_stime.tv_sec) * 1e6 + Double(usage.ru_stime.tv_usec)
+    return user + system
+}
+
+/// Runs `work` once per body; returns CPU microseconds per body.
+func measure(_ bodies: [[UInt8]], _ work: (UnsafeRawBufferPointer) throws -> Void) rethrows -> Double {
+    let started = cpuMicroseconds()
+    for bytes in bodies {
+        try bytes.withUnsafeBytes { try work($0) }
+    }
+    return (cpuMicroseconds() - started) / Double(bodies.count)
+}
+
+func format(_ value: Double) -> String { String(format: value >= 100 ? "%.0f" : "%.1f", value) }
+
+let root = (ProcessInfo.processInfo.environment["BENCH_TMPDIR"] ?? "/dev/shm") + "/airlock-cost.\(getpid())"
+defer { try? FileManager.default.removeItem(atPath: root) }
+var configuration = AirlockConfiguration.defaults
+configuration.storage.dataDirectory = root + "/var"
+configuration.storage.quarantineDirectory = root + "/Quarantine"
+configuration.scanner.signatureDirectories = ["Config/signatures"]
+var logger = Logger(label: "airlock-cost-benchmark")
+logger.logLevel = .error
+let broker = try await Broker.start(configuration: configuration, logger: logger)
+let magic = try MagicPool()
+let scanning = root + "/scanning-alone"
+try FileManager.default.createDirectory(atPath: scanning, withIntermediateDirectories: true)
+let engine = try ClamAVEngine(databasePaths: ["Config/signatures"], limits: ScanLimits(), temporaryDirectory: scanning)
+var random = SplitMix64(seed: 11)
+
+print("machine: \(cores) cores; \(files) distinct 8 KiB bodies per kind and stage; data on \(root); signatures Config/signatures")
+print("")
+print("CPU time per upload, in µs, one at a time (the hand-off counts every thread it uses):")
+print("")
+print("| body | SHA-256 | libmagic | libclamav | inspection (type, scan, policy) | hand-off without HTTP (hash, inspect, store, ledger) | \(connections) concurrent hand-offs: uploads/s | µs of CPU each |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+var ceilings: [(String, Double, Double)] = []
+for kind in kinds {
+    func bodies(_ stage: String) -> [[UInt8]] { (0..<files).map { body(kind, stage: stage, index: $0, random: &random) } }
+    let declared = kind == "image" ? "image/jpeg" : kind == "text" ? "text/plain" : "application/octet-stream"
+    let hash = measure(bodies("hash")) { _ = SHA256.hash(data: $0) }
+    let type = try measure(bodies("type")) { _ = try magic.identify($0, describe: false) }
+    let scan = try measure(bodies("scan")) { _ = try engine.scan(bytes: $0) }
+    let inspection = measure(bodies("inspect")) { bytes in
+        let report = broker.inspector.inspectSynchronously(bytes: bytes, declaredType: declared, sha256: SHA256.hash(data: bytes).hexString)
+        precondition(report.sha256 != nil, "inspection failed: \(report)")
+    }
+    func handOff(_ index: Int) -> Broker.HandOff {
+        Broker.HandOff(server: "dev", sender: "alice@example.org", recipients: ["bob@example.org"], filename: "\(kind)-\(index)", declaredType: declared)
+    }
+    let sequential = bodies("hand-off").map { ByteBuffer(bytes: $0) }
+    var started = cpuMicroseconds()
+    for (index, contents) in sequential.enumerated() {
+        _ = try await broker.receive(handOff(index), contents: contents)
+    }
+    let handOffCost = (cpuMicroseconds() - started) / Double(files)
+    let concurrent = bodies("concurrent").map { ByteBuffer(bytes: $0) }
+    started = cpuMicroseconds()
+    let clock = ContinuousClock.now
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for connection in 0..<connections {
+            group.addTask {
+                for index in stride(from: connection, to: concurrent.count, by: connections) {
+                    _ = try await broker.receive(handOff(files + index), contents: concurrent[index])
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+    let elapsed = ContinuousClock.now - clock
+    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    let concurrentCost = (cpuMicroseconds() - started) / Double(files)
+    let rate = Double(files) / seconds
+    print("| \(kind) | \(format(hash)) | \(format(type)) | \(format(scan)) | \(format(inspection)) | \(format(handOffCost)) | \(String(format: "%.0f", rate)) | \(format(concurrentCost)) |")
+    ceilings.append((kind, hash + type + scan, handOffCost))
+}
+print("")
+print("The most uploads per second \(cores) cores allow, from these costs alone (no HTTP, no client):")
+print("")
+print("| body | SHA-256 + libmagic + libclamav | the hand-off without HTTP |")
+print("| --- | --- | --- |")
+for (kind, floor, handOffCost) in ceilings {
+    print("| \(kind) | \(String(format: "%.0f", Double(cores) * 1e6 / floor)) | \(String(format: "%.0f", Double(cores) * 1e6 / handOffCost)) |")
+}
+try await broker.shutdown()
