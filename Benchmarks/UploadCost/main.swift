@@ -92,7 +92,9 @@ print("machine: \(cores) cores; \(files) distinct 8 KiB bodies per kind and stag
 print("")
 print("CPU time per upload, in µs, one at a time (the hand-off counts every thread it uses):")
 print("")
-print("| body | SHA-256 | libmagic | libclamav | inspection (type, scan, policy) | hand-off without HTTP (hash, inspect, store, ledger) | \(connections) concurrent hand-offs: uploads/s | µs of CPU each |")
+print(
+    "| body | SHA-256 | libmagic | libclamav | inspection (type, scan, policy) | hand-off without HTTP (hash, inspect, store, ledger) | \(connections) concurrent hand-offs: uploads/s | µs of CPU each |"
+)
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 var ceilings: [(String, Double, Double)] = []
 for kind in kinds {
@@ -106,7 +108,13 @@ for kind in kinds {
         precondition(report.sha256 != nil, "inspection failed: \(report)")
     }
     func handOff(_ index: Int) -> Broker.HandOff {
-        Broker.HandOff(server: "dev", sender: "alice@example.org", recipients: ["bob@example.org"], filename: "\(kind)-\(index)", declaredType: declared)
+        Broker.HandOff(
+            server: "dev",
+            sender: "alice@example.org",
+            recipients: ["bob@example.org"],
+            filename: "\(kind)-\(index)",
+            declaredType: declared
+        )
     }
     let sequential = bodies("hand-off").map { ByteBuffer(bytes: $0) }
     var started = cpuMicroseconds()
@@ -131,7 +139,9 @@ for kind in kinds {
     let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
     let concurrentCost = (cpuMicroseconds() - started) / Double(files)
     let rate = Double(files) / seconds
-    print("| \(kind) | \(format(hash)) | \(format(type)) | \(format(scan)) | \(format(inspection)) | \(format(handOffCost)) | \(String(format: "%.0f", rate)) | \(format(concurrentCost)) |")
+    print(
+        "| \(kind) | \(format(hash)) | \(format(type)) | \(format(scan)) | \(format(inspection)) | \(format(handOffCost)) | \(String(format: "%.0f", rate)) | \(format(concurrentCost)) |"
+    )
     ceilings.append((kind, hash + type + scan, handOffCost))
 }
 print("")
