@@ -97,6 +97,8 @@ print(
 )
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 var ceilings: [(String, Double, Double)] = []
+// A body the broker did not store clean would be timed on another path: the hand-offs are counted, not trusted.
+var notStored: [String] = []
 for kind in kinds {
     func bodies(_ stage: String) -> [[UInt8]] { (0..<files).map { body(kind, stage: stage, index: $0, random: &random) } }
     let declared = kind == "image" ? "image/jpeg" : kind == "text" ? "text/plain" : "application/octet-stream"
@@ -119,21 +121,27 @@ for kind in kinds {
     let sequential = bodies("hand-off").map { ByteBuffer(bytes: $0) }
     var started = cpuMicroseconds()
     for (index, contents) in sequential.enumerated() {
-        _ = try await broker.receive(handOff(index), contents: contents)
+        let (record, _, _) = try await broker.receive(handOff(index), contents: contents)
+        if record.state != .stored { notStored.append("\(kind) \(record.id): \(record.state)") }
     }
     let handOffCost = (cpuMicroseconds() - started) / Double(files)
     let concurrent = bodies("concurrent").map { ByteBuffer(bytes: $0) }
     started = cpuMicroseconds()
     let clock = ContinuousClock.now
-    try await withThrowingTaskGroup(of: Void.self) { group in
+    notStored += try await withThrowingTaskGroup(of: [String].self) { group in
         for connection in 0..<connections {
             group.addTask {
+                var notStored: [String] = []
                 for index in stride(from: connection, to: concurrent.count, by: connections) {
-                    _ = try await broker.receive(handOff(files + index), contents: concurrent[index])
+                    let (record, _, _) = try await broker.receive(handOff(files + index), contents: concurrent[index])
+                    if record.state != .stored { notStored.append("\(kind) \(record.id): \(record.state)") }
                 }
+                return notStored
             }
         }
-        try await group.waitForAll()
+        var all: [String] = []
+        for try await some in group { all += some }
+        return all
     }
     let elapsed = ContinuousClock.now - clock
     let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
@@ -151,5 +159,9 @@ print("| body | SHA-256 + libmagic + libclamav | the hand-off without HTTP |")
 print("| --- | --- | --- |")
 for (kind, floor, handOffCost) in ceilings {
     print("| \(kind) | \(String(format: "%.0f", Double(cores) * 1e6 / floor)) | \(String(format: "%.0f", Double(cores) * 1e6 / handOffCost)) |")
+}
+if !notStored.isEmpty {
+    print("")
+    print("warning: \(notStored.count) bodies were not stored clean, so their hand-offs took another path: \(notStored.prefix(5))")
 }
 try await broker.shutdown()
