@@ -97,6 +97,11 @@ run_wrk() {
 }
 # cpu_seconds PID: user + system CPU time the process has used so far.
 cpu_seconds() { awk -v tick="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / tick }' "/proc/$1/stat"; }
+# cpu_per_request PID CPU_BEFORE REQUESTS: µs of the process's CPU per request since CPU_BEFORE (cpu_seconds).
+cpu_per_request() {
+    python3 -c "import sys; print(f'{(float(sys.argv[2]) - float(sys.argv[1])) * 1e6 / int(sys.argv[3]):.0f}')" \
+        "$2" "$(cpu_seconds "$1")" "$3"
+}
 
 # nginx, started here on loopback with a PUT-only WebDAV location.
 nginx_dir=$bench_work/nginx
@@ -153,9 +158,7 @@ for body in $bodies; do
     stored=$(($(count_files "$bench_work/airlock/var/files") - stored_before))
     quarantined=$(($(count_files "$bench_work/airlock/Quarantine") - quarantined_before))
     read -r _ requests _ <<< "$result"
-    airlock_cpu=$(python3 -c "import sys; print(f'{(float(sys.argv[2]) - float(sys.argv[1])) * 1e6 / int(sys.argv[3]):.0f}')" \
-        "$cpu_before" "$(cpu_seconds "$airlock_pid")" "$requests")
-    airlock_result[$body]="$result $stored $quarantined $airlock_cpu"
+    airlock_result[$body]="$result $stored $quarantined $(cpu_per_request "$airlock_pid" "$cpu_before" "$requests")"
 done
 # The floors under those rates, on the same machine in the same run: the HTTP server alone (GET /healthz through
 # the same middleware), the inspection alone (`airlock scan` hashing, typing and scanning files of each kind
@@ -166,8 +169,7 @@ cpu_before=$(cpu_seconds "$airlock_pid")
 healthz_rate=$(awk '/Requests\/sec/ { print $2 }' "$bench_work/healthz.wrk")
 healthz_requests=$(awk '/requests in/ { print $1 }' "$bench_work/healthz.wrk")
 # CPU per GET /healthz, in µs: Airlock's, then Airlock's and wrk's together.
-healthz_cpu=$(python3 -c "import sys; print(f'{(float(sys.argv[2]) - float(sys.argv[1])) * 1e6 / int(sys.argv[3]):.0f}')" \
-    "$cpu_before" "$(cpu_seconds "$airlock_pid")" "$healthz_requests")
+healthz_cpu=$(cpu_per_request "$airlock_pid" "$cpu_before" "$healthz_requests")
 healthz_both=$(awk -v n="$healthz_requests" -v server="$healthz_cpu" '{ printf "%.0f", server + ($1 + $2) * 1e6 / n }' "$bench_work/healthz.time")
 stop_airlock
 declare -A scan_rate clamscan_rate
