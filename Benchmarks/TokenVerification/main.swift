@@ -8,7 +8,7 @@ import Foundation
 
 let seconds = CommandLine.arguments.dropFirst().first.flatMap(Double.init) ?? 3
 let cores = ProcessInfo.processInfo.activeProcessorCount
-var configuration = AirlockConfiguration.defaults.tokens
+var configuration = AirlockConfiguration.development.tokens
 configuration.keys = ["k1": Data((0..<32).map { UInt8($0) }), "k2": Data((32..<64).map { UInt8($0) })]
 configuration.activeKeyId = "k2"
 let tokens = await DownloadTokens(configuration)

@@ -76,7 +76,7 @@ func format(_ value: Double) -> String { String(format: value >= 100 ? "%.0f" : 
 
 let root = (ProcessInfo.processInfo.environment["BENCH_TMPDIR"] ?? "/dev/shm") + "/airlock-cost.\(getpid())"
 defer { try? FileManager.default.removeItem(atPath: root) }
-var configuration = AirlockConfiguration.defaults
+var configuration = AirlockConfiguration.development
 configuration.storage.dataDirectory = root + "/var"
 configuration.storage.quarantineDirectory = root + "/Quarantine"
 configuration.scanner.signatureDirectories = ["Config/signatures"]

@@ -29,16 +29,13 @@ extension Airlock {
             try await ServiceGroup(configuration: lifecycle).run()
         }
 
+        /// Development secrets are accepted on a loopback listener only (the configuration refuses them elsewhere);
+        /// even there they are worth a warning.
         static func warnAboutDevelopmentSecrets(_ configuration: AirlockConfiguration, logger: Logger) {
-            typealias Secrets = AirlockConfiguration.DevelopmentSecrets
-            var inUse: [String] = []
-            if configuration.storage.quarantineKey == Data(base64Encoded: Secrets.quarantineKey) { inUse.append("storage.quarantineKey") }
-            for (id, key) in configuration.tokens.keys where key == Data(base64Encoded: Secrets.tokenKey) { inUse.append("tokens.keys.\(id)") }
-            for (name, server) in configuration.servers where server.apiKey == Secrets.apiKey { inUse.append("servers.\(name).apiKey") }
-            if configuration.xep0363.secret == Secrets.xep0363Secret { inUse.append("xep0363.secret") }
+            let inUse = configuration.developmentSecretKeys
             if !inUse.isEmpty {
                 logger.warning(
-                    "development secrets in use: replace them before production (openssl rand -base64 32)",
+                    "development secrets in use (accepted on a loopback address only): replace them before serving beyond this machine (openssl rand -base64 32)",
                     metadata: ["keys": "\(inUse.joined(separator: ", "))"]
                 )
             }

@@ -72,7 +72,7 @@ struct DownloadTokenCodecTests {
     }
 
     @Test func issuedTokensVerifyAndTamperedOnesDoNot() async throws {
-        var configuration = AirlockConfiguration.defaults.tokens
+        var configuration = AirlockConfiguration.development.tokens
         configuration.keys = ["old": Data(repeating: 1, count: 32), "new": Data(repeating: 2, count: 32)]
         configuration.activeKeyId = "new"
         let tokens = await DownloadTokens(configuration)

@@ -9,7 +9,7 @@ struct DownloadTokensTests {
     /// Found by FuzzDownloadToken: the raw signature check decoded leniently, so a padded (`=`), standard-alphabet
     /// (`+`, `/`) or stray-low-bit spelling of a valid signature was also accepted. A token has one spelling.
     @Test func onlyTheCanonicalSpellingOfASignatureVerifies() async throws {
-        let tokens = await DownloadTokens(AirlockConfiguration.defaults.tokens)
+        let tokens = await DownloadTokens(AirlockConfiguration.development.tokens)
         let (token, claims) = try tokens.issue(transferId: "t1", recipient: "bob@example.org", ttl: 60, now: self.now)
         #expect(try await tokens.verify(token, now: self.now) == claims)
 

@@ -16,7 +16,7 @@ final class InspectionWhileReceivingTests {
     static let slots = 3
 
     init() async throws {
-        var configuration = AirlockConfiguration.defaults
+        var configuration = AirlockConfiguration.development
         configuration.scanner.signatureDirectories = [Fixtures.signatureDirectory]
         configuration.scanner.maxFileSize = 4 << 20
         configuration.scanner.maxScanSize = 8 << 20

@@ -11,7 +11,7 @@ final class InspectorTests {
     let directory: TemporaryDirectory
 
     init() async throws {
-        var configuration = AirlockConfiguration.defaults
+        var configuration = AirlockConfiguration.development
         configuration.scanner.signatureDirectories = [Fixtures.signatureDirectory]
         configuration.scanner.maxFileSize = 2 << 20
         configuration.scanner.maxScanSize = 4 << 20

@@ -5,7 +5,7 @@ import Testing
 
 @Suite("type policy")
 struct TypePolicyTests {
-    let policy = TypePolicy(AirlockConfiguration.defaults.policy)
+    let policy = TypePolicy(AirlockConfiguration.development.policy)
 
     @Test func harmlessDeclaredTypesOverDangerousBytesMismatch() {
         let executable = self.policy.blockReason(declaredType: "image/jpeg", detectedType: "application/vnd.microsoft.portable-executable")

@@ -20,7 +20,7 @@ final class ServerHarness: Sendable {
 
     init(_ adjust: (inout AirlockConfiguration) -> Void = { _ in }) throws {
         let directory = try TemporaryDirectory()
-        var configuration = AirlockConfiguration.defaults
+        var configuration = AirlockConfiguration.development
         configuration.http.host = "127.0.0.1"
         configuration.http.port = 0
         configuration.storage.dataDirectory = directory.file("var")

@@ -11,7 +11,7 @@ import Testing
 /// Every HMAC and JWT here is computed by the test from DESIGN §3's formulas, not by the product's code.
 @Suite("XEP-0363 external upload on a live server")
 struct XEP0363Tests {
-    static let secret = AirlockConfiguration.defaults.xep0363.secret
+    static let secret = AirlockConfiguration.development.xep0363.secret
 
     static func hmac(_ message: String, secret: String = Self.secret) -> String {
         HMAC<SHA256>.authenticationCode(for: Data(message.utf8), using: SymmetricKey(data: Data(secret.utf8)))

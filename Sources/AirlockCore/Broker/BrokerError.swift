@@ -22,6 +22,8 @@ public enum BrokerError: Error, Equatable, CustomStringConvertible {
     case slotTaken(String)
     /// The broker is stopping and takes no more uploads: 503.
     case unavailable(String)
+    /// An IM server tried to delete a quarantined transfer, which belongs to the administrators: 409.
+    case heldInQuarantine(id: String)
 
     public var description: String {
         switch self {
@@ -37,6 +39,8 @@ public enum BrokerError: Error, Equatable, CustomStringConvertible {
         case .tooLarge(let limit): "the upload exceeds limits.maxUploadBytes (\(limit) bytes)"
         case .slotTaken(let slot): "the upload slot \(slot) already holds a file; request a new slot"
         case .unavailable(let why): why
+        case .heldInQuarantine(let id):
+            "transfer \(id) is quarantined and belongs to the administrators now: it stays until an admin releases or deletes it (airlock quarantine …) or retention purges it"
         }
     }
 }

@@ -19,12 +19,43 @@ public enum Filename {
         guard !filename.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
             throw BrokerError.invalidRequest("filename contains NUL or control characters")
         }
+        guard !filename.unicodeScalars.contains(where: Self.isBidirectionalControl) else {
+            throw BrokerError.invalidRequest(
+                "filename contains a bidirectional control character (U+202A–U+202E, U+2066–U+2069), which can disguise its extension; rename the file"
+            )
+        }
         // Cut on Unicode scalars, not Characters: a combining mark after `/` makes one Character that is not "/".
         let last = filename.unicodeScalars.split(whereSeparator: { $0 == "/" || $0 == "\\" }).last.map { String(String.UnicodeScalarView($0)) } ?? ""
         guard !last.isEmpty, last != ".", last != ".." else {
             throw BrokerError.invalidRequest("filename has no usable last component")
         }
         return last
+    }
+
+    /// Whether `scalar` is an explicit bidirectional embedding, override or isolate (U+202A–U+202E, U+2066–U+2069),
+    /// which can make `invoice\u{202E}fdp.js` look like `invoicesj.pdf`.
+    public static func isBidirectionalControl(_ scalar: Unicode.Scalar) -> Bool {
+        (0x202A...0x202E).contains(scalar.value) || (0x2066...0x2069).contains(scalar.value)
+    }
+
+    /// `text` with every control and format character (Unicode categories Cc and Cf: NUL, bidirectional controls,
+    /// zero-width characters) written as a Swift escape (`\u{200B}`), so a terminal shows what is there.
+    public static func escapingInvisibles(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: Self.isInvisible) else { return text }
+        var escaped = ""
+        for scalar in text.unicodeScalars {
+            if Self.isInvisible(scalar) {
+                escaped += "\\u{\(String(scalar.value, radix: 16, uppercase: true))}"
+            } else {
+                escaped.unicodeScalars.append(scalar)
+            }
+        }
+        return escaped
+    }
+
+    private static func isInvisible(_ scalar: Unicode.Scalar) -> Bool {
+        let category = scalar.properties.generalCategory
+        return category == .control || category == .format
     }
 
     /// The RFC 5987 encoding of `name` for `filename*=UTF-8''…`: everything but unreserved ASCII is percent-encoded.

@@ -20,6 +20,8 @@ public struct AirlockConfiguration: Sendable, Equatable {
     public var xep0363: XEP0363
     /// How long bytes are kept.
     public var retention: Retention
+    /// `/metrics` protection.
+    public var metrics: Metrics
 
     /// The file read when no `--config` is given, relative to the working directory.
     public static let defaultFile = "Config/airlock.json"
@@ -62,14 +64,28 @@ public struct AirlockConfiguration: Sendable, Equatable {
         }
     }
 
-    /// `storage`: directories and the quarantine encryption key.
+    /// `storage`: directories and the quarantine encryption keys.
     public struct Storage: Sendable, Equatable {
         /// `storage.dataDirectory` (default `var`): ledger, staging and clean files.
         public var dataDirectory: String
         /// `storage.quarantineDirectory` (default `Quarantine`): encrypted quarantined files.
         public var quarantineDirectory: String
-        /// `storage.quarantineKey` (base64, 32 bytes; or `quarantineKeyFile`): AES-GCM key for quarantined bytes.
-        public var quarantineKey: Data
+        /// `storage.quarantineKeys` (key id → base64 of 32 bytes, or `IDFile`): AES-GCM keys for quarantined bytes;
+        /// retired keys still decrypt until `airlock quarantine rekey` has moved every file to the active one.
+        /// The single `storage.quarantineKey` (or `quarantineKeyFile`) is the key id `default`.
+        public var quarantineKeys: [String: Data]
+        /// `storage.activeQuarantineKeyId`: the key new quarantined files are encrypted with (`default` with the
+        /// single `quarantineKey`).
+        public var activeQuarantineKeyId: String
+
+        /// The key id the single `storage.quarantineKey` is known by.
+        public static let singleKeyId = "default"
+
+        /// The key that encrypts new quarantined files.
+        public var activeQuarantineKey: Data {
+            // The configuration checks that the active id names one of the keys.
+            self.quarantineKeys[self.activeQuarantineKeyId] ?? Data()
+        }
     }
 
     /// `scanner`: signatures and limits.
@@ -125,20 +141,38 @@ public struct AirlockConfiguration: Sendable, Equatable {
 
     /// `servers.<name>`: one IM server.
     public struct Server: Sendable, Equatable {
-        /// `servers.<name>.apiKey` (or `apiKeyFile`): the bearer key it authenticates with.
-        public var apiKey: String
+        /// `servers.<name>.apiKey` (or `apiKeyFile`) and `servers.<name>.apiKeys` (a list, for rotation): the
+        /// bearer keys it authenticates with. Optional with mutual TLS, where the certificate names the server.
+        public var apiKeys: [String]
+        /// `servers.<name>.certificateNames`: the DNS names (subjectAltName, else the subject CN) this server's
+        /// client certificate may carry; required for every server with `http.tls.clientCAFile`.
+        public var certificateNames: [String]
 
         /// Creates a server entry.
-        public init(apiKey: String) {
-            self.apiKey = apiKey
+        public init(apiKeys: [String], certificateNames: [String] = []) {
+            self.apiKeys = apiKeys
+            self.certificateNames = certificateNames
         }
+
+        /// Creates a server entry with one API key.
+        public init(apiKey: String) {
+            self.init(apiKeys: [apiKey])
+        }
+    }
+
+    /// `metrics`: the Prometheus endpoint.
+    public struct Metrics: Sendable, Equatable {
+        /// `metrics.bearerToken` (or `bearerTokenFile`; optional): with it, `GET /metrics` needs
+        /// `Authorization: Bearer <token>`, as Prometheus' `authorization` block sends.
+        public var bearerToken: String?
     }
 
     /// `xep0363`: external HTTP upload for Prosody and ejabberd.
     public struct XEP0363: Sendable, Equatable {
-        /// `xep0363.enabled`.
+        /// `xep0363.enabled` (default false).
         public var enabled: Bool
-        /// `xep0363.secret` (or `secretFile`): the HMAC/JWT secret shared with the XMPP server.
+        /// `xep0363.secret` (or `secretFile`; required when enabled): the HMAC/JWT secret shared with the XMPP
+        /// server. Empty while disabled.
         public var secret: String
         /// `xep0363.pathPrefix` (default `/upload/`).
         public var pathPrefix: String
@@ -154,28 +188,36 @@ public struct AirlockConfiguration: Sendable, Equatable {
 }
 
 extension AirlockConfiguration {
-    /// Development secrets shipped in the defaults; the server warns when any is in use.
+    /// Development secrets shipped in `Config/airlock.json`. The built-in defaults hold none of them; a configuration
+    /// that uses one is accepted only while `http.host` is a loopback address (``developmentSecretKeys``).
     public enum DevelopmentSecrets {
-        /// The default `storage.quarantineKey`.
+        /// The shipped `storage.quarantineKey`.
         public static let quarantineKey = "A/5gPtAAkrFgfwOJCzdap7K8hIDTce+ioiPctUX2UDA="
-        /// The default `tokens.keys.dev`.
+        /// The shipped `tokens.keys.dev`.
         public static let tokenKey = "Ki4PCKvvm45T9sDM2Exadt12mGaHNM9DXYfk6zZxsjc="
-        /// The default `servers.dev.apiKey`.
+        /// The shipped `servers.dev.apiKey`.
         public static let apiKey = "dev-api-key-change-me"
-        /// The default `xep0363.secret`.
+        /// The shipped `xep0363.secret`.
         public static let xep0363Secret = "dev-xep0363-secret-change-me-0123456789"
     }
 
-    /// The built-in defaults, identical to the shipped `Config/airlock.json`.
-    public static var defaults: AirlockConfiguration {
-        // `try!` is safe: an empty file and environment read nothing but the compiled-in defaults, which are valid
+    /// What the shipped `Config/airlock.json` holds: the built-in defaults plus the development secrets and
+    /// XEP-0363 on, served on 127.0.0.1 only. For tests and benchmarks; never for a non-loopback listener.
+    public static var development: AirlockConfiguration {
+        let file: [String: JSONValue] = [
+            "storage": .object(["quarantineKey": .string(DevelopmentSecrets.quarantineKey)]),
+            "tokens": .object(["activeKeyId": .string("dev"), "keys": .object(["dev": .string(DevelopmentSecrets.tokenKey)])]),
+            "servers": .object(["dev": .object(["apiKey": .string(DevelopmentSecrets.apiKey)])]),
+            "xep0363": .object(["enabled": .bool(true), "secret": .string(DevelopmentSecrets.xep0363Secret)]),
+        ]
+        // `try!` is safe: the built-in defaults plus these four valid secrets on the default loopback host load
         // (the configuration tests check that they equal the shipped, valid Config/airlock.json).
         // swift-format-ignore: NeverUseForceTry
-        try! AirlockConfiguration(file: [:], fileName: "defaults", environment: [:])
+        return try! AirlockConfiguration(file: file, fileName: "development defaults", environment: [:])
     }
 
     /// Loads the configuration: `file` if given (it must exist), else `Config/airlock.json` if present, else the
-    /// defaults; then environment overrides.
+    /// built-in defaults (which hold no secrets, so the environment must give them); then environment overrides.
     ///
     /// - Throws: ``ConfigurationError`` naming the key (or the file) at fault.
     public static func load(
@@ -213,123 +255,19 @@ extension AirlockConfiguration {
 
     init(file: [String: JSONValue], fileName: String, environment: [String: String]) throws {
         var reader = ConfigurationReader(file: file, fileName: fileName, environment: environment)
-        let megabyte = 1 << 20
-        let largest = Int(Int32.max)
-
-        let port = try reader.int("http.port", default: 8080, in: 0...65535)
-        let host = try reader.string("http.host", default: "127.0.0.1")
-        self.http = HTTP(
-            host: host,
-            port: port,
-            publicBaseURL: try reader.string("http.publicBaseURL", default: "http://127.0.0.1:8080"),
-            tls: TLS(
-                certificateFile: try reader.optionalString("http.tls.certificateFile"),
-                privateKeyFile: try reader.optionalString("http.tls.privateKeyFile"),
-                clientCAFile: try reader.optionalString("http.tls.clientCAFile")
-            ),
-            idleTimeoutSeconds: try reader.int("http.idleTimeoutSeconds", default: 30, in: 1...86400),
-            maxConnections: try reader.int("http.maxConnections", default: 1024, in: 1...1_000_000),
-            minimumUploadBytesPerSecond: try reader.int("http.minimumUploadBytesPerSecond", default: 1024, in: 0...largest)
-        )
-        self.storage = Storage(
-            dataDirectory: try reader.string("storage.dataDirectory", default: "var"),
-            quarantineDirectory: try reader.string("storage.quarantineDirectory", default: "Quarantine"),
-            quarantineKey: try Self.key(
-                "storage.quarantineKey",
-                try reader.secret("storage.quarantineKey", default: DevelopmentSecrets.quarantineKey),
-                exactly: 32
-            )
-        )
-        self.scanner = Scanner(
-            signatureDirectories: try reader.strings(
-                "scanner.signatureDirectories",
-                default: ["/var/lib/clamav", "Config/signatures"]
-            ),
-            // libclamav cannot scan files of 2 GiB or more (it flags them as over the limit whatever the setting).
-            maxFileSize: try reader.int("scanner.maxFileSize", default: 100 * megabyte, in: 1...Int(Int32.max)),
-            maxScanSize: try reader.int("scanner.maxScanSize", default: 400 * megabyte, in: 1...Int(Int64.max / 2)),
-            maxRecursion: try reader.int("scanner.maxRecursion", default: 16, in: 1...64),
-            maxFiles: try reader.int("scanner.maxFiles", default: 10_000, in: 1...largest),
-            scanTimeoutSeconds: try reader.int("scanner.scanTimeoutSeconds", default: 120, in: 1...(largest / 1000)),
-            workers: try reader.int("scanner.workers", default: 0, in: 0...1024)
-        )
-        self.limits = Limits(
-            maxUploadBytes: try reader.int("limits.maxUploadBytes", default: 100 * megabyte, in: 1...Int(Int64.max / 2))
-        )
-        self.policy = Policy(
-            blockedTypes: try reader.strings(
-                "policy.blockedTypes",
-                default: [
-                    "application/vnd.microsoft.portable-executable", "application/x-executable",
-                    "application/x-sharedlib", "application/x-mach-binary",
-                ]
-            ),
-            allowedTypes: try reader.strings("policy.allowedTypes", default: []),
-            blockOnTypeMismatch: try reader.bool("policy.blockOnTypeMismatch", default: true)
-        )
-
-        var tokenKeys: [String: Data] = [:]
-        let keyIds = try reader.mapEntries("tokens.keys") ?? ["dev"]
-        for keyId in keyIds {
-            let defaultKey = keyId == "dev" ? DevelopmentSecrets.tokenKey : ""
-            tokenKeys[keyId] = try Self.key("tokens.keys.\(keyId)", try reader.secret("tokens.keys.\(keyId)", default: defaultKey), atLeast: 32)
-        }
-        let activeKeyId = try reader.string("tokens.activeKeyId", default: "dev")
-        guard tokenKeys[activeKeyId] != nil else {
-            throw ConfigurationError(
-                key: "tokens.activeKeyId",
-                message: "names key \"\(activeKeyId)\", which is not in tokens.keys (\(keyIds.joined(separator: ", ")))"
-            )
-        }
-        self.tokens = Tokens(
-            activeKeyId: activeKeyId,
-            keys: tokenKeys,
-            ttlSeconds: try reader.int("tokens.ttlSeconds", default: 900, in: 1...(366 * 86400)),
-            singleUse: try reader.bool("tokens.singleUse", default: false)
-        )
-
-        var servers: [String: Server] = [:]
-        for name in try reader.mapEntries("servers") ?? ["dev"] {
-            // XEP-0363 uploads are recorded under the server name "xep0363": an API client of that name would
-            // see and delete them all.
-            guard name != "xep0363" else {
-                throw ConfigurationError(key: "servers.xep0363", message: "the name xep0363 is reserved for XEP-0363 uploads; choose another")
-            }
-            let defaultKey = name == "dev" ? DevelopmentSecrets.apiKey : ""
-            let apiKey = try reader.secret("servers.\(name).apiKey", default: defaultKey)
-            guard apiKey.utf8.count >= 16 else {
-                throw ConfigurationError(
-                    key: "servers.\(name).apiKey",
-                    message: "must be at least 16 characters; generate one with `openssl rand -hex 32`"
-                )
-            }
-            servers[name] = Server(apiKey: apiKey)
-        }
-        self.servers = servers
-
-        let pathPrefix = try reader.string("xep0363.pathPrefix", default: "/upload/")
-        guard pathPrefix.hasPrefix("/"), pathPrefix.hasSuffix("/"), pathPrefix.count > 1 else {
-            throw ConfigurationError(
-                key: "xep0363.pathPrefix",
-                message: "must start and end with \"/\" and not be \"/\" alone, got \"\(pathPrefix)\""
-            )
-        }
-        self.xep0363 = XEP0363(
-            enabled: try reader.bool("xep0363.enabled", default: true),
-            secret: try reader.secret("xep0363.secret", default: DevelopmentSecrets.xep0363Secret),
-            pathPrefix: pathPrefix
-        )
-        if self.xep0363.enabled, self.xep0363.secret.utf8.count < 32 {
-            // HS256 keys shorter than the hash are weak, and JWTKit refuses them.
-            throw ConfigurationError(
-                key: "xep0363.secret",
-                message: "must be at least 32 characters; generate one with `openssl rand -hex 32` and give the same to the XMPP server"
-            )
-        }
+        self.http = try HTTP(&reader)
+        self.storage = try Storage(&reader)
+        self.scanner = try Scanner(&reader)
+        self.limits = Limits(maxUploadBytes: try reader.int("limits.maxUploadBytes", default: 100 << 20, in: 1...Int(Int64.max / 2)))
+        self.policy = try Policy(&reader)
+        self.tokens = try Tokens(&reader)
+        self.servers = try Self.readServers(&reader, mutualTLS: self.http.tls.clientCAFile != nil)
+        self.xep0363 = try XEP0363(&reader)
         self.retention = Retention(
             cleanDays: try reader.int("retention.cleanDays", default: 30, in: 1...36500),
             quarantineDays: try reader.int("retention.quarantineDays", default: 90, in: 1...36500)
         )
+        self.metrics = Metrics(bearerToken: try reader.optionalSecret("metrics.bearerToken"))
 
         let unknown = reader.unknownFileKeys()
         if let first = unknown.first {
@@ -339,35 +277,294 @@ extension AirlockConfiguration {
     }
 
     private func validate() throws {
-        guard !self.http.host.isEmpty else {
-            throw ConfigurationError(key: "http.host", message: "must not be empty")
-        }
         guard let url = URL(string: self.http.publicBaseURL), let scheme = url.scheme, ["http", "https"].contains(scheme), url.host != nil
         else {
             throw ConfigurationError(key: "http.publicBaseURL", message: "must be an http:// or https:// URL, got \"\(self.http.publicBaseURL)\"")
         }
-        let tls = self.http.tls
-        guard (tls.certificateFile == nil) == (tls.privateKeyFile == nil) else {
+        if let token = self.metrics.bearerToken, token.utf8.count < 16 {
+            throw ConfigurationError(key: "metrics.bearerToken", message: "must be at least 16 characters; generate one with `openssl rand -hex 32`")
+        }
+        let development = self.developmentSecretKeys
+        if !development.isEmpty, !Self.isLoopback(self.http.host) {
+            throw ConfigurationError(
+                key: development[0],
+                message: """
+                    holds a development secret shipped with Airlock, and http.host \(self.http.host) is not a loopback \
+                    address. Replace every one of these before serving beyond this machine: \
+                    \(development.joined(separator: ", ")) (generate keys with `openssl rand -base64 32`)
+                    """
+            )
+        }
+    }
+
+    /// The keys whose secret equals one shipped in `Config/airlock.json` (``DevelopmentSecrets``), sorted.
+    public var developmentSecretKeys: [String] {
+        typealias Secrets = DevelopmentSecrets
+        var inUse: [String] = []
+        for (id, key) in self.storage.quarantineKeys where key == Data(base64Encoded: Secrets.quarantineKey) {
+            inUse.append(id == Storage.singleKeyId ? "storage.quarantineKey" : "storage.quarantineKeys.\(id)")
+        }
+        for (id, key) in self.tokens.keys where key == Data(base64Encoded: Secrets.tokenKey) {
+            inUse.append("tokens.keys.\(id)")
+        }
+        for (name, server) in self.servers where server.apiKeys.contains(Secrets.apiKey) {
+            inUse.append("servers.\(name).apiKey")
+        }
+        if self.xep0363.enabled, self.xep0363.secret == Secrets.xep0363Secret {
+            inUse.append("xep0363.secret")
+        }
+        return inUse.sorted()
+    }
+
+    /// Whether `host` only listens on this machine: `localhost`, 127.0.0.0/8 or `::1`.
+    public static func isLoopback(_ host: String) -> Bool {
+        var address = host.lowercased()
+        if address.hasPrefix("["), address.hasSuffix("]") {
+            address = String(address.dropFirst().dropLast())
+        }
+        if address == "localhost" || address == "::1" || address == "0:0:0:0:0:0:0:1" {
+            return true
+        }
+        let octets = address.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets[0] == "127" && octets.allSatisfy { UInt8($0) != nil }
+    }
+
+    private static func readServers(_ reader: inout ConfigurationReader, mutualTLS: Bool) throws -> [String: Server] {
+        guard let names = try reader.mapEntries("servers"), !names.isEmpty else {
+            throw ConfigurationError(
+                key: "servers",
+                message: "is missing: name at least one IM server, e.g. {\"prosody\": {\"apiKey\": \"…\"}} (`openssl rand -hex 32`)"
+            )
+        }
+        var servers: [String: Server] = [:]
+        var owners: [String: String] = [:]
+        var certificateOwners: [String: String] = [:]
+        for name in names {
+            // XEP-0363 uploads are recorded under the server name "xep0363": an API client of that name would
+            // see and delete them all.
+            guard name != "xep0363" else {
+                throw ConfigurationError(key: "servers.xep0363", message: "the name xep0363 is reserved for XEP-0363 uploads; choose another")
+            }
+            var keys = try reader.strings("servers.\(name).apiKeys", default: [])
+            if let key = try reader.optionalSecret("servers.\(name).apiKey") {
+                keys.insert(key, at: 0)
+            }
+            for key in keys where key.utf8.count < 16 {
+                throw ConfigurationError(key: "servers.\(name).apiKey", message: "must be at least 16 characters; generate one with `openssl rand -hex 32`")
+            }
+            for key in keys {
+                if let owner = owners[key], owner != name {
+                    throw ConfigurationError(
+                        key: "servers.\(name).apiKey",
+                        message: "servers \(owner) and \(name) have the same API key; give each IM server its own (`openssl rand -hex 32`)"
+                    )
+                }
+                owners[key] = name
+            }
+            let certificateNames = try reader.strings("servers.\(name).certificateNames", default: []).map { $0.lowercased() }
+            for certificateName in certificateNames {
+                if let owner = certificateOwners[certificateName], owner != name {
+                    throw ConfigurationError(
+                        key: "servers.\(name).certificateNames",
+                        message: "servers \(owner) and \(name) both claim the certificate name \(certificateName); a certificate must name one server"
+                    )
+                }
+                certificateOwners[certificateName] = name
+            }
+            if mutualTLS, certificateNames.isEmpty {
+                throw ConfigurationError(
+                    key: "servers.\(name).certificateNames",
+                    message: "is required with http.tls.clientCAFile: list the DNS names in this IM server's client certificate"
+                )
+            }
+            if !mutualTLS, keys.isEmpty {
+                throw ConfigurationError(key: "servers.\(name).apiKey", message: "is missing; generate one with `openssl rand -hex 32`")
+            }
+            servers[name] = Server(apiKeys: keys, certificateNames: certificateNames)
+        }
+        return servers
+    }
+}
+
+extension AirlockConfiguration.HTTP {
+    fileprivate init(_ reader: inout ConfigurationReader) throws {
+        self.port = try reader.int("http.port", default: 8080, in: 0...65535)
+        self.host = try reader.string("http.host", default: "127.0.0.1")
+        self.publicBaseURL = try reader.string("http.publicBaseURL", default: "http://127.0.0.1:8080")
+        self.tls = AirlockConfiguration.TLS(
+            certificateFile: try reader.optionalString("http.tls.certificateFile"),
+            privateKeyFile: try reader.optionalString("http.tls.privateKeyFile"),
+            clientCAFile: try reader.optionalString("http.tls.clientCAFile")
+        )
+        self.idleTimeoutSeconds = try reader.int("http.idleTimeoutSeconds", default: 30, in: 1...86400)
+        self.maxConnections = try reader.int("http.maxConnections", default: 1024, in: 1...1_000_000)
+        self.minimumUploadBytesPerSecond = try reader.int("http.minimumUploadBytesPerSecond", default: 1024, in: 0...Int(Int32.max))
+        guard !self.host.isEmpty else {
+            throw ConfigurationError(key: "http.host", message: "must not be empty")
+        }
+        guard (self.tls.certificateFile == nil) == (self.tls.privateKeyFile == nil) else {
             throw ConfigurationError(key: "http.tls", message: "certificateFile and privateKeyFile must be given together")
         }
-        if tls.clientCAFile != nil, tls.certificateFile == nil {
+        if self.tls.clientCAFile != nil, self.tls.certificateFile == nil {
             throw ConfigurationError(
                 key: "http.tls.clientCAFile",
                 message: "needs http.tls.certificateFile and privateKeyFile: mutual TLS runs over HTTPS"
             )
         }
-        guard !self.scanner.signatureDirectories.isEmpty else {
-            throw ConfigurationError(key: "scanner.signatureDirectories", message: "must name at least one directory")
+    }
+}
+
+extension AirlockConfiguration.Storage {
+    fileprivate init(_ reader: inout ConfigurationReader) throws {
+        self.dataDirectory = try reader.string("storage.dataDirectory", default: "var")
+        self.quarantineDirectory = try reader.string("storage.quarantineDirectory", default: "Quarantine")
+        var keys: [String: Data] = [:]
+        for (id, secret) in try reader.secretMap("storage.quarantineKeys") ?? [:] {
+            keys[id] = try AirlockConfiguration.key("storage.quarantineKeys.\(id)", secret, exactly: 32)
         }
-        guard self.scanner.maxScanSize >= self.scanner.maxFileSize else {
-            throw ConfigurationError(key: "scanner.maxScanSize", message: "must be at least scanner.maxFileSize (\(self.scanner.maxFileSize))")
+        if let single = try reader.optionalSecret("storage.quarantineKey") {
+            guard keys[Self.singleKeyId] == nil else {
+                throw ConfigurationError(
+                    key: "storage.quarantineKey",
+                    message: "is the key id \(Self.singleKeyId), which storage.quarantineKeys names too; keep one"
+                )
+            }
+            keys[Self.singleKeyId] = try AirlockConfiguration.key("storage.quarantineKey", single, exactly: 32)
         }
-        guard !self.servers.isEmpty else {
-            throw ConfigurationError(key: "servers", message: "must name at least one IM server with an apiKey")
+        guard !keys.isEmpty else {
+            throw ConfigurationError(
+                key: "storage.quarantineKey",
+                message: "is missing: give storage.quarantineKey (or storage.quarantineKeys), base64 of 32 bytes (`openssl rand -base64 32`)"
+            )
+        }
+        self.quarantineKeys = keys
+        let active = try reader.optionalString("storage.activeQuarantineKeyId")
+        if let active {
+            guard keys[active] != nil else {
+                throw ConfigurationError(
+                    key: "storage.activeQuarantineKeyId",
+                    message: "names key \"\(active)\", which is not configured (\(keys.keys.sorted().joined(separator: ", ")))"
+                )
+            }
+            self.activeQuarantineKeyId = active
+        } else if keys.count == 1, let only = keys.keys.first {
+            self.activeQuarantineKeyId = only
+        } else {
+            throw ConfigurationError(
+                key: "storage.activeQuarantineKeyId",
+                message: "is missing: with several quarantine keys, name the one that encrypts new files"
+            )
         }
     }
+}
 
-    private static func key(_ name: String, _ base64: String, exactly count: Int) throws -> Data {
+extension AirlockConfiguration.Scanner {
+    fileprivate init(_ reader: inout ConfigurationReader) throws {
+        self.signatureDirectories = try reader.strings("scanner.signatureDirectories", default: ["/var/lib/clamav", "Config/signatures"])
+        // libclamav cannot scan files of 2 GiB or more (it flags them as over the limit whatever the setting).
+        self.maxFileSize = try reader.int("scanner.maxFileSize", default: 100 << 20, in: 1...Int(Int32.max))
+        self.maxScanSize = try reader.int("scanner.maxScanSize", default: 400 << 20, in: 1...Int(Int64.max / 2))
+        self.maxRecursion = try reader.int("scanner.maxRecursion", default: 16, in: 1...64)
+        self.maxFiles = try reader.int("scanner.maxFiles", default: 10_000, in: 1...Int(Int32.max))
+        self.scanTimeoutSeconds = try reader.int("scanner.scanTimeoutSeconds", default: 120, in: 1...(Int(Int32.max) / 1000))
+        self.workers = try reader.int("scanner.workers", default: 0, in: 0...1024)
+        guard !self.signatureDirectories.isEmpty else {
+            throw ConfigurationError(key: "scanner.signatureDirectories", message: "must name at least one directory")
+        }
+        // libclamav counts the rescans of embedded content toward the scan size: with equal limits, random files
+        // near maxFileSize (what encrypted uploads look like) came out Heuristics.Limits.Exceeded.MaxScanSize.
+        guard self.maxScanSize / 2 >= self.maxFileSize else {
+            throw ConfigurationError(
+                key: "scanner.maxScanSize",
+                message: """
+                    must be at least twice scanner.maxFileSize (\(self.maxFileSize)), got \(self.maxScanSize): libclamav counts \
+                    rescans of embedded content toward it, so files near maxFileSize would come out unscannable. \
+                    Set it to 4 × maxFileSize (\(self.maxFileSize * 4)), as the shipped configuration does
+                    """
+            )
+        }
+    }
+}
+
+extension AirlockConfiguration.Policy {
+    fileprivate init(_ reader: inout ConfigurationReader) throws {
+        self.blockedTypes = try reader.strings(
+            "policy.blockedTypes",
+            default: [
+                "application/vnd.microsoft.portable-executable", "application/x-executable",
+                "application/x-sharedlib", "application/x-mach-binary",
+            ]
+        )
+        self.allowedTypes = try reader.strings("policy.allowedTypes", default: [])
+        self.blockOnTypeMismatch = try reader.bool("policy.blockOnTypeMismatch", default: true)
+    }
+}
+
+extension AirlockConfiguration.Tokens {
+    fileprivate init(_ reader: inout ConfigurationReader) throws {
+        guard let secrets = try reader.secretMap("tokens.keys"), !secrets.isEmpty else {
+            throw ConfigurationError(
+                key: "tokens.keys",
+                message: "is missing: give at least one download token key, e.g. {\"k1\": \"…\"} (`openssl rand -base64 32`), and tokens.activeKeyId"
+            )
+        }
+        var keys: [String: Data] = [:]
+        for (id, secret) in secrets {
+            keys[id] = try AirlockConfiguration.key("tokens.keys.\(id)", secret, atLeast: 32)
+        }
+        let ids = keys.keys.sorted()
+        let active: String
+        if let named = try reader.optionalString("tokens.activeKeyId") {
+            active = named
+        } else if ids.count == 1 {
+            active = ids[0]
+        } else {
+            throw ConfigurationError(key: "tokens.activeKeyId", message: "is missing: with several token keys, name the one that signs new tokens")
+        }
+        guard keys[active] != nil else {
+            throw ConfigurationError(
+                key: "tokens.activeKeyId",
+                message: "names key \"\(active)\", which is not in tokens.keys (\(ids.joined(separator: ", ")))"
+            )
+        }
+        self.activeKeyId = active
+        self.keys = keys
+        self.ttlSeconds = try reader.int("tokens.ttlSeconds", default: 900, in: 1...(366 * 86400))
+        self.singleUse = try reader.bool("tokens.singleUse", default: false)
+    }
+}
+
+extension AirlockConfiguration.XEP0363 {
+    fileprivate init(_ reader: inout ConfigurationReader) throws {
+        self.pathPrefix = try reader.string("xep0363.pathPrefix", default: "/upload/")
+        guard self.pathPrefix.hasPrefix("/"), self.pathPrefix.hasSuffix("/"), self.pathPrefix.count > 1 else {
+            throw ConfigurationError(
+                key: "xep0363.pathPrefix",
+                message: "must start and end with \"/\" and not be \"/\" alone, got \"\(self.pathPrefix)\""
+            )
+        }
+        self.enabled = try reader.bool("xep0363.enabled", default: false)
+        let secret = try reader.optionalSecret("xep0363.secret")
+        guard self.enabled else {
+            self.secret = ""
+            return
+        }
+        // HS256 keys shorter than the hash are weak, and JWTKit refuses them.
+        guard let secret, secret.utf8.count >= 32 else {
+            throw ConfigurationError(
+                key: "xep0363.secret",
+                message: """
+                    \(secret == nil ? "is missing" : "must be at least 32 characters") while xep0363.enabled is true; \
+                    generate one with `openssl rand -hex 32` and give the same to the XMPP server
+                    """
+            )
+        }
+        self.secret = secret
+    }
+}
+
+extension AirlockConfiguration {
+    fileprivate static func key(_ name: String, _ base64: String, exactly count: Int) throws -> Data {
         guard let data = Data(base64Encoded: base64), data.count == count else {
             throw ConfigurationError(
                 key: name,
@@ -377,7 +574,7 @@ extension AirlockConfiguration {
         return data
     }
 
-    private static func key(_ name: String, _ base64: String, atLeast count: Int) throws -> Data {
+    fileprivate static func key(_ name: String, _ base64: String, atLeast count: Int) throws -> Data {
         guard let data = Data(base64Encoded: base64), data.count >= count else {
             throw ConfigurationError(
                 key: name,

@@ -10,6 +10,8 @@ struct ConfigurationReader {
     private let environment: [String: String]
     /// Key paths read so far, to report keys in the file that nothing reads (typos).
     private(set) var consumed: Set<String> = []
+    /// Maps given in the environment, which replace the file's map of the same key whole.
+    private var replacedMaps: Set<String> = []
 
     init(file: [String: JSONValue], fileName: String, environment: [String: String]) {
         self.file = file
@@ -51,16 +53,27 @@ struct ConfigurationReader {
         }
     }
 
-    /// A secret: the value itself, or the trimmed contents of the file named by `<key>File`.
-    mutating func secret(_ key: String, default defaultValue: String) throws -> String {
+    /// A secret: the value itself, or the trimmed contents of the file named by `<key>File`; nil when neither is given.
+    mutating func optionalSecret(_ key: String) throws -> String? {
         if let path = try self.optionalString(key + "File") {
+            guard try self.optionalString(key) == nil else {
+                throw ConfigurationError(key: key, message: "is given both as \(key) and as \(key)File; keep one")
+            }
             do {
                 return try String(contentsOfFile: path, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
             } catch {
                 throw ConfigurationError(key: key + "File", message: "cannot read the secret file \(path): \(error.localizedDescription)")
             }
         }
-        return try self.string(key, default: defaultValue)
+        return try self.optionalString(key)
+    }
+
+    /// A secret that must be configured: built-in defaults hold none.
+    mutating func requiredSecret(_ key: String, advice: String) throws -> String {
+        guard let secret = try self.optionalSecret(key) else {
+            throw ConfigurationError(key: key, message: "is missing: \(advice)")
+        }
+        return secret
     }
 
     mutating func int(_ key: String, default defaultValue: Int, in range: ClosedRange<Int>) throws -> Int {
@@ -130,27 +143,46 @@ struct ConfigurationReader {
         }
     }
 
-    /// The entry names of a map-valued key (`servers`, `tokens.keys`): the file's plus those of a JSON object
-    /// given in the environment; nil when neither has the key.
+    /// The entry names of a map-valued key (`servers`, `tokens.keys`, `storage.quarantineKeys`); nil when neither the
+    /// environment nor the file has the key.
+    ///
+    /// A map given in the environment replaces the file's map whole: its entries are the only ones, and nothing
+    /// under the key is read from the file any more (an operator who sets `AIRLOCK_SERVERS` for production must
+    /// not keep the file's development server by accident).
     mutating func mapEntries(_ key: String) throws -> [String]? {
-        var names: Set<String> = []
-        var found = false
+        self.consumed.insert(key)
         if let value = self.environmentValue(key) {
             guard case .object(let object) = value.value else {
                 throw self.wrongType(key, expected: "a JSON object", got: value.value, source: value.source)
             }
-            names.formUnion(object.keys)
-            found = true
+            self.replacedMaps.insert(key)
+            return object.keys.sorted()
         }
         if let value = self.fileValue(key) {
             guard case .object(let object) = value else {
                 throw self.wrongType(key, expected: "an object", got: value, source: "in \(self.fileName)")
             }
-            names.formUnion(object.keys)
-            found = true
+            return object.keys.sorted()
         }
-        self.consumed.insert(key)
-        return found ? names.sorted() : nil
+        return nil
+    }
+
+    /// A map of secrets (`tokens.keys`, `storage.quarantineKeys`): each entry `ID` holds its secret, or an entry
+    /// `IDFile` names a file that holds it. Nil when the key is absent.
+    mutating func secretMap(_ key: String) throws -> [String: String]? {
+        guard let names = try self.mapEntries(key) else { return nil }
+        var secrets: [String: String] = [:]
+        for name in names {
+            let id = name.hasSuffix("File") && name.count > 4 ? String(name.dropLast(4)) : name
+            guard secrets[id] == nil else {
+                throw ConfigurationError(key: "\(key).\(id)", message: "is given both as \(id) and as \(id)File; keep one")
+            }
+            guard let secret = try self.optionalSecret("\(key).\(id)") else {
+                throw ConfigurationError(key: "\(key).\(name)", message: "must be a string")
+            }
+            secrets[id] = secret
+        }
+        return secrets
     }
 
     /// Key paths present in the file that were never read.
@@ -209,7 +241,10 @@ struct ConfigurationReader {
     }
 
     private func fileValue(_ key: String) -> JSONValue? {
-        JSONValue.object(self.file).descend(into: key.split(separator: ".").map(String.init)[...])
+        if self.replacedMaps.contains(where: { key == $0 || key.hasPrefix($0 + ".") }) {
+            return nil
+        }
+        return JSONValue.object(self.file).descend(into: key.split(separator: ".").map(String.init)[...])
     }
 
     private func wrongType(_ key: String, expected: String, got value: JSONValue, source: String) -> ConfigurationError {

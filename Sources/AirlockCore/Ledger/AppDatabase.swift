@@ -1,6 +1,10 @@
 import Foundation
 public import GRDB
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The ledger: one SQLite database in WAL mode, its schema managed by named migrations.
 ///
 /// Open each database file once per process; the `DatabasePool` serialises writes and runs reads concurrently.
@@ -17,9 +21,25 @@ public struct AppDatabase: Sendable {
         configuration.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
         }
+        try Self.makePrivate(path)
         let pool = try DatabasePool(path: path, configuration: configuration)
         try Self.migrator.migrate(pool)
         self.writer = pool
+    }
+
+    /// Creates the ledger file 0600 before SQLite does (it would use 0644 less the umask), and brings an existing
+    /// ledger and its `-wal` and `-shm` files to 0600: it records who sent what to whom. SQLite gives the files it
+    /// creates beside the database the database's own mode.
+    private static func makePrivate(_ path: String) throws {
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw StoreError.io(operation: "create the ledger \(path)", errno: errno)
+        }
+        fchmod(descriptor, 0o600)
+        close(descriptor)
+        for suffix in ["-wal", "-shm"] {
+            chmod(path + suffix, 0o600)
+        }
     }
 
     /// The schema, one named migration per version.

@@ -101,6 +101,9 @@ public struct Ledger: Sendable {
     // MARK: Deletion
 
     /// Retracts a transfer: row kept as `deleted`, then its bytes removed unless another live transfer shares them.
+    ///
+    /// - Parameter server: the IM server asking, when it is one: it sees only its own transfers, and cannot delete
+    ///   a quarantined one (``BrokerError/heldInQuarantine(id:)``): that sample is the administrators' evidence.
     public func delete(transferId: String, actor: String, server: String? = nil, reason: String? = nil) async throws {
         guard try await self.transfer(id: transferId, server: server) != nil else {
             throw BrokerError.transferNotFound(transferId)
@@ -111,6 +114,9 @@ public struct Ledger: Sendable {
         let previous = try await self.database.writer.write { db -> TransferRecord? in
             guard let record = try TransferRecord.fetchOne(db, key: transferId), record.state != .deleted, record.state != .purged else {
                 return nil
+            }
+            if server != nil, record.state == .quarantined {
+                throw BrokerError.heldInQuarantine(id: transferId)
             }
             try TransferRecord.filter(key: transferId).updateAll(db, Column("state").set(to: TransferState.deleted), Column("updatedAt").set(to: now))
             var details = ["previousState": record.state.rawValue]

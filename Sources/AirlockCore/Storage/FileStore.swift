@@ -29,7 +29,7 @@ public struct FileStore: Sendable {
         self.filesDirectory = (storage.dataDirectory as NSString).appendingPathComponent("files")
         self.scanningDirectory = (storage.dataDirectory as NSString).appendingPathComponent("scanning")
         self.quarantineDirectory = storage.quarantineDirectory
-        self.quarantineKey = SymmetricKey(data: storage.quarantineKey)
+        self.quarantineKey = SymmetricKey(data: storage.activeQuarantineKey)
     }
 
     /// The ledger's path.

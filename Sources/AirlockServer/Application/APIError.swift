@@ -65,6 +65,8 @@ extension APIError {
             self.init(.conflict, "slot_taken", error.description)
         case .unavailable:
             self.init(.serviceUnavailable, "unavailable", error.description)
+        case .heldInQuarantine:
+            self.init(.conflict, "held_in_quarantine", error.description)
         }
     }
 }
@@ -75,13 +77,28 @@ struct BrokerErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
-        } catch let error as BrokerError {
-            throw APIError(error)
-        } catch let error as HTTPError {
+        } catch {
+            throw APIError.converting(error) ?? error
+        }
+    }
+}
+
+extension APIError {
+    /// The answer for a broker error, one of Hummingbird's own errors or an ``APIError``; nil for anything else
+    /// (which becomes a 500).
+    static func converting(_ error: any Error) -> APIError? {
+        switch error {
+        case let error as APIError:
+            return error
+        case let error as BrokerError:
+            return APIError(error)
+        case let error as HTTPError:
             let code = error.status.reasonPhrase.lowercased().replacingOccurrences(of: " ", with: "_")
             var converted = APIError(error.status, code, error.body ?? error.status.reasonPhrase)
             converted.headers = error.headers
-            throw converted
+            return converted
+        default:
+            return nil
         }
     }
 }

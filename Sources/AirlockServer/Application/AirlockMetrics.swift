@@ -35,7 +35,7 @@ final class AirlockMetrics: Sendable {
                 namespace: "airlock",
                 metricName: "uploads_refused",
                 unitName: "total",
-                helpText: "Hand-offs refused before inspection."
+                helpText: "Uploads refused (native API and XEP-0363), for any reason; airlock_refusals_total says which."
             )
         )
         var verdicts: [Verdict.Kind: Counter] = [:]
@@ -74,5 +74,21 @@ final class AirlockMetrics: Sendable {
                 helpText: "Download tokens refused."
             )
         )
+    }
+
+    /// Counts one refused request on an upload or download path; `upload` also counts it in `uploads_refused`.
+    func countRefusal(path: String, reason: String, status: Int, upload: Bool) {
+        self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "airlock",
+                metricName: "refusals",
+                unitName: "total",
+                helpText: "Requests refused on upload and download paths, by path kind, reason and status."
+            ),
+            labels: [("path", path), ("reason", reason), ("status", String(status))]
+        ).increment()
+        if upload {
+            self.uploadsRefused.increment()
+        }
     }
 }

@@ -21,11 +21,11 @@ public func buildApplication(
     let router = Router(context: AirlockRequestContext.self)
     router.add(middleware: BrokerErrorMiddleware())
     OperationsController(broker: broker, metrics: metrics).addRoutes(to: router)
-    router.addRoutes(TransferController(broker: broker, metrics: metrics).endpoints, atPath: "/v1/transfers")
+    router.addRoutes(TransferController(broker: broker, metrics: metrics, logger: logger).endpoints, atPath: "/v1/transfers")
     let files = FileResponder(broker: broker, metrics: metrics, fileIO: FileIO(threadPool: broker.threadPool))
-    router.addRoutes(DownloadController(broker: broker, metrics: metrics, files: files).endpoints, atPath: "/v1/files")
+    router.addRoutes(DownloadController(broker: broker, metrics: metrics, logger: logger, files: files).endpoints, atPath: "/v1/files")
     if configuration.xep0363.enabled {
-        let upload = await XEP0363Controller(broker: broker, metrics: metrics, files: files)
+        let upload = await XEP0363Controller(broker: broker, metrics: metrics, logger: logger, files: files)
         router.addRoutes(upload.endpoints, atPath: RouterPath(String(configuration.xep0363.pathPrefix.dropLast())))
     }
 

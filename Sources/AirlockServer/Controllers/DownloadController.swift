@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
+import Logging
 import NIOCore
 import Prometheus
 
@@ -10,10 +11,12 @@ import Prometheus
 struct DownloadController {
     let broker: Broker
     let metrics: AirlockMetrics
+    let logger: Logger
     let files: FileResponder
 
     var endpoints: RouteCollection<AirlockRequestContext> {
         let routes = RouteCollection(context: AirlockRequestContext.self)
+        routes.add(middleware: RefusalMiddleware(kind: "files", metrics: self.metrics, logger: self.logger))
         routes.get(":token", use: self.download)
         routes.head(":token", use: self.download)
         routes.methodNotAllowed(":token", allowing: [.get, .head])

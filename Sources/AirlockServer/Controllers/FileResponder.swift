@@ -16,8 +16,21 @@ struct FileResponder: Sendable {
     enum Disposition {
         /// Always a download, with the detected type.
         case attachment
-        /// Shown in place when the detected type is an image, video, audio or plain text; a download otherwise.
+        /// Shown in place when the detected type is passive (``FileResponder/isPassive(_:)``); a download otherwise.
         case inlineWhenHarmless
+    }
+
+    /// The short allow-list of types a browser may show in place from the broker's origin: raster images, audio,
+    /// video and `text/plain`. SVG (which runs script), HTML, XHTML, XML, PDF and everything else are downloads.
+    static func isPassive(_ mimeType: String) -> Bool {
+        let type = mimeType.lowercased()
+        if type == "text/plain" { return true }
+        guard let slash = type.firstIndex(of: "/") else { return false }
+        let family = type[..<slash]
+        let subtype = type[type.index(after: slash)...]
+        // Structured-syntax suffixes (+xml: SVG and friends; +json) carry documents, not media.
+        guard !subtype.contains("+"), !subtype.isEmpty else { return false }
+        return family == "image" || family == "audio" || family == "video"
     }
 
     func respond(
@@ -35,8 +48,7 @@ struct FileResponder: Sendable {
         }
         let size = Int(transfer.size)
         let detected = transfer.detectedType ?? "application/octet-stream"
-        let family = detected.split(separator: "/").first.map(String.init) ?? ""
-        let inline = disposition == .inlineWhenHarmless && (["image", "video", "audio"].contains(family) || detected == "text/plain")
+        let inline = disposition == .inlineWhenHarmless && Self.isPassive(detected)
         let filename = Filename.percentEncoded(transfer.filename)
         var headers: HTTPFields = [
             .contentType: inline || disposition == .attachment ? detected : "application/octet-stream",

@@ -1,4 +1,5 @@
 import AirlockCore
+import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -35,8 +36,20 @@ struct OperationsController {
         for path in ["healthz", "readyz", "metrics"] {
             router.methodNotAllowed(RouterPath(path), allowing: [.get, .head])
         }
-        router.get("metrics") { _, _ in
-            Response(
+        let bearer = self.broker.configuration.metrics.bearerToken.map { Data(SHA256.hash(data: Data($0.utf8))) }
+        router.get("metrics") { request, _ in
+            if let bearer {
+                // Compared as digests in constant time, as the API keys are.
+                let presented = request.headers[.authorization].flatMap { header -> String? in
+                    header.lowercased().hasPrefix("bearer ") ? header.dropFirst(7).trimmingCharacters(in: .whitespaces) : nil
+                }
+                guard let presented, ConstantTime.equal(Data(SHA256.hash(data: Data(presented.utf8))), bearer) else {
+                    var error = APIError(.unauthorized, "unauthorized", "send Authorization: Bearer <metrics.bearerToken>")
+                    error.headers[.wwwAuthenticate] = "Bearer"
+                    throw error
+                }
+            }
+            return Response(
                 status: .ok,
                 headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(bytes: self.metrics.registry.emitToBuffer()))

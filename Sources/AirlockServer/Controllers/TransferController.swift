@@ -3,6 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
+import Logging
 import NIOCore
 import Prometheus
 
@@ -10,13 +11,15 @@ import Prometheus
 struct TransferController {
     let broker: Broker
     let metrics: AirlockMetrics
+    let logger: Logger
 
     var endpoints: RouteCollection<AirlockRequestContext> {
         let routes = RouteCollection(context: AirlockRequestContext.self)
+        routes.add(middleware: RefusalMiddleware(kind: "transfers", metrics: self.metrics, logger: self.logger))
         routes.add(
-            middleware: APIKeyMiddleware(
+            middleware: ServerAuthenticationMiddleware(
                 servers: self.broker.configuration.servers,
-                requireClientCertificate: self.broker.configuration.http.tls.clientCAFile != nil
+                mutualTLS: self.broker.configuration.http.tls.clientCAFile != nil
             )
         )
         routes.post(use: self.create)
@@ -41,19 +44,14 @@ struct TransferController {
         )
         let limit = self.broker.configuration.limits.maxUploadBytes
         var announcedLength: Int?
-        do {
-            _ = try Broker.validate(handOff)
-            let lengths = request.headers[values: .contentLength]
-            if let first = lengths.first {
-                guard lengths.count == 1, let length = Int(first), length >= 0 else {
-                    throw BrokerError.invalidRequest("Content-Length is invalid")
-                }
-                guard length <= limit else { throw BrokerError.tooLarge(limit: limit) }
-                announcedLength = length
+        _ = try Broker.validate(handOff)
+        let lengths = request.headers[values: .contentLength]
+        if let first = lengths.first {
+            guard lengths.count == 1, let length = Int(first), length >= 0 else {
+                throw BrokerError.invalidRequest("Content-Length is invalid")
             }
-        } catch {
-            self.metrics.uploadsRefused.increment()
-            throw error
+            guard length <= limit else { throw BrokerError.tooLarge(limit: limit) }
+            announcedLength = length
         }
 
         let body = try await Self.stage(
@@ -153,22 +151,17 @@ struct TransferController {
         if let length, length <= Broker.inMemoryLimit {
             var collected = ByteBuffer()
             var pace = UploadPace(broker.configuration.http)
-            do {
-                for try await buffer in body {
-                    try pace.received(buffer.readableBytes, on: channel)
-                    guard collected.readableBytes + buffer.readableBytes <= length else {
-                        throw BrokerError.invalidRequest("the body is longer than its Content-Length of \(length) bytes")
-                    }
-                    collected.writeImmutableBuffer(buffer)
+            for try await buffer in body {
+                try pace.received(buffer.readableBytes, on: channel)
+                guard collected.readableBytes + buffer.readableBytes <= length else {
+                    throw BrokerError.invalidRequest("the body is longer than its Content-Length of \(length) bytes")
                 }
-                guard collected.readableBytes == length else {
-                    throw BrokerError.invalidRequest(
-                        "the body ended after \(collected.readableBytes) of the \(length) bytes its Content-Length announced"
-                    )
-                }
-            } catch {
-                metrics.uploadsRefused.increment()
-                throw error
+                collected.writeImmutableBuffer(buffer)
+            }
+            guard collected.readableBytes == length else {
+                throw BrokerError.invalidRequest(
+                    "the body ended after \(collected.readableBytes) of the \(length) bytes its Content-Length announced"
+                )
             }
             return .inMemory(collected)
         }
@@ -186,7 +179,6 @@ struct TransferController {
         } catch {
             staging.discard()
             await inProgress?.cancel()
-            metrics.uploadsRefused.increment()
             throw error
         }
         return .staged(staging, inProgress)

@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
+import Logging
 import JWTKit
 import NIOCore
 
@@ -12,14 +13,16 @@ import NIOCore
 struct XEP0363Controller {
     let broker: Broker
     let metrics: AirlockMetrics
+    let logger: Logger
     let files: FileResponder
     let jwtKeys: JWTKeyCollection
     let signature: XEP0363Signature
     let prefix: String
 
-    init(broker: Broker, metrics: AirlockMetrics, files: FileResponder) async {
+    init(broker: Broker, metrics: AirlockMetrics, logger: Logger, files: FileResponder) async {
         self.broker = broker
         self.metrics = metrics
+        self.logger = logger
         self.files = files
         let secret = Data(broker.configuration.xep0363.secret.utf8)
         self.signature = XEP0363Signature(secret: broker.configuration.xep0363.secret)
@@ -31,6 +34,7 @@ struct XEP0363Controller {
 
     var endpoints: RouteCollection<AirlockRequestContext> {
         let routes = RouteCollection(context: AirlockRequestContext.self)
+        routes.add(middleware: RefusalMiddleware(kind: "xep0363", metrics: self.metrics, logger: self.logger))
         routes.put("**", use: self.upload)
         routes.get("**", use: self.download)
         routes.head("**", use: self.download)
@@ -70,6 +74,8 @@ struct XEP0363Controller {
     /// `PUT {prefix}{slot}/{filename}`.
     @Sendable func upload(_ request: Request, context: AirlockRequestContext) async throws -> Response {
         let slot = try self.slotPath(of: request)
+        // The filename's checks (bidirectional controls among them) before the signature or any body byte.
+        _ = try Filename.served(from: slot.filename)
         let lengths = request.headers[values: .contentLength]
         guard lengths.count == 1, let length = Int(lengths[0]), length >= 0 else {
             throw APIError(.lengthRequired, "length_required", "a PUT needs a single, valid Content-Length")
@@ -144,16 +150,8 @@ struct XEP0363Controller {
             throw APIError(.notFound, "not_found", "no file at this address")
         }
         guard transfer.state.isDownloadable else {
-            await self.broker.recordDownload(
-                DownloadRecord(
-                    transferId: transfer.id,
-                    recipient: nil,
-                    at: self.broker.now(),
-                    remoteAddress: context.remoteAddress?.ipAddress,
-                    bytes: 0,
-                    status: 403
-                )
-            )
+            // Refusals are counted and logged (RefusalMiddleware), not written to the ledger: anyone holding the URL
+            // could otherwise grow the ledger and contend for its write lock at will.
             throw APIError(.forbidden, "quarantined", "this file is held in quarantine")
         }
         return try await self.files.respond(
