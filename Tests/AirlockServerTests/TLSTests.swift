@@ -16,7 +16,10 @@ struct TLSTests {
         try openssl(["req", "-x509"] + key + ["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Airlock Test CA"])
         try directory.write("server.ext", Data("subjectAltName=IP:127.0.0.1\n".utf8))
         try directory.write("client.ext", Data("extendedKeyUsage=clientAuth\n".utf8))
-        for name in ["server", "client"] {
+        // Two IM servers' certificates from the same CA, each naming its server in subjectAltName.
+        try directory.write("srva.ext", Data("extendedKeyUsage=clientAuth\nsubjectAltName=DNS:xmpp-a.example.org\n".utf8))
+        try directory.write("srvb.ext", Data("extendedKeyUsage=clientAuth\nsubjectAltName=DNS:xmpp-b.example.org\n".utf8))
+        for name in ["server", "client", "srva", "srvb"] {
             try openssl(["req"] + key + ["-keyout", "\(name).key", "-out", "\(name).csr", "-subj", "/CN=\(name)"])
             try openssl([
                 "x509", "-req", "-in", "\(name).csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "\(name).pem",
@@ -35,6 +38,9 @@ struct TLSTests {
                 privateKeyFile: certificates.file("server.key"),
                 clientCAFile: certificates.file("ca.pem")
             )
+            // The client certificate has no subjectAltName: its CN names the server.
+            $0.servers["prosody"]?.certificateNames = ["client"]
+            $0.servers["ejabberd"]?.certificateNames = ["xmpp-b.example.org"]
         }
         try await harness.run(scheme: TestHTTPScheme.https) { client in
             let base = "https://127.0.0.1:\(try #require(client.port))"
@@ -59,6 +65,53 @@ struct TLSTests {
             let rogue = try await curl(["--cert", certificates.file("rogue.pem"), "--key", certificates.file("rogue.key")] + auth + [handOff])
             #expect(rogue.status != 0)
             #expect(rogue.standardOutput == "000")
+        }
+    }
+
+    /// Finding 3: any certificate signed by the client CA plus any server's API key was accepted, so srvB's
+    /// certificate with srvA's key handed off as srvA. Now the certificate names the server.
+    @Test func theClientCertificateNamesTheServer() async throws {
+        let certificates = try TemporaryDirectory()
+        try self.makeCertificates(in: certificates)
+        let harness = try ServerHarness {
+            $0.http.tls = .init(
+                certificateFile: certificates.file("server.pem"),
+                privateKeyFile: certificates.file("server.key"),
+                clientCAFile: certificates.file("ca.pem")
+            )
+            $0.servers["prosody"]?.certificateNames = ["xmpp-a.example.org"]
+            $0.servers["ejabberd"]?.certificateNames = ["xmpp-b.example.org"]
+        }
+        try await harness.run(scheme: TestHTTPScheme.https) { client in
+            let base = "https://127.0.0.1:\(try #require(client.port))"
+            let handOff = "\(base)/v1/transfers?sender=a@example.org&recipient=b@example.org&filename=n.txt"
+            func curl(_ certificate: String, key: String?) async throws -> (status: String, body: String) {
+                let output = try TemporaryDirectory()
+                var arguments = [
+                    "-s", "-o", output.file("body"), "-w", "%{http_code}", "--max-time", "20", "--cacert", certificates.file("ca.pem"),
+                    "--cert", certificates.file("\(certificate).pem"), "--key", certificates.file("\(certificate).key"),
+                    "--data-binary", "hello",
+                ]
+                if let key { arguments += ["-H", "Authorization: Bearer \(key)"] }
+                let result = try await ProcessRunner.run("/usr/bin/curl", arguments + [handOff])
+                let body = (try? String(contentsOfFile: output.file("body"), encoding: .utf8)) ?? ""
+                return (result.standardOutput, body)
+            }
+            // The attack: srvB's certificate with srvA's key.
+            let crossed = try await curl("srvb", key: ServerHarness.prosodyKey)
+            #expect(crossed.status == "403")
+            #expect(crossed.body.contains("api_key_mismatch"))
+            // A certificate of the CA that names no configured server.
+            let unbound = try await curl("client", key: ServerHarness.prosodyKey)
+            #expect(unbound.status == "403")
+            #expect(unbound.body.contains("certificate_not_bound"))
+            // Each certificate hands off as its own server, with its own key or with none.
+            let asA = try await curl("srva", key: ServerHarness.prosodyKey)
+            #expect(asA.status == "201")
+            #expect(asA.body.contains(#""server":"prosody""#))
+            let asB = try await curl("srvb", key: nil)
+            #expect(asB.status == "201")
+            #expect(asB.body.contains(#""server":"ejabberd""#))
         }
     }
 }

@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Hummingbird
 import NIOSSL
+import SwiftASN1
 import X509
 
 /// Authenticates IM servers and records the server's name in the request context.
