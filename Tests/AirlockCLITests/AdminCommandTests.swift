@@ -9,7 +9,7 @@ struct AdminCommandTests {
         // The server scans with a 1 KiB file limit, so a 4 KiB note is unscannable and quarantined; the admin's
         // rescan runs with the default limits and finds it clean.
         let fixture = try AdminFixture()
-        let server = try await fixture.startServer(extra: ["AIRLOCK_SCANNER_MAX_FILE_SIZE": "1024", "AIRLOCK_SCANNER_MAX_SCAN_SIZE": "1024"])
+        let server = try await fixture.startServer(extra: ["AIRLOCK_SCANNER_MAX_FILE_SIZE": "1024", "AIRLOCK_SCANNER_MAX_SCAN_SIZE": "4096"])
         let note = Data(String(repeating: "All quiet on the western front. ", count: 128).utf8)
         let held = try await fixture.handOff(note, filename: "note.txt", server: server)
         let eicar = try await fixture.handOff(Fixtures.eicar, filename: "eicar.com", server: server)
@@ -183,7 +183,7 @@ struct AdminCommandTests {
                 try db.execute(sql: "DROP TRIGGER auditLogNoUpdate; DROP TRIGGER auditLogNoDelete;")
                 try db.execute(sql: tamper)
             }
-            try await queue.close()
+            try queue.close()
             return try await fixture.airlock(["audit", "verify"], extra: ["AIRLOCK_STORAGE_DATA_DIRECTORY": copy.path])
         }
 
@@ -210,7 +210,7 @@ struct AdminCommandTests {
         await #expect(throws: DatabaseError.self) {
             try await queue.write { db in try db.execute(sql: "UPDATE audit_log SET actor = 'x' WHERE id = 1") }
         }
-        try await queue.close()
+        try queue.close()
     }
 
     @Test func doctorFindsEachKindOfDamage() async throws {
@@ -314,6 +314,6 @@ struct LockedLedgerTests {
         #expect(result.status == 2)
         #expect(result.standardError.contains("the ledger is locked by another process"))
         #expect(FileManager.default.fileExists(atPath: fixture.quarantineDirectory + "/" + id))
-        try await queue.close()
+        try queue.close()
     }
 }
