@@ -24,10 +24,18 @@ struct AdminOptions: ParsableArguments {
     }
 }
 
-/// Human output: aligned columns, readable sizes, local times.
+/// Human output: aligned columns, readable sizes, local times. Every cell and field is printed through
+/// ``escaped(_:)``: what senders chose (filenames, addresses, reasons) never reaches the terminal raw.
 enum Output {
+    /// `text` with control and format characters written as `\u{202E}`: no bidirectional override, zero-width
+    /// character or terminal escape sequence takes effect on the admin's screen.
+    static func escaped(_ text: String) -> String {
+        Filename.escapingInvisibles(text)
+    }
+
     /// Prints rows under a header with each column padded to its widest cell.
-    static func table(_ header: [String], _ rows: [[String]]) {
+    static func table(_ header: [String], _ rawRows: [[String]]) {
+        let rows = rawRows.map { $0.map(self.escaped) }
         let widths = header.indices.map { column in
             ([header] + rows).map { $0[column].count }.max() ?? 0
         }
@@ -88,7 +96,7 @@ enum Output {
         ]
         let width = fields.map(\.0.count).max() ?? 0
         for (name, value) in fields {
-            print("\(name.padding(toLength: width, withPad: " ", startingAt: 0))  \(value)")
+            print("\(name.padding(toLength: width, withPad: " ", startingAt: 0))  \(self.escaped(value))")
         }
     }
 
