@@ -10,6 +10,8 @@ public enum AdminError: Error, Equatable, CustomStringConvertible {
     case unreadableQuarantine(id: String, reason: String)
     /// The decrypted bytes are not those the ledger recorded.
     case hashMismatch(id: String)
+    /// The audit log has no entry to anchor.
+    case emptyAuditLog
 
     public var description: String {
         switch self {
@@ -24,6 +26,8 @@ public enum AdminError: Error, Equatable, CustomStringConvertible {
             "the quarantined bytes of \(id) cannot be read: \(reason); run `airlock doctor`"
         case .hashMismatch(let id):
             "the quarantined bytes of \(id) do not match the SHA-256 in the ledger; run `airlock doctor`"
+        case .emptyAuditLog:
+            "the audit log is empty: there is no entry to anchor yet"
         }
     }
 }
