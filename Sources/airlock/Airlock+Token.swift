@@ -8,7 +8,10 @@ extension Airlock {
         static let configuration = CommandConfiguration(abstract: "Mint download URLs.", subcommands: [Issue.self])
 
         struct Issue: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Mint a download URL for a recipient of a downloadable transfer.")
+            static let configuration = CommandConfiguration(
+                abstract: "Mint a download URL for a recipient of a downloadable transfer.",
+                discussion: "The issuance is recorded in the audit log (token.issued) with the recipient and the expiry."
+            )
 
             @OptionGroup var options: AdminOptions
             @Argument(help: "The transfer id.") var transferId: String
@@ -23,12 +26,7 @@ extension Airlock {
 
             func run() async throws {
                 let (admin, _, _) = try await self.options.open()
-                let grant: Ledger.DownloadGrant
-                do {
-                    grant = try await admin.ledger.issueDownload(transferId: self.transferId, recipient: self.recipient, ttlSeconds: self.ttl)
-                } catch BrokerError.transferNotFound(let id) {
-                    throw AdminError.unknownTransfer(id)
-                }
+                let grant = try await admin.issueDownload(transferId: self.transferId, recipient: self.recipient, ttlSeconds: self.ttl)
                 if self.options.json {
                     try self.options.printJSON(TransferDocument.Download(recipient: grant.recipient, url: grant.url, expiresAt: grant.expiresAt))
                 } else {

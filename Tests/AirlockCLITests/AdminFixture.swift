@@ -62,3 +62,17 @@ final class AdminFixture: Sendable {
         return (result.standardOutput, (try? Data(contentsOf: URL(fileURLWithPath: output))) ?? Data())
     }
 }
+
+extension AdminFixture {
+    /// The operating-system user the admin commands record (`admin:<user>`).
+    static let operatingSystemUser = ProcessInfo.processInfo.environment["SUDO_USER"] ?? NSUserName()
+
+    /// The audit entries with this action, oldest first, each with its details parsed.
+    func auditEntries(action: String) async throws -> [(entry: [String: Any], details: [String: String])] {
+        let entries = try await self.json(["audit", "list"]) as? [[String: Any]] ?? []
+        return try entries.filter { $0["action"] as? String == action }.map { entry in
+            let details = try JSONSerialization.jsonObject(with: Data((entry["details"] as? String ?? "").utf8)) as? [String: String]
+            return (entry, details ?? [:])
+        }
+    }
+}

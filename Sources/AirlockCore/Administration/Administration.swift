@@ -282,4 +282,37 @@ public struct Administration: Sendable {
             try AuditLog.append(db, at: now, actor: self.actor, action: "quarantine.exported", transferId: id, details: ["to": destination])
         }
     }
+
+    // MARK: Tokens
+
+    /// Mints a download URL for `recipient` of a downloadable transfer; the issuance row and an audit entry
+    /// (`token.issued`: recipient, expiry, token id) are written in one transaction.
+    public func issueDownload(transferId: String, recipient: String, ttlSeconds: Int? = nil) async throws -> Ledger.DownloadGrant {
+        guard let (record, recipients) = try await self.ledger.transfer(id: transferId) else {
+            throw AdminError.unknownTransfer(transferId)
+        }
+        guard record.state.isDownloadable else {
+            throw BrokerError.notDownloadable(id: transferId, state: record.state)
+        }
+        guard recipients.contains(recipient) else {
+            throw BrokerError.notARecipient(recipient)
+        }
+        let now = self.ledger.now()
+        let (grant, issuance) = try self.ledger.mintDownload(transferId: transferId, recipient: recipient, ttlSeconds: ttlSeconds, now: now)
+        try await self.database.writer.write { db in
+            try issuance.insert(db)
+            try AuditLog.append(
+                db,
+                at: now,
+                actor: self.actor,
+                action: "token.issued",
+                transferId: transferId,
+                details: [
+                    "recipient": recipient, "expiresAt": AuditLog.timestamp(grant.expiresAt), "tokenId": issuance.tokenId,
+                    "keyId": issuance.keyId,
+                ]
+            )
+        }
+        return grant
+    }
 }

@@ -77,6 +77,11 @@ public enum AuditLog {
         return entry
     }
 
+    /// A time for `details`: ISO 8601 in UTC to the second, `2026-11-22T14:03:09Z`.
+    public static func timestamp(_ date: Date) -> String {
+        date.formatted(.iso8601)
+    }
+
     /// `details` as a JSON object with sorted keys, byte for byte as `JSONEncoder` with `.sortedKeys` and
     /// `.withoutEscapingSlashes` writes it. Written directly when no key or value needs escaping (the common case:
     /// digests, sizes, verdicts), which saves an encoder per entry; otherwise through the encoder.
