@@ -8,8 +8,8 @@ extension Airlock {
     /// `airlock quarantine …`.
     struct Quarantine: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "List, inspect, release, delete, rescan and export quarantined transfers.",
-            subcommands: [List.self, Show.self, Release.self, Delete.self, Rescan.self, Export.self]
+            abstract: "List, inspect, release, delete, rescan, export and re-encrypt quarantined transfers.",
+            subcommands: [List.self, Show.self, Release.self, Delete.self, Rescan.self, Export.self, Rekey.self]
         )
 
         struct List: AsyncParsableCommand {
@@ -208,25 +208,28 @@ struct RescanLine: Encodable {
     }
 }
 
-/// Turns Ctrl-C into a request to stop after the current item, instead of killing the process mid-write.
+/// Turns Ctrl-C (SIGINT) and SIGTERM into a request to stop after the current item, instead of killing the process
+/// mid-write.
 final class Interruption: @unchecked Sendable {
-    // `source` is set once in init and never touched again; the flag is behind a Mutex.
+    // `sources` is set once in init and never touched again; the flag is behind a Mutex.
     private final class Flag: Sendable {
         let value = Mutex(false)
     }
     private let flag = Flag()
-    private let source: any DispatchSourceSignal
+    private let sources: [any DispatchSourceSignal]
 
     init() {
-        signal(SIGINT, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
-        self.source = source
         let flag = self.flag
-        source.setEventHandler {
-            flag.value.withLock { $0 = true }
-            FileHandle.standardError.write(Data("\nairlock: stopping after the current file…\n".utf8))
+        self.sources = [SIGINT, SIGTERM].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                flag.value.withLock { $0 = true }
+                FileHandle.standardError.write(Data("\nairlock: stopping after the current file…\n".utf8))
+            }
+            source.resume()
+            return source
         }
-        source.resume()
     }
 
     var requested: Bool { self.flag.value.withLock { $0 } }

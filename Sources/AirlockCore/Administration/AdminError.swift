@@ -8,6 +8,8 @@ public enum AdminError: Error, Equatable, CustomStringConvertible {
     case wrongState(id: String, state: TransferState, needed: String)
     /// The quarantined bytes are missing or do not decrypt.
     case unreadableQuarantine(id: String, reason: String)
+    /// No configured quarantine key decrypts the quarantined bytes (the key was retired too early, or renamed).
+    case missingQuarantineKey(id: String, reason: String)
     /// The decrypted bytes are not those the ledger recorded.
     case hashMismatch(id: String)
     /// The audit log has no entry to anchor.
@@ -24,6 +26,8 @@ public enum AdminError: Error, Equatable, CustomStringConvertible {
             "transfer \(id) is \(state.rawValue); this needs a transfer that is \(needed)"
         case .unreadableQuarantine(let id, let reason):
             "the quarantined bytes of \(id) cannot be read: \(reason); run `airlock doctor`"
+        case .missingQuarantineKey(let id, let reason):
+            "the quarantined bytes of \(id) cannot be decrypted: \(reason)"
         case .hashMismatch(let id):
             "the quarantined bytes of \(id) do not match the SHA-256 in the ledger; run `airlock doctor`"
         case .emptyAuditLog:

@@ -118,15 +118,13 @@ extension Administration {
         }
         for path in expectedQuarantine.sorted() {
             let id = (path as NSString).lastPathComponent
-            guard let handle = FileHandle(forReadingAtPath: path) else {
+            guard FileManager.default.fileExists(atPath: path) else {
                 problems.append(
                     DoctorProblem(kind: .missingBytes, path: path, transferId: id, detail: "the ledger says quarantined, the bytes are gone")
                 )
                 continue
             }
-            let magic = try? handle.read(upToCount: 4)
-            try? handle.close()
-            if magic != Data("ALQ1".utf8) {
+            if !FileStore.isQuarantineFile(path) {
                 problems.append(DoctorProblem(kind: .unreadableQuarantine, path: path, transferId: id, detail: "not an encrypted quarantine file"))
             }
         }

@@ -1,6 +1,10 @@
 public import Foundation
 import GRDB
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// What administrators do with the ledger and store, on the same files as a running server.
 public struct Administration: Sendable {
     /// Queries, tokens and deletion.
@@ -22,7 +26,7 @@ public struct Administration: Sendable {
             configuration: configuration,
             database: database,
             store: store,
-            tokens: await DownloadTokens(configuration.tokens),
+            tokens: DownloadTokens(configuration.tokens),
             now: now
         )
         return Administration(ledger: ledger, actor: "admin:\(Self.operatingSystemUser)")
@@ -164,7 +168,7 @@ public struct Administration: Sendable {
             try self.store.exportQuarantined(transferId: record.id, to: staging)
         } catch {
             try? FileManager.default.removeItem(atPath: staging)
-            throw AdminError.unreadableQuarantine(id: record.id, reason: "\(error)")
+            throw Self.quarantineError(id: record.id, error)
         }
         let report = await inspector.inspect(fileAt: staging, declaredType: record.declaredType, describe: true)
         guard report.sha256 == record.sha256 else {
@@ -180,7 +184,17 @@ public struct Administration: Sendable {
         return (outcome, staging)
     }
 
-    private func record(_ id: String) async throws -> TransferRecord {
+    /// The admin error for quarantined bytes that could not be decrypted.
+    static func quarantineError(id: String, _ error: any Error) -> AdminError {
+        switch error {
+        case StoreError.unknownQuarantineKey, StoreError.noQuarantineKeyOpens:
+            AdminError.missingQuarantineKey(id: id, reason: "\(error)")
+        default:
+            AdminError.unreadableQuarantine(id: id, reason: "\(error)")
+        }
+    }
+
+    func record(_ id: String) async throws -> TransferRecord {
         guard let record = try await self.database.writer.read({ db in try TransferRecord.fetchOne(db, key: id) }) else {
             throw AdminError.unknownTransfer(id)
         }

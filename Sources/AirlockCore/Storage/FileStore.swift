@@ -20,7 +20,8 @@ public struct FileStore: Sendable {
     public let scanningDirectory: String
     /// `storage.quarantineDirectory`.
     public let quarantineDirectory: String
-    private let quarantineKey: SymmetricKey
+    /// The quarantine keys and the id of the active one.
+    let cipher: QuarantineCipher
 
     /// Creates a store over the configured directories (nothing is touched until ``prepare()``).
     public init(_ storage: AirlockConfiguration.Storage) {
@@ -29,7 +30,10 @@ public struct FileStore: Sendable {
         self.filesDirectory = (storage.dataDirectory as NSString).appendingPathComponent("files")
         self.scanningDirectory = (storage.dataDirectory as NSString).appendingPathComponent("scanning")
         self.quarantineDirectory = storage.quarantineDirectory
-        self.quarantineKey = SymmetricKey(data: storage.activeQuarantineKey)
+        self.cipher = QuarantineCipher(
+            keys: storage.quarantineKeys.mapValues { SymmetricKey(data: $0) },
+            activeKeyId: storage.activeQuarantineKeyId
+        )
     }
 
     /// The ledger's path.
@@ -98,23 +102,109 @@ public struct FileStore: Sendable {
         Self.syncDirectory(directory)
     }
 
-    /// Encrypts a staging file into the quarantine and removes the plaintext.
+    /// Encrypts a staging file into the quarantine under the active key and removes the plaintext.
     public func quarantine(stagingPath: String, transferId: String) throws {
         let destination = self.quarantinePath(transferId: transferId)
         let temporary = (self.quarantineDirectory as NSString).appendingPathComponent(".tmp-\(transferId)")
-        try QuarantineCipher(key: self.quarantineKey).encrypt(from: stagingPath, to: temporary, transferId: transferId)
+        try self.cipher.encrypt(from: stagingPath, to: temporary, transferId: transferId)
         try Self.rename(temporary, to: destination)
         Self.syncDirectory(self.quarantineDirectory)
         try FileManager.default.removeItem(atPath: stagingPath)
     }
 
-    /// Decrypts a quarantined transfer to `destination` (created 0600; replaced if present).
+    /// Decrypts a quarantined transfer to a new file at `destination` (0600); an existing file or symbolic link
+    /// there is refused (``StoreError/destinationExists(path:)``), and a partial file is removed on failure.
     public func exportQuarantined(transferId: String, to destination: String) throws {
-        try QuarantineCipher(key: self.quarantineKey).decrypt(
-            from: self.quarantinePath(transferId: transferId),
-            to: destination,
-            transferId: transferId
-        )
+        let output = try Self.createExclusiveFile(destination)
+        do {
+            try self.decryptQuarantined(transferId: transferId, into: output)
+            try output.close()
+        } catch {
+            try? output.close()
+            unlink(destination)
+            throw error
+        }
+    }
+
+    /// Decrypts a quarantined transfer into `output`, an empty file opened for writing, and syncs it.
+    func decryptQuarantined(transferId: String, into output: FileHandle) throws {
+        try self.cipher.decrypt(from: self.quarantinePath(transferId: transferId), into: output, transferId: transferId)
+    }
+
+    /// Creates a new file at `path` for writing, mode 0600 whatever the umask. It never opens an existing file and
+    /// never follows a symbolic link (`O_CREAT|O_EXCL|O_NOFOLLOW`).
+    ///
+    /// - Throws: ``StoreError/destinationExists(path:)`` when something (a file, a directory, a link) is there.
+    static func createExclusiveFile(_ path: String) throws -> FileHandle {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            let code = errno
+            if code == EEXIST || code == ELOOP { throw StoreError.destinationExists(path: path) }
+            throw StoreError.io(operation: "create \(path)", errno: code)
+        }
+        // The umask may have narrowed 0600 (never widened it); set it exactly.
+        guard fchmod(descriptor, 0o600) == 0 else {
+            let code = errno
+            close(descriptor)
+            unlink(path)
+            throw StoreError.io(operation: "set mode 0600 on \(path)", errno: code)
+        }
+        return FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+    }
+
+    /// The id of the key new quarantined files are encrypted with.
+    public var activeQuarantineKeyId: String { self.cipher.activeKeyId }
+
+    /// The key id a quarantined file names in its header; nil for a file in the first format (`ALQ1`), which
+    /// does not record it.
+    ///
+    /// - Throws: ``StoreError/corruptQuarantine(path:)`` when the file is not in Airlock's quarantine format.
+    public func quarantineKeyId(transferId: String) throws -> String? {
+        try QuarantineCipher.keyId(ofFileAt: self.quarantinePath(transferId: transferId))
+    }
+
+    /// A quarantined file encrypted again under the active key, waiting to replace the original.
+    public struct RekeyedFile: Sendable, Equatable {
+        /// The new encrypted file, synced, beside the original.
+        public var temporaryPath: String
+        /// The key the original was under.
+        public var fromKeyId: String
+        /// The SHA-256 of the decrypted bytes.
+        public var sha256: String
+    }
+
+    /// Encrypts a quarantined transfer again under the active key into a synced temporary file beside it; nothing
+    /// is replaced yet (``replaceQuarantined(transferId:with:)`` does that, atomically).
+    ///
+    /// - Returns: nil when the file is already under the active key.
+    public func reencryptQuarantined(transferId: String) throws -> RekeyedFile? {
+        let path = self.quarantinePath(transferId: transferId)
+        if try QuarantineCipher.keyId(ofFileAt: path) == self.cipher.activeKeyId { return nil }
+        let temporary = (self.quarantineDirectory as NSString).appendingPathComponent(".tmp-rekey-\(transferId)")
+        do {
+            let (fromKeyId, sha256) = try self.cipher.reencrypt(from: path, to: temporary, transferId: transferId)
+            return RekeyedFile(temporaryPath: temporary, fromKeyId: fromKeyId, sha256: sha256)
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+    }
+
+    /// Renames a file from ``reencryptQuarantined(transferId:)`` over the original: a crash leaves one or the other,
+    /// never neither.
+    public func replaceQuarantined(transferId: String, with rekeyed: RekeyedFile) throws {
+        try Self.rename(rekeyed.temporaryPath, to: self.quarantinePath(transferId: transferId))
+        Self.syncDirectory(self.quarantineDirectory)
+    }
+
+    /// Whether the file at `path` starts like an encrypted quarantine file (either format).
+    public static func isQuarantineFile(_ path: String) -> Bool {
+        do {
+            _ = try QuarantineCipher.keyId(ofFileAt: path)
+            return true
+        } catch {
+            return false
+        }
     }
 
     /// Removes clean content.
@@ -207,15 +297,29 @@ public struct FileStore: Sendable {
 public enum StoreError: Error, CustomStringConvertible {
     /// A system call failed.
     case io(operation: String, errno: Int32)
-    /// Quarantined bytes do not decrypt: wrong `storage.quarantineKey`, or the file was altered.
+    /// Quarantined bytes do not decrypt: the file was altered, or it is not a quarantine file.
     case corruptQuarantine(path: String)
+    /// A quarantined file names a key the configuration does not have.
+    case unknownQuarantineKey(path: String, keyId: String)
+    /// No configured key opens a quarantined file of the first format (which does not name its key).
+    case noQuarantineKeyOpens(path: String, keyIds: [String])
+    /// A new file was to be created where something already is.
+    case destinationExists(path: String)
 
     public var description: String {
         switch self {
         case .io(let operation, let code):
             "\(operation) failed: \(String(cString: strerror(code)))"
         case .corruptQuarantine(let path):
-            "\(path) does not decrypt: it was altered or storage.quarantineKey is not the key it was written with"
+            "\(path) does not decrypt: it was altered, truncated, or is not an Airlock quarantine file"
+        case .unknownQuarantineKey(let path, let keyId):
+            "\(path) is encrypted with quarantine key \"\(keyId)\", which is not configured: add it back to storage.quarantineKeys"
+        case .noQuarantineKeyOpens(let path, let keyIds):
+            "none of the configured quarantine keys (\(keyIds.joined(separator: ", "))) decrypts \(path): add the key it was "
+                + "written with to storage.quarantineKeys (or check that the file was not altered)"
+        case .destinationExists(let path):
+            "\(path) already exists (a file, a directory or a symbolic link): nothing is overwritten or followed; "
+                + "choose a new path, or remove the existing one first"
         }
     }
 }
