@@ -161,12 +161,20 @@ extension Airlock {
         }
 
         struct Export: AsyncParsableCommand {
-            static let configuration = CommandConfiguration(abstract: "Decrypt a quarantined transfer to a file for analysis.")
+            static let configuration = CommandConfiguration(
+                abstract: "Decrypt a quarantined transfer to a new file for analysis.",
+                discussion: """
+                    FILE must not exist: an existing file or a symbolic link is refused (exit 2), never overwritten or followed. \
+                    It is created with mode 0600 whatever the umask. The export is recorded in the audit log before any \
+                    decrypted byte is written.
+                    """
+            )
 
             @OptionGroup var options: AdminOptions
             @Argument(help: "The transfer id.") var id: String
-            @Option(help: ArgumentHelp("Where to write the decrypted bytes (mode 0600).", valueName: "FILE")) var to: String
-            @Flag(help: "Confirm that you want possibly malicious bytes decrypted on this host.") var force = false
+            @Option(help: ArgumentHelp("A new file to write the decrypted bytes to (mode 0600).", valueName: "FILE")) var to: String
+            @Flag(help: "Confirm that you want possibly malicious bytes decrypted on this host (it never overwrites a file).")
+            var force = false
 
             func validate() throws {
                 guard self.force else {
@@ -178,7 +186,7 @@ extension Airlock {
                 let (admin, _, _) = try await self.options.open()
                 try await admin.export(id: self.id, to: self.to)
                 if !self.options.json {
-                    print("decrypted \(self.id) to \(self.to)")
+                    print("decrypted \(self.id) to \(Output.escaped(self.to)) (mode 0600; the export is in the audit log)")
                 } else {
                     try self.options.printJSON(["id": self.id, "to": self.to])
                 }

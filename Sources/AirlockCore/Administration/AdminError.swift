@@ -12,6 +12,10 @@ public enum AdminError: Error, Equatable, CustomStringConvertible {
     case missingQuarantineKey(id: String, reason: String)
     /// The decrypted bytes are not those the ledger recorded.
     case hashMismatch(id: String)
+    /// An export's destination already exists (or is a symbolic link); nothing is overwritten or followed.
+    case exportDestinationExists(path: String)
+    /// An export failed after its destination was created; the partial file was removed.
+    case exportFailed(id: String, path: String, reason: String)
     /// The audit log has no entry to anchor.
     case emptyAuditLog
 
@@ -30,6 +34,11 @@ public enum AdminError: Error, Equatable, CustomStringConvertible {
             "the quarantined bytes of \(id) cannot be decrypted: \(reason)"
         case .hashMismatch(let id):
             "the quarantined bytes of \(id) do not match the SHA-256 in the ledger; run `airlock doctor`"
+        case .exportDestinationExists(let path):
+            "\(path) already exists (a file, a directory or a symbolic link); export never overwrites or follows one: "
+                + "choose a new path, or remove the existing one first"
+        case .exportFailed(let id, let path, let reason):
+            "exporting \(id) failed: \(reason); the partial file \(path) was removed (the audit log records the attempt)"
         case .emptyAuditLog:
             "the audit log is empty: there is no entry to anchor yet"
         }

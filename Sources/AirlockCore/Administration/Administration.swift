@@ -280,20 +280,40 @@ public struct Administration: Sendable {
         try await self.ledger.delete(transferId: id, actor: self.actor, reason: reason)
     }
 
-    /// Decrypts a quarantined transfer to `destination` for analysis, and records that it was done.
+    /// Decrypts a quarantined transfer to a new file at `destination` (mode 0600) for analysis.
+    ///
+    /// The file is created with `O_CREAT|O_EXCL|O_NOFOLLOW`: an existing file or a symbolic link there is refused
+    /// (``AdminError/exportDestinationExists(path:)``). The export is recorded in the audit log before any decrypted
+    /// byte is written; if decryption or writing then fails, the partial file is removed and the entry stays, as the
+    /// record of an attempt.
     public func export(id: String, to destination: String) async throws {
         let record = try await self.record(id)
         guard record.state == .quarantined else {
             throw AdminError.wrongState(id: id, state: record.state, needed: "quarantined")
         }
+        let output: FileHandle
         do {
-            try self.store.exportQuarantined(transferId: id, to: destination)
-        } catch {
-            throw AdminError.unreadableQuarantine(id: id, reason: "\(error)")
+            output = try FileStore.createExclusiveFile(destination)
+        } catch StoreError.destinationExists(let path) {
+            throw AdminError.exportDestinationExists(path: path)
         }
         let now = self.ledger.now()
-        try await self.database.writer.write { db in
-            try AuditLog.append(db, at: now, actor: self.actor, action: "quarantine.exported", transferId: id, details: ["to": destination])
+        do {
+            try await self.database.writer.write { db in
+                _ = try AuditLog.append(db, at: now, actor: self.actor, action: "quarantine.exported", transferId: id, details: ["to": destination])
+            }
+        } catch {
+            try? output.close()
+            unlink(destination)
+            throw error
+        }
+        do {
+            try self.store.decryptQuarantined(transferId: id, into: output)
+            try output.close()
+        } catch {
+            try? output.close()
+            unlink(destination)
+            throw AdminError.exportFailed(id: id, path: destination, reason: "\(error)")
         }
     }
 
