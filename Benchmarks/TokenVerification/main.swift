@@ -11,7 +11,7 @@ let cores = ProcessInfo.processInfo.activeProcessorCount
 var configuration = AirlockConfiguration.development.tokens
 configuration.keys = ["k1": Data((0..<32).map { UInt8($0) }), "k2": Data((32..<64).map { UInt8($0) })]
 configuration.activeKeyId = "k2"
-let tokens = await DownloadTokens(configuration)
+let tokens = DownloadTokens(configuration)
 let now = Date()
 // Distinct tokens, as a server sees them.
 var samples: [String] = []
@@ -29,7 +29,7 @@ let pool = samples
     var index = offset
     while ContinuousClock.now < deadline {
         for _ in 0..<256 {
-            guard (try? await tokens.verify(pool[index & 1023], now: now)) != nil else { fatalError("a valid token was refused") }
+            guard (try? tokens.verify(pool[index & 1023], now: now)) != nil else { fatalError("a valid token was refused") }
             index &+= 1
         }
         count += 256
@@ -38,7 +38,7 @@ let pool = samples
 }
 
 // Warm up.
-_ = try await tokens.verify(pool[0], now: now)
+_ = try tokens.verify(pool[0], now: now)
 
 let single = await verifyLoop(offset: 0)
 let parallel = await withTaskGroup(of: Int.self) { group in

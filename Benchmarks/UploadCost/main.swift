@@ -110,8 +110,8 @@ for kind in kinds {
         let report = broker.inspector.inspectSynchronously(bytes: bytes, declaredType: declared, sha256: SHA256.hash(data: bytes).hexString)
         precondition(report.sha256 != nil, "inspection failed: \(report)")
     }
-    @Sendable func handOff(_ index: Int) -> Broker.HandOff {
-        Broker.HandOff(
+    @Sendable func handOff(_ index: Int) -> HandOff {
+        HandOff(
             server: "dev",
             sender: "alice@example.org",
             recipients: ["bob@example.org"],
@@ -121,7 +121,7 @@ for kind in kinds {
     }
     /// Hands one body off; returns what went wrong when the broker did not store it clean.
     @Sendable func handOffOnce(_ index: Int, _ contents: ByteBuffer) async throws -> String? {
-        let (record, _, _) = try await broker.receive(handOff(index), contents: contents)
+        let record = try await broker.handOff(handOff(index), body: .inMemory(contents)).transfer
         return record.state == .stored ? nil : "\(kind) \(record.id): \(record.state)"
     }
     let sequential = bodies("hand-off").map { ByteBuffer(bytes: $0) }

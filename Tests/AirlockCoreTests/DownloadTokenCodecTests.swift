@@ -75,27 +75,27 @@ struct DownloadTokenCodecTests {
         var configuration = AirlockConfiguration.development.tokens
         configuration.keys = ["old": Data(repeating: 1, count: 32), "new": Data(repeating: 2, count: 32)]
         configuration.activeKeyId = "new"
-        let tokens = await DownloadTokens(configuration)
+        let tokens = DownloadTokens(configuration)
         let now = Date(timeIntervalSince1970: 1_800_000_000)
         let (token, claims) = try tokens.issue(transferId: "t-1", recipient: "bob@example.org", ttl: 60, now: now)
-        #expect(try tokens.verifySynchronously(token, now: now) == claims)
-        #expect(throws: DownloadTokenError.expired) { try tokens.verifySynchronously(token, now: now + 60) }
+        #expect(try tokens.verify(token, now: now) == claims)
+        #expect(throws: DownloadTokenError.expired) { try tokens.verify(token, now: now + 60) }
         // Every single-character change is refused.
         var bytes = Array(token.utf8)
         for index in bytes.indices {
             let original = bytes[index]
             bytes[index] = original == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
             let tampered = String(decoding: bytes, as: UTF8.self)
-            #expect(throws: DownloadTokenError.invalid) { try tokens.verifySynchronously(tampered, now: now) }
+            #expect(throws: DownloadTokenError.invalid) { try tokens.verify(tampered, now: now) }
             bytes[index] = original
         }
         // A token from the retired key still verifies while that key is configured, and not once it is removed.
         var retired = configuration
         retired.activeKeyId = "old"
-        let (oldToken, _) = try await DownloadTokens(retired).issue(transferId: "t-2", recipient: "bob@example.org", ttl: 60, now: now)
-        #expect(try tokens.verifySynchronously(oldToken, now: now).tid == "t-2")
+        let (oldToken, _) = try DownloadTokens(retired).issue(transferId: "t-2", recipient: "bob@example.org", ttl: 60, now: now)
+        #expect(try tokens.verify(oldToken, now: now).tid == "t-2")
         configuration.keys["old"] = nil
-        let withoutOldKey = await DownloadTokens(configuration)
-        #expect(throws: DownloadTokenError.invalid) { try withoutOldKey.verifySynchronously(oldToken, now: now) }
+        let withoutOldKey = DownloadTokens(configuration)
+        #expect(throws: DownloadTokenError.invalid) { try withoutOldKey.verify(oldToken, now: now) }
     }
 }

@@ -9,9 +9,9 @@ struct DownloadTokensTests {
     /// Found by FuzzDownloadToken: the raw signature check decoded leniently, so a padded (`=`), standard-alphabet
     /// (`+`, `/`) or stray-low-bit spelling of a valid signature was also accepted. A token has one spelling.
     @Test func onlyTheCanonicalSpellingOfASignatureVerifies() async throws {
-        let tokens = await DownloadTokens(AirlockConfiguration.development.tokens)
+        let tokens = DownloadTokens(AirlockConfiguration.development.tokens)
         let (token, claims) = try tokens.issue(transferId: "t1", recipient: "bob@example.org", ttl: 60, now: self.now)
-        #expect(try await tokens.verify(token, now: self.now) == claims)
+        #expect(try tokens.verify(token, now: self.now) == claims)
 
         let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
         var respelled = Array(token)
@@ -23,7 +23,7 @@ struct DownloadTokensTests {
             variants.append(standardAlphabet)
         }
         for variant in variants {
-            await #expect(throws: DownloadTokenError.invalid) { try await tokens.verify(variant, now: self.now) }
+            #expect(throws: DownloadTokenError.invalid) { try tokens.verify(variant, now: self.now) }
         }
     }
 }

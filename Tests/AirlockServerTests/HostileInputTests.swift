@@ -213,22 +213,16 @@ struct HostileInputTests {
         }
     }
 
-    /// A right-to-left override makes `invoice‮fdp.exe` display as `invoiceexe.pdf`: the executable is blocked
-    /// whatever its name says, and a harmless file's name is percent-encoded in the download header.
-    @Test func rightToLeftOverrideNamesCannotDisguiseAnExecutable() async throws {
+    /// A right-to-left override makes `invoice‮fdp.exe` display as `invoiceexe.pdf`: such names are refused
+    /// outright (issue 13, finding 6), whatever the content, and nothing is kept.
+    @Test func rightToLeftOverrideNamesAreRefused() async throws {
         try await Hostile.underAttack { client, _, _ in
             let name = "invoice\u{202E}fdp.exe"
-            let executable = try await Hostile.handOff(client, Fixtures.portableExecutable, filename: name, contentType: "application/pdf")
-            #expect(executable.status == .created)
-            let blocked = try executable.decode(TransferBody.self)
-            #expect(blocked.verdict == "blocked")
-            #expect(blocked.state == "quarantined")
-            #expect(blocked.downloads?.isEmpty != false)
-
-            let text = try await Hostile.handOff(client, Data("harmless\n".utf8), filename: name, contentType: "text/plain")
-            let transfer = try text.decode(TransferBody.self)
-            let download = try await Hostile.download(client, try #require(transfer.downloads?.first?.url))
-            #expect(download.headers[.contentDisposition] == "attachment; filename*=UTF-8''invoice%E2%80%AEfdp.exe")
+            for (content, type) in [(Fixtures.portableExecutable, "application/pdf"), (Data("harmless\n".utf8), "text/plain")] {
+                let response = try await Hostile.handOff(client, content, filename: name, contentType: type)
+                #expect(response.status == .badRequest)
+                #expect(try response.decode(ErrorBody.self).message.contains("bidirectional control"))
+            }
         }
     }
 

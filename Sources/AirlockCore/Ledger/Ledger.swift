@@ -1,6 +1,5 @@
 public import Foundation
 import GRDB
-import JWTKit
 
 /// The ledger and store as both the server and the admin commands use them: queries, download-token issuance
 /// and deletion.
@@ -50,6 +49,73 @@ public struct Ledger: Sendable {
         }
     }
 
+    // MARK: Hand-offs
+
+    /// The clean verdict these signatures gave the same bytes before, if any. Blocks: call it on a worker.
+    public func cachedVerdict(sha256: String, signatureVersion: String) throws -> VerdictCacheRecord? {
+        try self.database.writer.read { db in
+            try VerdictCacheRecord.fetchWithCachedStatement(db, sha256: sha256, signatureVersion: signatureVersion)
+        }
+    }
+
+    /// Records a hand-off in one write transaction: the transfer, its recipients, their download tokens, its
+    /// XEP-0363 slot (``BrokerError/slotTaken(_:)`` when another transfer claimed it first), the verdict cache
+    /// entry and the audit entry. `inTransaction` runs inside it, before the rows are written (the broker moves
+    /// clean bytes into the store there, so a concurrent delete of the same content cannot interleave). Blocks:
+    /// call it on a worker.
+    public func recordHandOff(_ entry: HandOffEntry, inTransaction: () throws -> Void) throws {
+        try self.database.writer.write { db in
+            let transfer = entry.transfer
+            let (transferId, sha256, now) = (transfer.id, transfer.sha256, transfer.createdAt)
+            if let slot = entry.slot {
+                guard try UploadSlotRecord.fetchOne(db, key: slot) == nil else { throw BrokerError.slotTaken(slot) }
+            }
+            try inTransaction()
+            if entry.cacheVerdict, let detectedType = transfer.detectedType {
+                try VerdictCacheRecord(
+                    sha256: sha256,
+                    signatureVersion: transfer.signatureVersion,
+                    detectedType: detectedType,
+                    typeDescription: transfer.typeDescription ?? "",
+                    createdAt: now
+                ).saveWithCachedStatement(db)
+            }
+            try transfer.insertWithCachedStatement(db)
+            for recipient in entry.recipients {
+                try RecipientRecord(transferId: transferId, recipient: recipient).insertWithCachedStatement(db)
+            }
+            for issuance in entry.issuances {
+                try issuance.insertWithCachedStatement(db)
+            }
+            var details = ["sha256": sha256, "size": String(transfer.size), "verdict": entry.verdict.kind.rawValue, "state": transfer.state.rawValue]
+            details["signature"] = entry.verdict.signature
+            details["reason"] = entry.verdict.reason
+            if let slot = entry.slot {
+                try UploadSlotRecord(path: slot, transferId: transferId, createdAt: now).insertWithCachedStatement(db)
+                details["slot"] = slot
+            }
+            try AuditLog.append(db, at: now, actor: "server:\(transfer.server)", action: "transfer.created", transferId: transferId, details: details)
+        }
+    }
+
+    // MARK: Downloads
+
+    /// Marks a single-use token used; false when it already was (or was never issued).
+    public func consumeToken(id tokenId: String, at now: Date) async throws -> Bool {
+        try await self.database.writer.write { db in
+            try TokenIssuanceRecord.filter(Column("tokenId") == tokenId && Column("usedAt") == nil)
+                .updateAll(db, Column("usedAt").set(to: now)) == 1
+        }
+    }
+
+    /// Records one served download.
+    public func recordDownload(_ download: DownloadRecord) async throws {
+        try await self.database.writer.write { db in
+            var row = download
+            try row.insert(db)
+        }
+    }
+
     // MARK: Tokens
 
     /// A download URL for one recipient.
@@ -84,18 +150,18 @@ public struct Ledger: Sendable {
         let ttl = ttlSeconds ?? self.configuration.tokens.ttlSeconds
         let (token, claims) = try self.tokens.issue(transferId: transferId, recipient: recipient, ttl: ttl, now: now)
         let issuance = TokenIssuanceRecord(
-            tokenId: claims.jti.value,
+            tokenId: claims.jti,
             transferId: transferId,
             recipient: recipient,
             keyId: self.tokens.activeKeyId,
             issuedAt: now,
-            expiresAt: claims.exp.value,
+            expiresAt: claims.exp,
             usedAt: nil
         )
         let base =
             self.configuration.http.publicBaseURL.hasSuffix("/")
             ? String(self.configuration.http.publicBaseURL.dropLast()) : self.configuration.http.publicBaseURL
-        return (DownloadGrant(recipient: recipient, url: "\(base)/v1/files/\(token)", expiresAt: claims.exp.value), issuance)
+        return (DownloadGrant(recipient: recipient, url: "\(base)/v1/files/\(token)", expiresAt: claims.exp), issuance)
     }
 
     // MARK: Deletion
@@ -177,4 +243,20 @@ public struct Ledger: Sendable {
             return removed
         }
     }
+}
+
+/// Everything one hand-off writes to the ledger, decided before the transaction starts.
+public struct HandOffEntry: Sendable {
+    /// The transfer row.
+    public var transfer: TransferRecord
+    /// Its recipients, sorted, without duplicates.
+    public var recipients: [String]
+    /// The download tokens minted for them (clean transfers only).
+    public var issuances: [TokenIssuanceRecord]
+    /// The verdict (with its signature or reason, for the audit entry).
+    public var verdict: Verdict
+    /// Whether to remember this clean verdict for the same bytes and signatures.
+    public var cacheVerdict: Bool
+    /// The XEP-0363 upload path to claim, if any.
+    public var slot: String?
 }

@@ -28,7 +28,7 @@ struct DownloadController {
         let isHead = request.method == .head
         let authorized: Broker.AuthorizedDownload
         do {
-            authorized = try await self.broker.authorizeDownload(token: token, consume: !isHead)
+            authorized = try await self.broker.authorizeDownload(.token(token, consume: !isHead))
         } catch let error as BrokerError {
             switch error {
             case .invalidToken, .tokenExpired, .notARecipient:
@@ -38,14 +38,7 @@ struct DownloadController {
             }
             throw error
         }
-        return try await self.files.respond(
-            to: request,
-            context: context,
-            transfer: authorized.transfer,
-            path: authorized.path,
-            recipient: authorized.recipient,
-            disposition: .attachment
-        )
+        return try await self.files.respond(to: request, context: context, download: authorized, disposition: .attachment)
     }
 }
 

@@ -36,11 +36,10 @@ struct FileResponder: Sendable {
     func respond(
         to request: Request,
         context: AirlockRequestContext,
-        transfer: TransferRecord,
-        path: String,
-        recipient: String?,
+        download: Broker.AuthorizedDownload,
         disposition: Disposition
     ) async throws -> Response {
+        let (transfer, path, recipient) = (download.transfer, download.path, download.recipient)
         let isHead = request.method == .head
         guard FileManager.default.fileExists(atPath: path) else {
             // Deleted or purged between the state check and now.

@@ -17,18 +17,8 @@ struct OperationsController {
             try TransferController.json(["status": "ok"])
         }
         router.get("readyz") { _, _ in
-            struct Readiness: Encodable {
-                var status: String
-                var signatures: Int
-                var signatureVersion: String
-                var databaseVersion: String
-            }
             do {
-                let schema = try await self.broker.database.schemaVersion()
-                let signatures = self.broker.inspector.signatures
-                return try TransferController.json(
-                    Readiness(status: "ready", signatures: signatures.signatureCount, signatureVersion: signatures.version, databaseVersion: schema)
-                )
+                return try TransferController.json(try await self.broker.readiness())
             } catch {
                 throw APIError(.serviceUnavailable, "not_ready", "the ledger is not readable: \(error)")
             }

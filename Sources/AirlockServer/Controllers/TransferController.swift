@@ -35,45 +35,55 @@ struct TransferController {
     /// `POST /v1/transfers`: streams the body to staging while hashing, inspects, stores, answers with the verdict.
     @Sendable func create(_ request: Request, context: AirlockRequestContext) async throws -> Response {
         let query = request.uri.queryParameters
-        let handOff = Broker.HandOff(
+        let handOff = HandOff(
             server: context.server ?? "unknown",
             sender: query["sender"].map(String.init) ?? "",
             recipients: query.getAll("recipient").map { String($0) },
             filename: query["filename"].map(String.init) ?? "",
             declaredType: request.headers[.contentType]
         )
-        let limit = self.broker.configuration.limits.maxUploadBytes
-        var announcedLength: Int?
         _ = try Broker.validate(handOff)
+        var length: Int?
         let lengths = request.headers[values: .contentLength]
         if let first = lengths.first {
-            guard lengths.count == 1, let length = Int(first), length >= 0 else {
+            guard lengths.count == 1, let announced = Int(first), announced >= 0 else {
                 throw BrokerError.invalidRequest("Content-Length is invalid")
             }
-            guard length <= limit else { throw BrokerError.tooLarge(limit: limit) }
-            announcedLength = length
+            try self.broker.checkAnnouncedLength(announced)
+            length = announced
         }
+        let result = try await Self.handOff(handOff, request: request, length: length, context: context, broker: self.broker, metrics: self.metrics)
+        let document = TransferDocument(result.transfer, recipients: result.recipients, downloads: result.downloads)
+        return Self.json(bytes: try document.json(), status: .created)
+    }
 
-        let body = try await Self.stage(
-            request.body,
-            length: announcedLength,
-            declaredType: handOff.declaredType,
-            channel: context.channel,
-            broker: self.broker,
-            metrics: self.metrics
-        )
-
-        let (record, recipients, grants) = try await Self.receive(handOff, body: body, broker: self.broker, metrics: self.metrics)
-
-        return Self.json(bytes: try TransferDocument(record, recipients: recipients, downloads: grants).json(), status: .created)
+    /// Receives a request's body (cut off with 408 when it arrives too slowly, ``UploadPace``) and hands it off:
+    /// the native API and XEP-0363 share this and everything in core behind it.
+    static func handOff(
+        _ handOff: HandOff,
+        request: Request,
+        length: Int?,
+        context: AirlockRequestContext,
+        broker: Broker,
+        metrics: AirlockMetrics
+    ) async throws -> HandOffResult {
+        var pace = UploadPace(broker.configuration.http)
+        let body = try await broker.receiveBody(request.body, length: length, declaredType: handOff.declaredType) { count in
+            try pace.received(count, on: context.channel)
+        }
+        let started = ContinuousClock.now
+        let result = try await broker.handOff(handOff, body: body)
+        metrics.scanDuration.record(ContinuousClock.now - started)
+        metrics.uploads.increment()
+        metrics.uploadBytes.increment(by: result.transfer.size)
+        metrics.verdicts[result.transfer.verdict]?.increment()
+        return result
     }
 
     /// `GET /v1/transfers/{id}`.
     @Sendable func show(_ request: Request, context: AirlockRequestContext) async throws -> Response {
         let id = try context.parameters.require("id")
-        guard let (record, recipients) = try await self.broker.ledger.transfer(id: id, server: context.server) else {
-            throw BrokerError.transferNotFound(id)
-        }
+        let (record, recipients) = try await self.broker.transfer(id: id, server: context.server)
         return try Self.json(TransferDocument(record, recipients: recipients))
     }
 
@@ -108,7 +118,7 @@ struct TransferController {
         if let ttl = body.ttlSeconds, !(1...(7 * 86400)).contains(ttl) {
             throw BrokerError.invalidRequest("ttlSeconds must be between 1 and 604800")
         }
-        let grant = try await self.broker.ledger.issueDownload(
+        let grant = try await self.broker.issueDownload(
             transferId: id,
             recipient: body.recipient,
             ttlSeconds: body.ttlSeconds,
@@ -121,96 +131,8 @@ struct TransferController {
     @Sendable func delete(_ request: Request, context: AirlockRequestContext) async throws -> HTTPResponse.Status {
         let id = try context.parameters.require("id")
         let server = context.server ?? "unknown"
-        try await self.broker.ledger.delete(transferId: id, actor: "server:\(server)", server: server, reason: "retracted by the sender")
+        try await self.broker.retract(transferId: id, server: server)
         return .noContent
-    }
-
-    /// An upload's body once received.
-    enum ReceivedBody: Sendable {
-        /// Whole in memory: an announced length of at most ``Broker/inMemoryLimit``.
-        case inMemory(ByteBuffer)
-        /// In a staging file, with the inspection that started while it was received, if any.
-        case staged(StagingFile, InspectionInProgress?)
-    }
-
-    /// Receives a request body, cutting it off with 413 past `limits.maxUploadBytes` and with 408 when it arrives
-    /// too slowly (``UploadPace``).
-    ///
-    /// A body whose announced `length` is at most ``Broker/inMemoryLimit`` is kept in memory. Any other is
-    /// streamed into a new staging file, removed on any failure; when its `length` is announced, the inspection
-    /// starts at once and reads the file as it grows.
-    static func stage(
-        _ body: RequestBody,
-        length: Int?,
-        declaredType: String?,
-        channel: any Channel,
-        broker: Broker,
-        metrics: AirlockMetrics
-    ) async throws -> ReceivedBody {
-        let limit = broker.configuration.limits.maxUploadBytes
-        if let length, length <= Broker.inMemoryLimit {
-            var collected = ByteBuffer()
-            var pace = UploadPace(broker.configuration.http)
-            for try await buffer in body {
-                try pace.received(buffer.readableBytes, on: channel)
-                guard collected.readableBytes + buffer.readableBytes <= length else {
-                    throw BrokerError.invalidRequest("the body is longer than its Content-Length of \(length) bytes")
-                }
-                collected.writeImmutableBuffer(buffer)
-            }
-            guard collected.readableBytes == length else {
-                throw BrokerError.invalidRequest(
-                    "the body ended after \(collected.readableBytes) of the \(length) bytes its Content-Length announced"
-                )
-            }
-            return .inMemory(collected)
-        }
-        let staging = try StagingFile(path: broker.store.newStagingPath(), expectedSize: length.map(Int64.init), threadPool: broker.threadPool)
-        let inProgress = broker.inspector.beginInspection(of: staging, declaredType: declaredType)
-        var pace = UploadPace(broker.configuration.http)
-        do {
-            for try await buffer in body {
-                try pace.received(buffer.readableBytes, on: channel)
-                guard staging.size + Int64(buffer.readableBytes) <= Int64(limit) else {
-                    throw BrokerError.tooLarge(limit: limit)
-                }
-                try await staging.append(buffer)
-            }
-        } catch {
-            staging.discard()
-            await inProgress?.cancel()
-            throw error
-        }
-        return .staged(staging, inProgress)
-    }
-
-    /// Runs the inspection pipeline on a received upload and records its metrics; a staging file is consumed.
-    static func receive(
-        _ handOff: Broker.HandOff,
-        body: ReceivedBody,
-        slot: String? = nil,
-        broker: Broker,
-        metrics: AirlockMetrics
-    ) async throws -> (TransferRecord, [String], [Ledger.DownloadGrant]) {
-        let started = ContinuousClock.now
-        let received: (TransferRecord, [String], [Ledger.DownloadGrant])
-        switch body {
-        case .inMemory(let contents):
-            received = try await broker.receive(handOff, contents: contents, slot: slot)
-        case .staged(let staging, let inProgress):
-            do {
-                received = try await broker.receive(handOff, staging: staging, slot: slot, inProgress: inProgress)
-            } catch {
-                staging.discard()
-                await inProgress?.cancel()
-                throw error
-            }
-        }
-        metrics.scanDuration.record(ContinuousClock.now - started)
-        metrics.uploads.increment()
-        metrics.uploadBytes.increment(by: received.0.size)
-        metrics.verdicts[received.0.verdict]?.increment()
-        return received
     }
 
     static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {

@@ -83,27 +83,10 @@ struct XEP0363Controller {
         let contentType = request.headers[.contentType]
         let uploader = try await self.authorize(request, slot: slot, length: length, contentType: contentType)
 
-        let limit = self.broker.configuration.limits.maxUploadBytes
-        guard length <= limit else { throw BrokerError.tooLarge(limit: limit) }
-        guard try await self.broker.ledger.transfer(inSlot: slot.path) == nil else { throw BrokerError.slotTaken(slot.path) }
-
-        let body = try await TransferController.stage(
-            request.body,
-            length: length,
-            declaredType: contentType,
-            channel: context.channel,
-            broker: self.broker,
-            metrics: self.metrics
-        )
-        let handOff = Broker.HandOff(
-            server: "xep0363",
-            sender: uploader,
-            recipients: [],
-            filename: slot.filename,
-            declaredType: contentType,
-            requiresRecipients: false
-        )
-        _ = try await TransferController.receive(handOff, body: body, slot: slot.path, broker: self.broker, metrics: self.metrics)
+        try self.broker.checkAnnouncedLength(length)
+        try await self.broker.checkSlotFree(slot.path)
+        let handOff = HandOff(server: "xep0363", sender: uploader, recipients: [], filename: slot.filename, declaredType: contentType, slot: slot.path)
+        _ = try await TransferController.handOff(handOff, request: request, length: length, context: context, broker: self.broker, metrics: self.metrics)
         return Response(status: .created)
     }
 
@@ -146,21 +129,14 @@ struct XEP0363Controller {
     /// `GET`/`HEAD {prefix}{slot}/{filename}`: clean files only (403 quarantined, 404 unknown or gone).
     @Sendable func download(_ request: Request, context: AirlockRequestContext) async throws -> Response {
         let slot = try self.slotPath(of: request)
-        guard let transfer = try await self.broker.ledger.transfer(inSlot: slot.path), transfer.state != .deleted, transfer.state != .purged else {
+        let authorized: Broker.AuthorizedDownload
+        do {
+            authorized = try await self.broker.authorizeDownload(.slot(slot.path))
+        } catch BrokerError.transferNotFound, BrokerError.gone {
             throw APIError(.notFound, "not_found", "no file at this address")
-        }
-        guard transfer.state.isDownloadable else {
-            // Refusals are counted and logged (RefusalMiddleware), not written to the ledger: anyone holding the URL
-            // could otherwise grow the ledger and contend for its write lock at will.
+        } catch BrokerError.quarantined {
             throw APIError(.forbidden, "quarantined", "this file is held in quarantine")
         }
-        return try await self.files.respond(
-            to: request,
-            context: context,
-            transfer: transfer,
-            path: self.broker.store.cleanPath(sha256: transfer.sha256),
-            recipient: nil,
-            disposition: .inlineWhenHarmless
-        )
+        return try await self.files.respond(to: request, context: context, download: authorized, disposition: .inlineWhenHarmless)
     }
 }

@@ -1,0 +1,368 @@
+import Crypto
+import LibMagic
+import Logging
+public import Foundation
+public import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What an IM server says about a file it hands off.
+public struct HandOff: Sendable {
+    /// The IM server's configured name (`xep0363` for XEP-0363 uploads).
+    public var server: String
+    /// The sender's address.
+    public var sender: String
+    /// The recipients' addresses.
+    public var recipients: [String]
+    /// The filename as given.
+    public var filename: String
+    /// The declared `Content-Type`.
+    public var declaredType: String?
+    /// The XEP-0363 upload path this upload claims, if it is one; claimed once, in the transfer's transaction.
+    public var slot: String?
+
+    /// Whether recipients must be named (XEP-0363 uploads are capability URLs without recipients).
+    public var requiresRecipients: Bool { self.slot == nil }
+
+    /// Creates a hand-off description.
+    public init(server: String, sender: String, recipients: [String], filename: String, declaredType: String?, slot: String? = nil) {
+        self.server = server
+        self.sender = sender
+        self.recipients = recipients
+        self.filename = filename
+        self.declaredType = declaredType
+        self.slot = slot
+    }
+}
+
+/// An upload's body once received (``Broker/receiveBody(_:length:declaredType:paced:)``).
+public enum UploadBody: Sendable {
+    /// Whole in memory: an announced length of at most ``Broker/inMemoryLimit``.
+    case inMemory(ByteBuffer)
+    /// In a staging file, with the inspection that started while it was received, if any.
+    case staged(StagingFile, InspectionInProgress?)
+
+    /// Gives up the body: its staging file removed, its inspection cancelled.
+    public func discard() async {
+        if case .staged(let staging, let inProgress) = self {
+            staging.discard()
+            await inProgress?.cancel()
+        }
+    }
+}
+
+/// What a hand-off produced: the recorded transfer, its recipients and, when clean, one download URL each.
+public struct HandOffResult: Sendable {
+    /// The transfer as recorded.
+    public var transfer: TransferRecord
+    /// Its recipients, sorted, without duplicates.
+    public var recipients: [String]
+    /// One download URL per recipient of a clean transfer; empty otherwise.
+    public var downloads: [Ledger.DownloadGrant]
+}
+
+extension Broker {
+    /// Uploads up to this size are received in memory, then hashed, inspected, stored and recorded in one job on
+    /// a scan worker: for them, thread hops would cost more than the work. The worker is held until the ledger's
+    /// write lock is free, so a long admin transaction delays scans too.
+    public static let inMemoryLimit = 64 << 10
+
+    /// Checks a hand-off's parameters before any byte is read.
+    ///
+    /// - Returns: the filename to serve (the last path component).
+    /// - Throws: ``BrokerError/invalidRequest(_:)``.
+    public static func validate(_ handOff: HandOff) throws -> String {
+        guard Self.isValidAddress(handOff.sender) else {
+            throw BrokerError.invalidRequest("sender is missing or invalid: give the sender's address as ?sender=")
+        }
+        guard !handOff.recipients.isEmpty || !handOff.requiresRecipients else {
+            throw BrokerError.invalidRequest("no recipient: give each recipient's address as ?recipient= (repeatable)")
+        }
+        guard handOff.recipients.count <= 1000 else {
+            throw BrokerError.invalidRequest("too many recipients (at most 1000)")
+        }
+        for recipient in handOff.recipients where !Self.isValidAddress(recipient) {
+            throw BrokerError.invalidRequest("recipient \"\(recipient.prefix(64))\" is invalid")
+        }
+        return try Filename.served(from: handOff.filename)
+    }
+
+    private static func isValidAddress(_ address: String) -> Bool {
+        guard !address.isEmpty, address.utf8.count <= 3071 else { return false }
+        // Printable ASCII, the usual case, is valid without looking up Unicode properties.
+        if address.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) { return true }
+        return !address.unicodeScalars.contains { $0.properties.generalCategory == .control || $0 == " " }
+    }
+
+    /// Checks an announced `Content-Length` against `limits.maxUploadBytes` before any byte is read.
+    public func checkAnnouncedLength(_ length: Int) throws {
+        let limit = self.configuration.limits.maxUploadBytes
+        guard length <= limit else { throw BrokerError.tooLarge(limit: limit) }
+    }
+
+    /// Whether an XEP-0363 upload path still awaits its file (checked before the body is read; the hand-off's
+    /// transaction claims it for good).
+    public func checkSlotFree(_ path: String) async throws {
+        guard try await self.ledger.transfer(inSlot: path) == nil else { throw BrokerError.slotTaken(path) }
+    }
+
+    /// Receives an upload's body, cutting it off with 413 past `limits.maxUploadBytes`.
+    ///
+    /// A body whose announced `length` is at most ``inMemoryLimit`` is kept in memory and must match it exactly.
+    /// Any other is streamed into a new staging file, removed on any failure; when its `length` is announced, the
+    /// inspection starts at once and reads the file as it grows.
+    ///
+    /// - Parameter paced: called with each chunk's size before it is kept; throws to cut off a slow body.
+    public func receiveBody<Body: AsyncSequence>(
+        _ body: Body,
+        length: Int?,
+        declaredType: String?,
+        paced: (Int) throws -> Void
+    ) async throws -> UploadBody where Body.Element == ByteBuffer {
+        let limit = self.configuration.limits.maxUploadBytes
+        if let length, length <= Self.inMemoryLimit {
+            var collected = ByteBuffer()
+            for try await buffer in body {
+                try paced(buffer.readableBytes)
+                guard collected.readableBytes + buffer.readableBytes <= length else {
+                    throw BrokerError.invalidRequest("the body is longer than its Content-Length of \(length) bytes")
+                }
+                collected.writeImmutableBuffer(buffer)
+            }
+            guard collected.readableBytes == length else {
+                throw BrokerError.invalidRequest("the body ended after \(collected.readableBytes) of the \(length) bytes its Content-Length announced")
+            }
+            return .inMemory(collected)
+        }
+        let staging = try StagingFile(path: self.store.newStagingPath(), expectedSize: length.map(Int64.init), threadPool: self.threadPool)
+        let received = UploadBody.staged(staging, self.inspector.beginInspection(of: staging, declaredType: declaredType))
+        do {
+            for try await buffer in body {
+                try paced(buffer.readableBytes)
+                guard staging.size + Int64(buffer.readableBytes) <= Int64(limit) else {
+                    throw BrokerError.tooLarge(limit: limit)
+                }
+                try await staging.append(buffer)
+            }
+        } catch {
+            await received.discard()
+            throw error
+        }
+        return received
+    }
+
+    /// The one hand-off: inspects a received upload (or reuses the verdict its bytes had), stores or quarantines
+    /// it and records the transfer, its recipients, their download tokens, its XEP-0363 slot and its audit entry
+    /// in one transaction. The body is consumed: moved into the store, encrypted into the quarantine, or removed.
+    ///
+    /// - Throws: ``BrokerError`` for a refused hand-off (``BrokerError/slotTaken(_:)`` when another upload claimed
+    ///   the slot first, ``BrokerError/unavailable(_:)`` while shutting down); nothing is kept then.
+    public func handOff(_ handOff: HandOff, body: UploadBody) async throws -> HandOffResult {
+        let result: HandOffResult
+        do {
+            let filename = try Self.validate(handOff)
+            switch body {
+            case .inMemory(let contents):
+                result = try await self.inspector.runOnWorker {
+                    try contents.withUnsafeReadableBytes { bytes in try self.handOffInMemory(handOff, filename: filename, bytes: bytes) }
+                }
+            case .staged(let staging, let inProgress):
+                result = try await self.handOffStaged(handOff, filename: filename, staging: staging, inProgress: inProgress)
+            }
+        } catch is NIOThreadPoolError.ThreadPoolInactive {
+            await body.discard()
+            throw BrokerError.unavailable("the broker is shutting down and takes no more uploads: send the file again")
+        } catch {
+            await body.discard()
+            throw error
+        }
+        self.logger.info(
+            "transfer received",
+            metadata: [
+                "transfer": "\(result.transfer.id)", "server": "\(result.transfer.server)", "size": "\(result.transfer.size)",
+                "verdict": "\(result.transfer.verdict.rawValue)",
+            ]
+        )
+        return result
+    }
+
+    /// A body in memory, on a scan worker: every step blocks, the ledger included.
+    private func handOffInMemory(_ handOff: HandOff, filename: String, bytes: UnsafeRawBufferPointer) throws -> HandOffResult {
+        let sha256 = SHA256.hash(data: bytes).hexString
+        let signatureVersion = self.inspector.signatures.version
+        let cached = try self.ledger.cachedVerdict(sha256: sha256, signatureVersion: signatureVersion)
+        let finding =
+            cached.map { self.finding(cached: $0, declaredType: handOff.declaredType) }
+            ?? Finding(self.inspector.inspectSynchronously(bytes: bytes, declaredType: handOff.declaredType, sha256: sha256), size: Int64(bytes.count))
+        let plan = try self.plan(handOff, filename: filename, size: Int64(bytes.count), sha256: sha256, finding: finding, signatureVersion: signatureVersion)
+        // The bytes take the same way to the store as a streamed upload's: a staging file, synced only when it
+        // becomes new clean content, moved into the store inside the ledger's transaction.
+        let stagingPath = self.store.newStagingPath()
+        let sync = plan.isNewCleanContent(in: self.store)
+        do {
+            try FileStore.writeStagingFile(stagingPath, bytes: bytes, sync: sync)
+        } catch {
+            unlink(stagingPath)
+            throw error
+        }
+        try self.persist(plan, stagingPath: stagingPath, synced: sync)
+        return plan.result
+    }
+
+    /// A body in a staging file: hashing finished, then the inspection that ran while it was received (or one now).
+    private func handOffStaged(
+        _ handOff: HandOff,
+        filename: String,
+        staging: StagingFile,
+        inProgress: InspectionInProgress?
+    ) async throws -> HandOffResult {
+        let (size, sha256) = try await staging.finish()
+        let signatureVersion = self.inspector.signatures.version
+        let ledger = self.ledger
+        let cached = try await self.threadPool.runIfActive { try ledger.cachedVerdict(sha256: sha256, signatureVersion: signatureVersion) }
+        let finding: Finding
+        if let cached {
+            await inProgress?.cancel()
+            finding = self.finding(cached: cached, declaredType: handOff.declaredType)
+        } else if let early = await inProgress?.report(), early.size == size {
+            finding = Finding(early, size: size)
+        } else {
+            finding = Finding(await self.inspector.inspect(fileAt: staging.path, declaredType: handOff.declaredType, sha256: sha256), size: size)
+        }
+        let plan = try self.plan(handOff, filename: filename, size: size, sha256: sha256, finding: finding, signatureVersion: signatureVersion)
+        let store = self.store
+        let path = staging.path
+        try await self.threadPool.runIfActive {
+            // New clean content is synced before the transaction (a repeat of stored bytes needs no sync: they are
+            // dropped); if the content appears or vanishes meanwhile, storeClean syncs inside when it has to.
+            let sync = plan.isNewCleanContent(in: store)
+            if sync { try FileStore.syncFile(path) }
+            try self.persist(plan, stagingPath: path, synced: sync)
+        }
+        return plan.result
+    }
+
+    /// The type and verdict of one upload.
+    struct Finding {
+        var detectedType: String?
+        var typeDescription: String?
+        var verdict: Verdict
+        /// Whether the verdict came from the verdict cache.
+        var cached: Bool
+
+        /// An inspection's finding; bytes that changed size while inspected are unscannable.
+        init(_ report: InspectionReport, size: Int64) {
+            self.detectedType = report.detectedType?.mimeType
+            self.typeDescription = report.detectedType?.description
+            self.verdict = report.size == size ? report.verdict : .unscannable(reason: "content changed while it was inspected")
+            self.cached = false
+        }
+
+        init(detectedType: String?, typeDescription: String?, verdict: Verdict) {
+            self.detectedType = detectedType
+            self.typeDescription = typeDescription
+            self.verdict = verdict
+            self.cached = true
+        }
+    }
+
+    /// The type and verdict of bytes these signatures found clean before: only the policy runs again, since the
+    /// declared type may differ.
+    private func finding(cached: VerdictCacheRecord, declaredType: String?) -> Finding {
+        let verdict: Verdict =
+            self.inspector.policy.blockReason(declaredType: declaredType, detectedType: cached.detectedType)
+            .map { .blocked(reason: $0) } ?? .clean
+        return Finding(detectedType: cached.detectedType, typeDescription: cached.typeDescription.isEmpty ? nil : cached.typeDescription, verdict: verdict)
+    }
+
+    /// Everything a hand-off records, decided before anything is written.
+    struct Plan: Sendable {
+        var entry: HandOffEntry
+        var result: HandOffResult
+
+        /// Whether these bytes become new clean content (and so must be synced before they are recorded).
+        func isNewCleanContent(in store: FileStore) -> Bool {
+            self.entry.verdict.isClean && !store.hasClean(sha256: self.entry.transfer.sha256)
+        }
+    }
+
+    private func plan(
+        _ handOff: HandOff,
+        filename: String,
+        size: Int64,
+        sha256: String,
+        finding: Finding,
+        signatureVersion: String
+    ) throws -> Plan {
+        let now = self.now()
+        let verdict = finding.verdict
+        let transfer = TransferRecord(
+            id: UUID().uuidString.lowercased(),
+            server: handOff.server,
+            sender: handOff.sender,
+            filename: filename,
+            originalFilename: handOff.filename,
+            declaredType: handOff.declaredType,
+            detectedType: finding.detectedType,
+            typeDescription: finding.typeDescription,
+            size: size,
+            sha256: sha256,
+            verdict: verdict.kind,
+            signature: verdict.signature,
+            reason: verdict.reason,
+            state: verdict.isClean ? .stored : .quarantined,
+            signatureVersion: signatureVersion,
+            createdAt: now,
+            updatedAt: now
+        )
+        let recipients = Array(Set(handOff.recipients)).sorted()
+        var grants: [Ledger.DownloadGrant] = []
+        var issuances: [TokenIssuanceRecord] = []
+        if transfer.state == .stored {
+            for recipient in recipients {
+                let (grant, issuance) = try self.ledger.mintDownload(transferId: transfer.id, recipient: recipient, now: now)
+                grants.append(grant)
+                issuances.append(issuance)
+            }
+        }
+        return Plan(
+            entry: HandOffEntry(
+                transfer: transfer,
+                recipients: recipients,
+                issuances: issuances,
+                verdict: verdict,
+                cacheVerdict: verdict.isClean && !finding.cached,
+                slot: handOff.slot
+            ),
+            result: HandOffResult(transfer: transfer, recipients: recipients, downloads: grants)
+        )
+    }
+
+    /// Quarantines unclean bytes (encrypted before the ledger's write lock is taken), then records the hand-off;
+    /// clean bytes move into the store inside the ledger's transaction. All or nothing: on failure the staging
+    /// file and any quarantine file are removed.
+    private func persist(_ plan: Plan, stagingPath: String, synced: Bool) throws {
+        let store = self.store
+        let entry = plan.entry
+        do {
+            if !entry.verdict.isClean {
+                try store.quarantine(stagingPath: stagingPath, transferId: entry.transfer.id)
+            }
+            try self.ledger.recordHandOff(entry) {
+                if entry.verdict.isClean {
+                    // Inside the write transaction, so a concurrent delete of the same content cannot interleave.
+                    try store.storeClean(stagingPath: stagingPath, sha256: entry.transfer.sha256, synced: synced)
+                }
+            }
+        } catch {
+            unlink(stagingPath)
+            if !entry.verdict.isClean {
+                try? store.removeQuarantined(transferId: entry.transfer.id)
+            }
+            throw error
+        }
+    }
+}
