@@ -164,8 +164,8 @@ struct HandOffEncodingTests {
     @Test func transferJSONIsWhatTheEncoderWrites() throws {
         var documents: [TransferDocument] = []
         let grants = [
-            Ledger.DownloadGrant(recipient: "bob@example.org", url: "http://127.0.0.1:8080/v1/files/abc.def", expiresAt: Self.created + 900),
-            Ledger.DownloadGrant(recipient: "carol@example.org", url: "https://x.example/v1/files/x", expiresAt: Self.created + 0.5),
+            DownloadGrant(recipient: "bob@example.org", url: "http://127.0.0.1:8080/v1/files/abc.def", expiresAt: Self.created + 900),
+            DownloadGrant(recipient: "carol@example.org", url: "https://x.example/v1/files/x", expiresAt: Self.created + 0.5),
         ]
         documents.append(TransferDocument(Self.record(id: "a"), recipients: ["bob@example.org", "carol@example.org"], downloads: grants))
         documents.append(TransferDocument(Self.record(id: "b", verdict: .infected, signature: "Test.Sig"), recipients: [], downloads: []))

@@ -1,4 +1,3 @@
-import GRDB
 
 extension Administration {
     /// One way the audit log fails verification.
@@ -42,8 +41,7 @@ extension Administration {
     ///
     /// - Throws: ``AdminError/emptyAuditLog`` when there is no entry.
     public func auditHead() async throws -> AuditEntry {
-        let last = try await self.database.writer.read { db in try AuditEntry.order(Column("id").desc).fetchOne(db) }
-        guard let last else { throw AdminError.emptyAuditLog }
+        guard let last = try await self.ledger.auditEntries(transferId: nil, limit: 1).last else { throw AdminError.emptyAuditLog }
         return last
     }
 
@@ -54,61 +52,53 @@ extension Administration {
     ///   there with that hash, so a cut-off tail or a rewritten chain is found too.
     /// - Returns: every problem found, in log order; empty when the log is intact.
     public func verifyAudit(anchor: AuditAnchor? = nil) async throws -> [AuditProblem] {
-        try await self.database.writer.read { db in
-            var problems: [AuditProblem] = []
-            var previousHash = AuditEntry.genesisHash
-            var expectedId: Int64 = 1
-            let entries = try AuditEntry.order(Column("id")).fetchAll(db)
-            for entry in entries {
-                let id = entry.id ?? 0
-                if id > expectedId {
-                    let missing = expectedId == id - 1 ? "\(expectedId)" : "\(expectedId)–\(id - 1)"
-                    problems.append(AuditProblem(entryId: expectedId, problem: "entries \(missing) are missing (deleted)"))
-                }
-                if entry.previousHash != previousHash {
-                    problems.append(
-                        AuditProblem(entryId: id, problem: "does not follow the entry before it (deleted, reordered or inserted entries)")
-                    )
-                }
-                if entry.computedHash() != entry.hash {
-                    problems.append(AuditProblem(entryId: id, problem: "its content was altered (\(entry.action), \(entry.actor))"))
-                }
-                previousHash = entry.hash
-                expectedId = id + 1
+        let chain = try await self.ledger.auditChain()
+        var problems: [AuditProblem] = []
+        var previousHash = AuditEntry.genesisHash
+        var expectedId: Int64 = 1
+        let entries = chain.entries
+        for entry in entries {
+            let id = entry.id ?? 0
+            if id > expectedId {
+                let missing = expectedId == id - 1 ? "\(expectedId)" : "\(expectedId)–\(id - 1)"
+                problems.append(AuditProblem(entryId: expectedId, problem: "entries \(missing) are missing (deleted)"))
             }
-            let unrecorded = try String.fetchAll(
-                db,
-                sql: """
-                    SELECT id FROM transfer WHERE id NOT IN
-                    (SELECT transferId FROM audit_log WHERE action = 'transfer.created' AND transferId IS NOT NULL)
-                    ORDER BY createdAt
-                    """
-            )
-            for transferId in unrecorded {
+            if entry.previousHash != previousHash {
                 problems.append(
-                    AuditProblem(entryId: expectedId, problem: "transfer \(transferId) has no creation entry (entries removed from the end?)")
+                    AuditProblem(entryId: id, problem: "does not follow the entry before it (deleted, reordered or inserted entries)")
                 )
             }
-            if let anchor {
-                if let anchored = entries.first(where: { $0.id == anchor.id }) {
-                    if anchored.hash != anchor.hash {
-                        problems.append(
-                            AuditProblem(
-                                entryId: anchor.id,
-                                problem: "its hash \(anchored.hash) is not the anchor's \(anchor.hash) (the log was rewritten at or before it)"
-                            )
-                        )
-                    }
-                } else {
+            if entry.computedHash() != entry.hash {
+                problems.append(AuditProblem(entryId: id, problem: "its content was altered (\(entry.action), \(entry.actor))"))
+            }
+            previousHash = entry.hash
+            expectedId = id + 1
+        }
+        let unrecorded = chain.transfersWithoutCreation
+        for transferId in unrecorded {
+            problems.append(
+                AuditProblem(entryId: expectedId, problem: "transfer \(transferId) has no creation entry (entries removed from the end?)")
+            )
+        }
+        if let anchor {
+            if let anchored = entries.first(where: { $0.id == anchor.id }) {
+                if anchored.hash != anchor.hash {
                     problems.append(
                         AuditProblem(
                             entryId: anchor.id,
-                            problem: "the anchored entry is missing (the log ends at \(entries.last?.id ?? 0): entries were cut off its end)"
+                            problem: "its hash \(anchored.hash) is not the anchor's \(anchor.hash) (the log was rewritten at or before it)"
                         )
                     )
                 }
+            } else {
+                problems.append(
+                    AuditProblem(
+                        entryId: anchor.id,
+                        problem: "the anchored entry is missing (the log ends at \(entries.last?.id ?? 0): entries were cut off its end)"
+                    )
+                )
             }
-            return problems
         }
+        return problems
     }
 }

@@ -1,6 +1,5 @@
 import Crypto
 public import Foundation
-import GRDB
 
 extension Administration {
     /// A transfer whose bytes the retention policy removes.
@@ -20,38 +19,28 @@ extension Administration {
     /// Safe while the server runs: each transfer is purged in its own write transaction, and clean bytes are
     /// kept while another live transfer shares them.
     public func purge(dryRun: Bool) async throws -> [PurgeItem] {
-        let now = self.ledger.now()
-        let retention = self.ledger.configuration.retention
-        let cleanCutoff = now.addingTimeInterval(-Double(retention.cleanDays) * 86400)
-        let quarantineCutoff = now.addingTimeInterval(-Double(retention.quarantineDays) * 86400)
-        let due = try await self.database.writer.read { db in
-            try TransferRecord
-                .filter(
-                    ([TransferState.stored, .released].contains(Column("state")) && Column("createdAt") < cleanCutoff)
-                        || (Column("state") == TransferState.quarantined && Column("createdAt") < quarantineCutoff)
-                )
-                .order(Column("createdAt"))
-                .fetchAll(db)
-        }
+        let now = self.now
+        let retention = self.transferService.configuration.retention
+        let due = try await self.ledger.purgeCandidates(
+            cleanBefore: now.addingTimeInterval(-Double(retention.cleanDays) * 86400),
+            quarantineBefore: now.addingTimeInterval(-Double(retention.quarantineDays) * 86400)
+        )
         let items = due.map { PurgeItem(id: $0.id, state: $0.state, createdAt: $0.createdAt, size: $0.size) }
         guard !dryRun else { return items }
         for record in due {
-            let purged = try await self.database.writer.write { db -> Bool in
-                guard let current = try TransferRecord.fetchOne(db, key: record.id), current.state == record.state else { return false }
-                try TransferRecord.filter(key: record.id)
-                    .updateAll(db, Column("state").set(to: TransferState.purged), Column("updatedAt").set(to: now))
-                try AuditLog.append(
-                    db,
-                    at: now,
-                    actor: self.actor,
-                    action: "transfer.purged",
-                    transferId: record.id,
-                    details: ["previousState": record.state.rawValue, "policy": record.state == .quarantined ? "quarantineDays" : "cleanDays"]
-                )
-                return true
+            let event = AuditEvent(
+                at: now,
+                actor: self.actor,
+                action: "transfer.purged",
+                transferId: record.id,
+                details: ["previousState": record.state.rawValue, "policy": record.state == .quarantined ? "quarantineDays" : "cleanDays"]
+            )
+            // Skipped when its state changed since it was listed (released, deleted meanwhile).
+            let purged = try await self.ledger.changeTransfer(id: record.id, event: event) { current in
+                current.state == record.state ? .setState(.purged) : .skip
             }
-            if purged {
-                try await self.ledger.removeBytes(of: record)
+            if purged != nil {
+                try await self.transferService.removeBytes(of: record)
             }
         }
         return items
@@ -88,9 +77,7 @@ extension Administration {
     ///
     /// - Parameter progress: called with (checked, total) as clean files are hashed.
     public func doctor(progress: (Int, Int) -> Void = { _, _ in }) async throws -> [DoctorProblem] {
-        let records = try await self.database.writer.read { db in
-            try TransferRecord.filter([TransferState.stored, .released, .quarantined].contains(Column("state"))).fetchAll(db)
-        }
+        let records = try await self.ledger.transfers(inStates: [.stored, .released, .quarantined])
         let store = self.store
         var problems: [DoctorProblem] = []
         var expectedClean: [String: String] = [:]

@@ -1,4 +1,3 @@
-import GRDB
 
 #if canImport(Glibc)
     import Glibc
@@ -17,9 +16,7 @@ extension Administration {
 
     /// The ids of every quarantined transfer, oldest first: what `airlock quarantine rekey` walks through.
     public func quarantinedTransferIds() async throws -> [String] {
-        try await self.database.writer.read { db in
-            try String.fetchAll(db, sql: "SELECT id FROM transfer WHERE state = ? ORDER BY createdAt, id", arguments: [TransferState.quarantined])
-        }
+        try await self.ledger.transfers(inStates: [.quarantined]).map(\.id)
     }
 
     /// Encrypts one quarantined transfer's file again under the active quarantine key, unless it already is.
@@ -49,26 +46,26 @@ extension Administration {
             unlink(rekeyed.temporaryPath)
             throw AdminError.hashMismatch(id: id)
         }
-        let now = self.ledger.now()
+        let event = AuditEvent(
+            at: self.now,
+            actor: self.actor,
+            action: "quarantine.rekeyed",
+            transferId: id,
+            details: ["fromKeyId": rekeyed.fromKeyId, "toKeyId": store.activeQuarantineKeyId]
+        )
         do {
-            return try await self.database.writer.write { db -> RekeyOutcome in
+            let changed = try await self.ledger.changeTransfer(id: id, event: event) { current in
                 // A release or delete that committed meanwhile wins: its file must not come back.
-                guard try TransferRecord.fetchOne(db, key: id)?.state == .quarantined else {
-                    unlink(rekeyed.temporaryPath)
-                    return .gone
-                }
-                try AuditLog.append(
-                    db,
-                    at: now,
-                    actor: self.actor,
-                    action: "quarantine.rekeyed",
-                    transferId: id,
-                    details: ["fromKeyId": rekeyed.fromKeyId, "toKeyId": store.activeQuarantineKeyId]
-                )
-                // Last, so a failed rename rolls the audit entry back with it.
+                guard current.state == .quarantined else { return .skip }
+                // Inside the transaction, so a failed rename rolls the audit entry back with it.
                 try store.replaceQuarantined(transferId: id, with: rekeyed)
-                return .rekeyed(fromKeyId: rekeyed.fromKeyId)
+                return .keepState
             }
+            guard changed != nil else {
+                unlink(rekeyed.temporaryPath)
+                return .gone
+            }
+            return .rekeyed(fromKeyId: rekeyed.fromKeyId)
         } catch {
             unlink(rekeyed.temporaryPath)
             throw error

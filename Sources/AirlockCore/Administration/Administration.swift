@@ -1,5 +1,4 @@
 public import Foundation
-import GRDB
 
 #if canImport(Glibc)
     import Glibc
@@ -8,7 +7,7 @@ import GRDB
 /// What administrators do with the ledger and store, on the same files as a running server.
 public struct Administration: Sendable {
     /// Queries, tokens and deletion.
-    public let ledger: Ledger
+    public let transferService: TransferService
     /// The operating-system user, recorded as `admin:<user>` in the audit log.
     public let actor: String
 
@@ -21,15 +20,14 @@ public struct Administration: Sendable {
         guard FileManager.default.fileExists(atPath: store.databasePath) else {
             throw AdminError.noLedger(path: store.databasePath)
         }
-        let database = try AppDatabase(path: store.databasePath)
-        let ledger = Ledger(
+        let transfers = TransferService(
             configuration: configuration,
-            database: database,
+            ledger: try SQLiteLedger(path: store.databasePath),
             store: store,
             tokens: DownloadTokens(configuration.tokens),
             now: now
         )
-        return Administration(ledger: ledger, actor: "admin:\(Self.operatingSystemUser)")
+        return Administration(transferService: transfers, actor: "admin:\(Self.operatingSystemUser)")
     }
 
     /// The user running this process (the invoking user under sudo).
@@ -40,107 +38,34 @@ public struct Administration: Sendable {
         return NSUserName()
     }
 
-    var database: AppDatabase { self.ledger.database }
-    var store: FileStore { self.ledger.store }
+    /// The ledger.
+    public var ledger: any Ledger { self.transferService.ledger }
+    var store: FileStore { self.transferService.store }
+    var now: Date { self.transferService.now() }
 
     // MARK: Queries
 
     /// Which transfers to list.
-    public struct TransferFilter: Sendable {
-        /// Only this sender.
-        public var sender: String?
-        /// Only transfers with this recipient.
-        public var recipient: String?
-        /// Only transfers created at or after this time.
-        public var since: Date?
-        /// Only this verdict.
-        public var verdict: Verdict.Kind?
-        /// Only these states.
-        public var states: [TransferState]?
-        /// At most this many, newest first.
-        public var limit: Int
-
-        /// Creates a filter.
-        public init(
-            sender: String? = nil,
-            recipient: String? = nil,
-            since: Date? = nil,
-            verdict: Verdict.Kind? = nil,
-            states: [TransferState]? = nil,
-            limit: Int = 100
-        ) {
-            self.sender = sender
-            self.recipient = recipient
-            self.since = since
-            self.verdict = verdict
-            self.states = states
-            self.limit = limit
-        }
-    }
-
+    public typealias TransferFilter = AirlockCore.TransferFilter
     /// A transfer with its recipients.
-    public struct TransferSummary: Sendable, Equatable {
-        /// The row.
-        public var record: TransferRecord
-        /// Its recipients.
-        public var recipients: [String]
-    }
+    public typealias TransferSummary = AirlockCore.TransferSummary
+    /// Everything known about one transfer.
+    public typealias TransferDetail = AirlockCore.TransferDetail
 
     /// Transfers matching `filter`, newest first.
     public func transfers(_ filter: TransferFilter) async throws -> [TransferSummary] {
-        try await self.database.writer.read { db in
-            var request = TransferRecord.all()
-            if let sender = filter.sender { request = request.filter(Column("sender") == sender) }
-            if let since = filter.since { request = request.filter(Column("createdAt") >= since) }
-            if let verdict = filter.verdict { request = request.filter(Column("verdict") == verdict) }
-            if let states = filter.states { request = request.filter(states.contains(Column("state"))) }
-            if let recipient = filter.recipient {
-                request = request.filter(
-                    sql: "id IN (SELECT transferId FROM transferRecipient WHERE recipient = ?)",
-                    arguments: [recipient]
-                )
-            }
-            let records = try request.order(Column("createdAt").desc, Column("id")).limit(filter.limit).fetchAll(db)
-            return try records.map { record in
-                let recipients = try RecipientRecord.filter(Column("transferId") == record.id).order(Column("recipient"))
-                    .fetchAll(db).map(\.recipient)
-                return TransferSummary(record: record, recipients: recipients)
-            }
-        }
-    }
-
-    /// Everything known about one transfer.
-    public struct TransferDetail: Sendable {
-        /// The transfer and recipients.
-        public var summary: TransferSummary
-        /// Its audit history, oldest first.
-        public var audit: [AuditEntry]
-        /// Its downloads, oldest first.
-        public var downloads: [DownloadRecord]
+        try await self.ledger.transfers(filter)
     }
 
     /// One transfer with its audit history and downloads.
     public func detail(id: String) async throws -> TransferDetail {
-        let found = try await self.database.writer.read { db -> TransferDetail? in
-            guard let record = try TransferRecord.fetchOne(db, key: id) else { return nil }
-            let recipients = try RecipientRecord.filter(Column("transferId") == id).order(Column("recipient")).fetchAll(db).map(\.recipient)
-            let audit = try AuditEntry.filter(Column("transferId") == id).order(Column("id")).fetchAll(db)
-            let downloads = try DownloadRecord.filter(Column("transferId") == id).order(Column("id")).fetchAll(db)
-            return TransferDetail(summary: TransferSummary(record: record, recipients: recipients), audit: audit, downloads: downloads)
-        }
-        guard let found else { throw AdminError.unknownTransfer(id) }
+        guard let found = try await self.ledger.detail(id: id) else { throw AdminError.unknownTransfer(id) }
         return found
     }
 
     /// The audit log, oldest first; with `transferId`, only that transfer's entries.
     public func auditEntries(transferId: String? = nil, limit: Int? = nil) async throws -> [AuditEntry] {
-        try await self.database.writer.read { db in
-            var request = AuditEntry.order(Column("id"))
-            if let transferId { request = request.filter(Column("transferId") == transferId) }
-            if let limit { request = request.order(Column("id").desc).limit(limit) }
-            let entries = try request.fetchAll(db)
-            return limit == nil ? entries : entries.reversed()
-        }
+        try await self.ledger.auditEntries(transferId: transferId, limit: limit)
     }
 
     // MARK: Quarantine
@@ -195,7 +120,7 @@ public struct Administration: Sendable {
     }
 
     func record(_ id: String) async throws -> TransferRecord {
-        guard let record = try await self.database.writer.read({ db in try TransferRecord.fetchOne(db, key: id) }) else {
+        guard let (record, _) = try await self.ledger.transfer(id: id) else {
             throw AdminError.unknownTransfer(id)
         }
         return record
@@ -206,13 +131,10 @@ public struct Administration: Sendable {
     public func rescan(id: String, inspector: Inspector) async throws -> RescanOutcome {
         let (outcome, staging) = try await self.decryptAndInspect(try await self.record(id), inspector: inspector)
         try? FileManager.default.removeItem(atPath: staging)
-        let now = self.ledger.now()
-        try await self.database.writer.write { db in
-            var details = ["verdict": outcome.current.kind.rawValue, "signatureVersion": outcome.signatureVersion]
-            details["signature"] = outcome.current.signature
-            details["reason"] = outcome.current.reason
-            try AuditLog.append(db, at: now, actor: self.actor, action: "quarantine.rescanned", transferId: id, details: details)
-        }
+        var details = ["verdict": outcome.current.kind.rawValue, "signatureVersion": outcome.signatureVersion]
+        details["signature"] = outcome.current.signature
+        details["reason"] = outcome.current.reason
+        try await self.ledger.appendAudit(AuditEvent(at: self.now, actor: self.actor, action: "quarantine.rescanned", transferId: id, details: details))
         return outcome
     }
 
@@ -245,23 +167,21 @@ public struct Administration: Sendable {
             try? FileManager.default.removeItem(atPath: staging)
             throw ReleaseRefusal.stillNotClean(outcome)
         }
-        let now = self.ledger.now()
         let store = self.store
+        var details = [
+            "reason": reason, "forced": String(force), "signatureVersion": outcome.signatureVersion, "verdict": outcome.current.kind.rawValue,
+        ]
+        details["signature"] = outcome.current.signature
+        details["rescanReason"] = outcome.current.reason
+        let event = AuditEvent(at: self.now, actor: self.actor, action: "quarantine.released", transferId: id, details: details)
         do {
-            try await self.database.writer.write { db in
-                // Re-read inside the transaction: a concurrent delete or release wins.
-                guard let current = try TransferRecord.fetchOne(db, key: id), current.state == .quarantined else {
-                    throw AdminError.wrongState(id: id, state: try TransferRecord.fetchOne(db, key: id)?.state ?? .deleted, needed: "quarantined")
+            try await self.ledger.changeTransfer(id: id, event: event) { current in
+                // Decided inside the transaction: a concurrent delete or release wins.
+                guard current.state == .quarantined else {
+                    throw AdminError.wrongState(id: id, state: current.state, needed: "quarantined")
                 }
                 try store.storeClean(stagingPath: staging, sha256: record.sha256)
-                try TransferRecord.filter(key: id).updateAll(db, Column("state").set(to: TransferState.released), Column("updatedAt").set(to: now))
-                var details = [
-                    "reason": reason, "forced": String(force), "signatureVersion": outcome.signatureVersion,
-                    "verdict": outcome.current.kind.rawValue,
-                ]
-                details["signature"] = outcome.current.signature
-                details["rescanReason"] = outcome.current.reason
-                try AuditLog.append(db, at: now, actor: self.actor, action: "quarantine.released", transferId: id, details: details)
+                return .setState(.released)
             }
         } catch {
             try? FileManager.default.removeItem(atPath: staging)
@@ -277,7 +197,7 @@ public struct Administration: Sendable {
         guard record.state == .quarantined else {
             throw AdminError.wrongState(id: id, state: record.state, needed: "quarantined")
         }
-        try await self.ledger.delete(transferId: id, actor: self.actor, reason: reason)
+        try await self.transferService.delete(transferId: id, actor: self.actor, reason: reason)
     }
 
     /// Decrypts a quarantined transfer to a new file at `destination` (mode 0600) for analysis.
@@ -297,11 +217,10 @@ public struct Administration: Sendable {
         } catch StoreError.destinationExists(let path) {
             throw AdminError.exportDestinationExists(path: path)
         }
-        let now = self.ledger.now()
         do {
-            try await self.database.writer.write { db in
-                _ = try AuditLog.append(db, at: now, actor: self.actor, action: "quarantine.exported", transferId: id, details: ["to": destination])
-            }
+            try await self.ledger.appendAudit(
+                AuditEvent(at: self.now, actor: self.actor, action: "quarantine.exported", transferId: id, details: ["to": destination])
+            )
         } catch {
             try? output.close()
             unlink(destination)
@@ -321,32 +240,11 @@ public struct Administration: Sendable {
 
     /// Mints a download URL for `recipient` of a downloadable transfer; the issuance row and an audit entry
     /// (`token.issued`: recipient, expiry, token id) are written in one transaction.
-    public func issueDownload(transferId: String, recipient: String, ttlSeconds: Int? = nil) async throws -> Ledger.DownloadGrant {
-        guard let (record, recipients) = try await self.ledger.transfer(id: transferId) else {
+    public func issueDownload(transferId: String, recipient: String, ttlSeconds: Int? = nil) async throws -> DownloadGrant {
+        do {
+            return try await self.transferService.issueDownload(transferId: transferId, recipient: recipient, ttlSeconds: ttlSeconds, auditActor: self.actor)
+        } catch BrokerError.transferNotFound {
             throw AdminError.unknownTransfer(transferId)
         }
-        guard record.state.isDownloadable else {
-            throw BrokerError.notDownloadable(id: transferId, state: record.state)
-        }
-        guard recipients.contains(recipient) else {
-            throw BrokerError.notARecipient(recipient)
-        }
-        let now = self.ledger.now()
-        let (grant, issuance) = try self.ledger.mintDownload(transferId: transferId, recipient: recipient, ttlSeconds: ttlSeconds, now: now)
-        try await self.database.writer.write { db in
-            try issuance.insert(db)
-            try AuditLog.append(
-                db,
-                at: now,
-                actor: self.actor,
-                action: "token.issued",
-                transferId: transferId,
-                details: [
-                    "recipient": recipient, "expiresAt": AuditLog.timestamp(grant.expiresAt), "tokenId": issuance.tokenId,
-                    "keyId": issuance.keyId,
-                ]
-            )
-        }
-        return grant
     }
 }

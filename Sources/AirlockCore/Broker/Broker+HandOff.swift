@@ -61,7 +61,7 @@ public struct HandOffResult: Sendable {
     /// Its recipients, sorted, without duplicates.
     public var recipients: [String]
     /// One download URL per recipient of a clean transfer; empty otherwise.
-    public var downloads: [Ledger.DownloadGrant]
+    public var downloads: [DownloadGrant]
 }
 
 extension Broker {
@@ -166,9 +166,7 @@ extension Broker {
             let filename = try Self.validate(handOff)
             switch body {
             case .inMemory(let contents):
-                result = try await self.inspector.runOnWorker {
-                    try contents.withUnsafeReadableBytes { bytes in try self.handOffInMemory(handOff, filename: filename, bytes: bytes) }
-                }
+                result = try await self.handOffInMemory(handOff, filename: filename, contents: contents)
             case .staged(let staging, let inProgress):
                 result = try await self.handOffStaged(handOff, filename: filename, staging: staging, inProgress: inProgress)
             }
@@ -189,26 +187,37 @@ extension Broker {
         return result
     }
 
-    /// A body in memory, on a scan worker: every step blocks, the ledger included.
-    private func handOffInMemory(_ handOff: HandOff, filename: String, bytes: UnsafeRawBufferPointer) throws -> HandOffResult {
-        let sha256 = SHA256.hash(data: bytes).hexString
+    /// A body in memory: hashed, looked up in the verdict cache, then inspected, planned and written to staging in
+    /// one job on a scan worker (for small bodies, thread hops would cost more than the work), then recorded.
+    private func handOffInMemory(_ handOff: HandOff, filename: String, contents: ByteBuffer) async throws -> HandOffResult {
+        let sha256 = contents.withUnsafeReadableBytes { SHA256.hash(data: $0).hexString }
         let signatureVersion = self.inspector.signatures.version
-        let cached = try self.ledger.cachedVerdict(sha256: sha256, signatureVersion: signatureVersion)
-        let finding =
-            cached.map { self.finding(cached: $0, declaredType: handOff.declaredType) }
-            ?? Finding(self.inspector.inspectSynchronously(bytes: bytes, declaredType: handOff.declaredType, sha256: sha256), size: Int64(bytes.count))
-        let plan = try self.plan(handOff, filename: filename, size: Int64(bytes.count), sha256: sha256, finding: finding, signatureVersion: signatureVersion)
-        // The bytes take the same way to the store as a streamed upload's: a staging file, synced only when it
-        // becomes new clean content, moved into the store inside the ledger's transaction.
-        let stagingPath = self.store.newStagingPath()
-        let sync = plan.isNewCleanContent(in: self.store)
-        do {
-            try FileStore.writeStagingFile(stagingPath, bytes: bytes, sync: sync)
-        } catch {
-            unlink(stagingPath)
-            throw error
+        let cached = try await self.ledger.cachedVerdict(sha256: sha256, signatureVersion: signatureVersion)
+        let store = self.store
+        let (plan, stagingPath, synced) = try await self.inspector.runOnWorker {
+            try contents.withUnsafeReadableBytes { bytes in
+                let finding =
+                    cached.map { self.finding(cached: $0, declaredType: handOff.declaredType) }
+                    ?? Finding(
+                        self.inspector.inspectSynchronously(bytes: bytes, declaredType: handOff.declaredType, sha256: sha256),
+                        size: Int64(bytes.count)
+                    )
+                let plan = try self.plan(handOff, filename: filename, size: Int64(bytes.count), sha256: sha256, finding: finding, signatureVersion: signatureVersion)
+                // The bytes take the same way to the store as a streamed upload's: a staging file, synced only when
+                // it becomes new clean content, moved into the store inside the ledger's transaction.
+                let stagingPath = store.newStagingPath()
+                let sync = plan.isNewCleanContent(in: store)
+                do {
+                    try FileStore.writeStagingFile(stagingPath, bytes: bytes, sync: sync)
+                    try self.quarantineIfUnclean(plan, stagingPath: stagingPath)
+                } catch {
+                    unlink(stagingPath)
+                    throw error
+                }
+                return (plan, stagingPath, sync)
+            }
         }
-        try self.persist(plan, stagingPath: stagingPath, synced: sync)
+        try await self.record(plan, stagingPath: stagingPath, synced: synced)
         return plan.result
     }
 
@@ -221,8 +230,7 @@ extension Broker {
     ) async throws -> HandOffResult {
         let (size, sha256) = try await staging.finish()
         let signatureVersion = self.inspector.signatures.version
-        let ledger = self.ledger
-        let cached = try await self.threadPool.runIfActive { try ledger.cachedVerdict(sha256: sha256, signatureVersion: signatureVersion) }
+        let cached = try await self.ledger.cachedVerdict(sha256: sha256, signatureVersion: signatureVersion)
         let finding: Finding
         if let cached {
             await inProgress?.cancel()
@@ -235,13 +243,16 @@ extension Broker {
         let plan = try self.plan(handOff, filename: filename, size: size, sha256: sha256, finding: finding, signatureVersion: signatureVersion)
         let store = self.store
         let path = staging.path
-        try await self.threadPool.runIfActive {
+        let synced = try await self.threadPool.runIfActive {
             // New clean content is synced before the transaction (a repeat of stored bytes needs no sync: they are
             // dropped); if the content appears or vanishes meanwhile, storeClean syncs inside when it has to.
+            // Unclean bytes are encrypted into the quarantine before the ledger's write lock is taken.
             let sync = plan.isNewCleanContent(in: store)
             if sync { try FileStore.syncFile(path) }
-            try self.persist(plan, stagingPath: path, synced: sync)
+            try self.quarantineIfUnclean(plan, stagingPath: path)
+            return sync
         }
+        try await self.record(plan, stagingPath: path, synced: synced)
         return plan.result
     }
 
@@ -319,11 +330,11 @@ extension Broker {
             updatedAt: now
         )
         let recipients = Array(Set(handOff.recipients)).sorted()
-        var grants: [Ledger.DownloadGrant] = []
+        var grants: [DownloadGrant] = []
         var issuances: [TokenIssuanceRecord] = []
         if transfer.state == .stored {
             for recipient in recipients {
-                let (grant, issuance) = try self.ledger.mintDownload(transferId: transfer.id, recipient: recipient, now: now)
+                let (grant, issuance) = try self.transfers.mintDownload(transferId: transfer.id, recipient: recipient, now: now)
                 grants.append(grant)
                 issuances.append(issuance)
             }
@@ -341,17 +352,19 @@ extension Broker {
         )
     }
 
-    /// Quarantines unclean bytes (encrypted before the ledger's write lock is taken), then records the hand-off;
-    /// clean bytes move into the store inside the ledger's transaction. All or nothing: on failure the staging
-    /// file and any quarantine file are removed.
-    private func persist(_ plan: Plan, stagingPath: String, synced: Bool) throws {
+    /// Encrypts unclean bytes into the quarantine (before the ledger's write lock is taken). Blocks.
+    private func quarantineIfUnclean(_ plan: Plan, stagingPath: String) throws {
+        guard !plan.entry.verdict.isClean else { return }
+        try self.store.quarantine(stagingPath: stagingPath, transferId: plan.entry.transfer.id)
+    }
+
+    /// Records the hand-off; clean bytes move into the store inside the ledger's transaction. All or nothing: on
+    /// failure the staging file and any quarantine file are removed.
+    private func record(_ plan: Plan, stagingPath: String, synced: Bool) async throws {
         let store = self.store
         let entry = plan.entry
         do {
-            if !entry.verdict.isClean {
-                try store.quarantine(stagingPath: stagingPath, transferId: entry.transfer.id)
-            }
-            try self.ledger.recordHandOff(entry) {
+            try await self.ledger.recordHandOff(entry) {
                 if entry.verdict.isClean {
                     // Inside the write transaction, so a concurrent delete of the same content cannot interleave.
                     try store.storeClean(stagingPath: stagingPath, sha256: entry.transfer.sha256, synced: synced)

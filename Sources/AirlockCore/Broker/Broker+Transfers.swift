@@ -5,21 +5,21 @@ extension Broker {
     ///
     /// - Throws: ``BrokerError/transferNotFound(_:)`` when unknown or handed off by another server.
     public func transfer(id: String, server: String?) async throws -> (TransferRecord, [String]) {
-        guard let found = try await self.ledger.transfer(id: id, server: server) else {
+        guard let found = try await self.transfers.transfer(id: id, server: server) else {
             throw BrokerError.transferNotFound(id)
         }
         return found
     }
 
     /// Mints a fresh download URL for one recipient of a downloadable transfer.
-    public func issueDownload(transferId: String, recipient: String, ttlSeconds: Int?, server: String?) async throws -> Ledger.DownloadGrant {
-        try await self.ledger.issueDownload(transferId: transferId, recipient: recipient, ttlSeconds: ttlSeconds, server: server)
+    public func issueDownload(transferId: String, recipient: String, ttlSeconds: Int?, server: String?) async throws -> DownloadGrant {
+        try await self.transfers.issueDownload(transferId: transferId, recipient: recipient, ttlSeconds: ttlSeconds, server: server)
     }
 
     /// The sender's IM server retracts a transfer: state `deleted`, bytes removed unless shared. A quarantined
     /// transfer belongs to the administrators (``BrokerError/heldInQuarantine(id:)``).
     public func retract(transferId: String, server: String) async throws {
-        try await self.ledger.delete(transferId: transferId, actor: "server:\(server)", server: server, reason: "retracted by the sender")
+        try await self.transfers.delete(transferId: transferId, actor: "server:\(server)", server: server, reason: "retracted by the sender")
     }
 
     /// What `/readyz` reports: the ledger answers, and which signatures are loaded.
@@ -36,7 +36,7 @@ extension Broker {
 
     /// Checks that the ledger answers and reports the loaded signatures.
     public func readiness() async throws -> Readiness {
-        let schema = try await self.database.schemaVersion()
+        let schema = try await self.ledger.schemaVersion()
         let signatures = self.inspector.signatures
         return Readiness(signatures: signatures.signatureCount, signatureVersion: signatures.version, databaseVersion: schema)
     }

@@ -1,6 +1,5 @@
 import Crypto
 public import Foundation
-import GRDB
 import LibMagic
 public import Logging
 public import NIOCore
@@ -17,14 +16,14 @@ public final class Broker: Sendable {
     public let configuration: AirlockConfiguration
     /// The inspection pipeline.
     public let inspector: Inspector
-    /// The ledger.
-    public let database: AppDatabase
     /// The bytes on disk.
     public let store: FileStore
+    /// The ledger.
+    public var ledger: any Ledger { self.transfers.ledger }
     /// Download tokens.
-    public var tokens: DownloadTokens { self.ledger.tokens }
+    public var tokens: DownloadTokens { self.transfers.tokens }
     /// Queries, token issuance and deletion, shared with the admin commands.
-    public let ledger: Ledger
+    public let transfers: TransferService
     /// Threads for blocking file I/O.
     public let threadPool: NIOThreadPool
     /// The clock (injectable for tests).
@@ -34,18 +33,16 @@ public final class Broker: Sendable {
     private init(
         configuration: AirlockConfiguration,
         inspector: Inspector,
-        database: AppDatabase,
         store: FileStore,
-        ledger: Ledger,
+        transfers: TransferService,
         threadPool: NIOThreadPool,
         now: @escaping @Sendable () -> Date,
         logger: Logger
     ) {
         self.configuration = configuration
         self.inspector = inspector
-        self.database = database
         self.store = store
-        self.ledger = ledger
+        self.transfers = transfers
         self.threadPool = threadPool
         self.now = now
         self.logger = logger
@@ -61,9 +58,9 @@ public final class Broker: Sendable {
         threadPool.start()
         do {
             let store = FileStore(configuration.storage)
-            let (database, removed) = try await threadPool.runIfActive {
+            let (ledger, removed) = try await threadPool.runIfActive {
                 let removed = try store.prepare()
-                return (try AppDatabase(path: store.databasePath), removed)
+                return (try SQLiteLedger(path: store.databasePath), removed)
             }
             if removed > 0 {
                 logger.notice("removed stale staging files left by an interrupted run", metadata: ["count": "\(removed)"])
@@ -73,17 +70,16 @@ public final class Broker: Sendable {
             // nothing it extracted outlives a crash.
             let inspector = try await Inspector.start(configuration: configuration, temporaryDirectory: store.scanningDirectory, logger: logger)
             let tokens = DownloadTokens(configuration.tokens)
-            let ledger = Ledger(configuration: configuration, database: database, store: store, tokens: tokens, now: now)
-            let orphans = try await ledger.removeOrphanedBytes()
+            let transfers = TransferService(configuration: configuration, ledger: ledger, store: store, tokens: tokens, now: now)
+            let orphans = try await transfers.removeOrphanedBytes()
             if !orphans.isEmpty {
                 logger.notice("removed bytes that no transfer accounts for (left by an interrupted run)", metadata: ["count": "\(orphans.count)"])
             }
             return Broker(
                 configuration: configuration,
                 inspector: inspector,
-                database: database,
                 store: store,
-                ledger: ledger,
+                transfers: transfers,
                 threadPool: threadPool,
                 now: now,
                 logger: logger

@@ -1,248 +1,84 @@
 public import Foundation
-import GRDB
 
-/// The ledger and store as both the server and the admin commands use them: queries, download-token issuance
-/// and deletion.
-public struct Ledger: Sendable {
-    /// The configuration.
-    public let configuration: AirlockConfiguration
-    /// The database.
-    public let database: AppDatabase
-    /// The bytes on disk.
-    public let store: FileStore
-    /// Download tokens.
-    public let tokens: DownloadTokens
-    /// The clock.
-    public let now: @Sendable () -> Date
+/// The ledger: every transfer, recipient, verdict, token issuance, download and audit entry, behind the
+/// operations the broker, the admin commands and background jobs need. Each operation is one transaction.
+///
+/// ``SQLiteLedger`` is the embedded implementation. Nothing outside an implementation opens a transaction or
+/// writes SQL: callers pass work that must happen inside a transaction (moving bytes into the store, say) as a
+/// closure, and decisions that depend on the current row (is it still quarantined?) as a closure that sees it.
+public protocol Ledger: Sendable {
+    // MARK: Reads
 
-    /// Creates a ledger over an open database.
-    public init(
-        configuration: AirlockConfiguration,
-        database: AppDatabase,
-        store: FileStore,
-        tokens: DownloadTokens,
-        now: @escaping @Sendable () -> Date
-    ) {
-        self.configuration = configuration
-        self.database = database
-        self.store = store
-        self.tokens = tokens
-        self.now = now
-    }
+    /// The schema version the ledger is at (the last applied migration).
+    func schemaVersion() async throws -> String
 
-    // MARK: Queries
-
-    /// A transfer and its recipients; nil when unknown or, with `server`, handed off by another server.
-    public func transfer(id: String, server: String? = nil) async throws -> (TransferRecord, [String])? {
-        try await self.database.writer.read { db in
-            guard let record = try TransferRecord.fetchOne(db, key: id), server == nil || record.server == server else { return nil }
-            let recipients = try RecipientRecord.filter(Column("transferId") == id).order(Column("recipient")).fetchAll(db).map(\.recipient)
-            return (record, recipients)
-        }
-    }
+    /// A transfer and its recipients (sorted); nil when unknown.
+    func transfer(id: String) async throws -> (TransferRecord, [String])?
 
     /// The transfer an XEP-0363 upload path holds, if any.
-    public func transfer(inSlot path: String) async throws -> TransferRecord? {
-        try await self.database.writer.read { db in
-            guard let slot = try UploadSlotRecord.fetchOne(db, key: path) else { return nil }
-            return try TransferRecord.fetchOne(db, key: slot.transferId)
-        }
-    }
+    func transfer(inSlot path: String) async throws -> TransferRecord?
 
-    // MARK: Hand-offs
+    /// The clean verdict these signatures gave the same bytes before, if any.
+    func cachedVerdict(sha256: String, signatureVersion: String) async throws -> VerdictCacheRecord?
 
-    /// The clean verdict these signatures gave the same bytes before, if any. Blocks: call it on a worker.
-    public func cachedVerdict(sha256: String, signatureVersion: String) throws -> VerdictCacheRecord? {
-        try self.database.writer.read { db in
-            try VerdictCacheRecord.fetchWithCachedStatement(db, sha256: sha256, signatureVersion: signatureVersion)
-        }
-    }
+    /// Transfers matching `filter`, newest first, with their recipients.
+    func transfers(_ filter: TransferFilter) async throws -> [TransferSummary]
 
-    /// Records a hand-off in one write transaction: the transfer, its recipients, their download tokens, its
-    /// XEP-0363 slot (``BrokerError/slotTaken(_:)`` when another transfer claimed it first), the verdict cache
-    /// entry and the audit entry. `inTransaction` runs inside it, before the rows are written (the broker moves
-    /// clean bytes into the store there, so a concurrent delete of the same content cannot interleave). Blocks:
-    /// call it on a worker.
-    public func recordHandOff(_ entry: HandOffEntry, inTransaction: () throws -> Void) throws {
-        try self.database.writer.write { db in
-            let transfer = entry.transfer
-            let (transferId, sha256, now) = (transfer.id, transfer.sha256, transfer.createdAt)
-            if let slot = entry.slot {
-                guard try UploadSlotRecord.fetchOne(db, key: slot) == nil else { throw BrokerError.slotTaken(slot) }
-            }
-            try inTransaction()
-            if entry.cacheVerdict, let detectedType = transfer.detectedType {
-                try VerdictCacheRecord(
-                    sha256: sha256,
-                    signatureVersion: transfer.signatureVersion,
-                    detectedType: detectedType,
-                    typeDescription: transfer.typeDescription ?? "",
-                    createdAt: now
-                ).saveWithCachedStatement(db)
-            }
-            try transfer.insertWithCachedStatement(db)
-            for recipient in entry.recipients {
-                try RecipientRecord(transferId: transferId, recipient: recipient).insertWithCachedStatement(db)
-            }
-            for issuance in entry.issuances {
-                try issuance.insertWithCachedStatement(db)
-            }
-            var details = ["sha256": sha256, "size": String(transfer.size), "verdict": entry.verdict.kind.rawValue, "state": transfer.state.rawValue]
-            details["signature"] = entry.verdict.signature
-            details["reason"] = entry.verdict.reason
-            if let slot = entry.slot {
-                try UploadSlotRecord(path: slot, transferId: transferId, createdAt: now).insertWithCachedStatement(db)
-                details["slot"] = slot
-            }
-            try AuditLog.append(db, at: now, actor: "server:\(transfer.server)", action: "transfer.created", transferId: transferId, details: details)
-        }
-    }
+    /// Every transfer in one of `states`, oldest first.
+    func transfers(inStates states: [TransferState]) async throws -> [TransferRecord]
 
-    // MARK: Downloads
+    /// Transfers the retention policy removes: stored or released ones created before `cleanBefore`, quarantined
+    /// ones created before `quarantineBefore`; oldest first.
+    func purgeCandidates(cleanBefore: Date, quarantineBefore: Date) async throws -> [TransferRecord]
+
+    /// One transfer with its recipients, audit history and downloads (oldest first); nil when unknown.
+    func detail(id: String) async throws -> TransferDetail?
+
+    /// Audit entries, oldest first: with `transferId` only that transfer's, with `limit` only the last ones.
+    func auditEntries(transferId: String?, limit: Int?) async throws -> [AuditEntry]
+
+    /// Everything `audit verify` checks, read in one transaction: every entry in order, and the transfers that
+    /// have no `transfer.created` entry.
+    func auditChain() async throws -> AuditChain
+
+    // MARK: Writes (each one transaction)
+
+    /// Records a hand-off: the transfer, its recipients, their download tokens, its XEP-0363 slot
+    /// (``BrokerError/slotTaken(_:)`` when another transfer claimed it first), the verdict cache entry and the
+    /// `transfer.created` audit entry. `inTransaction` runs inside the transaction before the rows are written.
+    func recordHandOff(_ entry: HandOffEntry, inTransaction: @escaping @Sendable () throws -> Void) async throws
+
+    /// Records a download token's issuance, with an audit entry when `audit` is given.
+    func recordIssuance(_ issuance: TokenIssuanceRecord, audit: AuditEvent?) async throws
 
     /// Marks a single-use token used; false when it already was (or was never issued).
-    public func consumeToken(id tokenId: String, at now: Date) async throws -> Bool {
-        try await self.database.writer.write { db in
-            try TokenIssuanceRecord.filter(Column("tokenId") == tokenId && Column("usedAt") == nil)
-                .updateAll(db, Column("usedAt").set(to: now)) == 1
-        }
-    }
+    func consumeToken(id tokenId: String, at date: Date) async throws -> Bool
 
     /// Records one served download.
-    public func recordDownload(_ download: DownloadRecord) async throws {
-        try await self.database.writer.write { db in
-            var row = download
-            try row.insert(db)
-        }
-    }
+    func recordDownload(_ download: DownloadRecord) async throws
 
-    // MARK: Tokens
+    /// Appends an audit entry on its own.
+    func appendAudit(_ event: AuditEvent) async throws
 
-    /// A download URL for one recipient.
-    public struct DownloadGrant: Sendable, Equatable {
-        /// The recipient.
-        public var recipient: String
-        /// The URL to put in the chat message.
-        public var url: String
-        /// When it stops working.
-        public var expiresAt: Date
-    }
-
-    /// Mints a download URL for `recipient` of a downloadable transfer and records the issuance.
-    public func issueDownload(transferId: String, recipient: String, ttlSeconds: Int? = nil, server: String? = nil) async throws -> DownloadGrant {
-        guard let (record, recipients) = try await self.transfer(id: transferId, server: server) else {
-            throw BrokerError.transferNotFound(transferId)
-        }
-        guard record.state.isDownloadable else {
-            throw BrokerError.notDownloadable(id: transferId, state: record.state)
-        }
-        guard recipients.contains(recipient) else {
-            throw BrokerError.notARecipient(recipient)
-        }
-        let (grant, issuance) = try self.mintDownload(transferId: transferId, recipient: recipient, ttlSeconds: ttlSeconds, now: self.now())
-        try await self.database.writer.write { db in try issuance.insert(db) }
-        return grant
-    }
-
-    /// Mints a download token and its issuance record, without writing anything: the caller inserts the record,
-    /// in its own transaction.
-    func mintDownload(transferId: String, recipient: String, ttlSeconds: Int? = nil, now: Date) throws -> (DownloadGrant, TokenIssuanceRecord) {
-        let ttl = ttlSeconds ?? self.configuration.tokens.ttlSeconds
-        let (token, claims) = try self.tokens.issue(transferId: transferId, recipient: recipient, ttl: ttl, now: now)
-        let issuance = TokenIssuanceRecord(
-            tokenId: claims.jti,
-            transferId: transferId,
-            recipient: recipient,
-            keyId: self.tokens.activeKeyId,
-            issuedAt: now,
-            expiresAt: claims.exp,
-            usedAt: nil
-        )
-        let base =
-            self.configuration.http.publicBaseURL.hasSuffix("/")
-            ? String(self.configuration.http.publicBaseURL.dropLast()) : self.configuration.http.publicBaseURL
-        return (DownloadGrant(recipient: recipient, url: "\(base)/v1/files/\(token)", expiresAt: claims.exp), issuance)
-    }
-
-    // MARK: Deletion
-
-    /// Retracts a transfer: row kept as `deleted`, then its bytes removed unless another live transfer shares them.
+    /// Changes one transfer as `decide` says, given the transfer as it is inside the transaction: its state set
+    /// (and `updatedAt`), then `event` appended (with `previousState` among its details when the state changed). `decide` may throw to refuse; it runs inside the transaction, so
+    /// it may also move bytes (a release moves them into the store there).
     ///
-    /// - Parameter server: the IM server asking, when it is one: it sees only its own transfers, and cannot delete
-    ///   a quarantined one (``BrokerError/heldInQuarantine(id:)``): that sample is the administrators' evidence.
-    public func delete(transferId: String, actor: String, server: String? = nil, reason: String? = nil) async throws {
-        guard try await self.transfer(id: transferId, server: server) != nil else {
-            throw BrokerError.transferNotFound(transferId)
-        }
-        let now = self.now()
-        // Decide on the state as it is inside the transaction: a concurrent release, purge or delete wins or loses
-        // as a whole.
-        let previous = try await self.database.writer.write { db -> TransferRecord? in
-            guard let record = try TransferRecord.fetchOne(db, key: transferId), record.state != .deleted, record.state != .purged else {
-                return nil
-            }
-            if server != nil, record.state == .quarantined {
-                throw BrokerError.heldInQuarantine(id: transferId)
-            }
-            try TransferRecord.filter(key: transferId).updateAll(db, Column("state").set(to: TransferState.deleted), Column("updatedAt").set(to: now))
-            var details = ["previousState": record.state.rawValue]
-            details["reason"] = reason
-            try AuditLog.append(db, at: now, actor: actor, action: "transfer.deleted", transferId: transferId, details: details)
-            return record
-        }
-        if let previous {
-            try await self.removeBytes(of: previous)
-        }
-    }
+    /// - Returns: the transfer as it was before the change; nil when unknown or when `decide` said ``TransferChange/skip``.
+    @discardableResult
+    func changeTransfer(
+        id: String,
+        event: AuditEvent,
+        _ decide: @escaping @Sendable (TransferRecord) throws -> TransferChange
+    ) async throws -> TransferRecord?
 
-    /// Removes the bytes of a transfer that is no longer live, after its new state was committed: a crash in
-    /// between leaves orphan bytes (harmless, reported by `airlock doctor`), never a live row without bytes.
-    /// Clean bytes stay while another stored or released transfer shares them.
-    func removeBytes(of record: TransferRecord) async throws {
-        let store = self.store
-        if record.state == .quarantined {
-            try store.removeQuarantined(transferId: record.id)
-            return
-        }
-        // In a write transaction, so that a concurrent upload of the same content cannot interleave.
-        try await self.database.writer.write { db in
-            let sharing =
-                try TransferRecord
-                .filter(Column("sha256") == record.sha256 && [TransferState.stored, .released].contains(Column("state")))
-                .fetchCount(db)
-            if sharing == 0 {
-                try store.removeClean(sha256: record.sha256)
-            }
-        }
-    }
+    /// Runs `remove` inside a write transaction when no stored or released transfer has content `sha256`, so an
+    /// upload of the same bytes cannot interleave.
+    func removeUnsharedContent(sha256: String, _ remove: @escaping @Sendable () throws -> Void) async throws
 
-    /// Removes bytes that no row accounts for: clean files no stored or released transfer references, and
-    /// quarantine files of transfers that were never recorded (a crash between storing and committing).
-    ///
-    /// - Returns: the removed paths.
-    public func removeOrphanedBytes() async throws -> [String] {
-        let store = self.store
-        return try await self.database.writer.write { db in
-            let live = Set(
-                try String.fetchAll(db, sql: "SELECT DISTINCT sha256 FROM transfer WHERE state IN ('stored', 'released')")
-                    .map { store.cleanPath(sha256: $0) }
-            )
-            let quarantined = Set(
-                try String.fetchAll(db, sql: "SELECT id FROM transfer WHERE state = 'quarantined'").map { store.quarantinePath(transferId: $0) }
-            )
-            var removed: [String] = []
-            for path in FileStore.regularFiles(under: store.filesDirectory) where !live.contains(path) {
-                try FileManager.default.removeItem(atPath: path)
-                removed.append(path)
-            }
-            for path in FileStore.regularFiles(under: store.quarantineDirectory)
-            where !quarantined.contains(path) && !(path as NSString).lastPathComponent.hasPrefix(".") {
-                try FileManager.default.removeItem(atPath: path)
-                removed.append(path)
-            }
-            return removed
-        }
-    }
+    /// Runs `body` inside a write transaction with what the ledger says must be on disk, so no hand-off commits
+    /// meanwhile (start-up's orphan clean-up).
+    func withLiveContent<Result: Sendable>(_ body: @escaping @Sendable (LiveContent) throws -> Result) async throws -> Result
 }
 
 /// Everything one hand-off writes to the ledger, decided before the transaction starts.
@@ -259,4 +95,126 @@ public struct HandOffEntry: Sendable {
     public var cacheVerdict: Bool
     /// The XEP-0363 upload path to claim, if any.
     public var slot: String?
+
+    /// The `transfer.created` audit entry's details.
+    var auditDetails: [String: String] {
+        var details = [
+            "sha256": self.transfer.sha256, "size": String(self.transfer.size), "verdict": self.verdict.kind.rawValue,
+            "state": self.transfer.state.rawValue,
+        ]
+        details["signature"] = self.verdict.signature
+        details["reason"] = self.verdict.reason
+        details["slot"] = self.slot
+        return details
+    }
+}
+
+/// An audit entry to append: the ledger chains it to the last one.
+public struct AuditEvent: Sendable {
+    /// When.
+    public var at: Date
+    /// Who: `admin:<user>`, `server:<name>`.
+    public var actor: String
+    /// What: `transfer.deleted`, `quarantine.released`, …
+    public var action: String
+    /// The transfer concerned, if any.
+    public var transferId: String?
+    /// Details, written as a JSON object with sorted keys.
+    public var details: [String: String]
+
+    /// Creates an event.
+    public init(at: Date, actor: String, action: String, transferId: String?, details: [String: String] = [:]) {
+        self.at = at
+        self.actor = actor
+        self.action = action
+        self.transferId = transferId
+        self.details = details
+    }
+}
+
+/// What ``Ledger/changeTransfer(id:event:_:)`` does with a transfer.
+public enum TransferChange: Sendable {
+    /// Set this state, then append the event.
+    case setState(TransferState)
+    /// Keep the state; append the event.
+    case keepState
+    /// Change nothing, append nothing.
+    case skip
+}
+
+/// What must be on disk according to the ledger.
+public struct LiveContent: Sendable {
+    /// The SHA-256 of every stored or released transfer's content.
+    public var cleanHashes: Set<String>
+    /// The id of every quarantined transfer.
+    public var quarantinedIds: Set<String>
+}
+
+/// What `audit verify` reads.
+public struct AuditChain: Sendable {
+    /// Every entry, in order.
+    public var entries: [AuditEntry]
+    /// Transfers without a `transfer.created` entry, oldest first.
+    public var transfersWithoutCreation: [String]
+}
+
+/// Which transfers to list.
+public struct TransferFilter: Sendable {
+    /// Only this sender.
+    public var sender: String?
+    /// Only transfers with this recipient.
+    public var recipient: String?
+    /// Only transfers created at or after this time.
+    public var since: Date?
+    /// Only this verdict.
+    public var verdict: Verdict.Kind?
+    /// Only these states.
+    public var states: [TransferState]?
+    /// At most this many, newest first.
+    public var limit: Int
+
+    /// Creates a filter.
+    public init(
+        sender: String? = nil,
+        recipient: String? = nil,
+        since: Date? = nil,
+        verdict: Verdict.Kind? = nil,
+        states: [TransferState]? = nil,
+        limit: Int = 100
+    ) {
+        self.sender = sender
+        self.recipient = recipient
+        self.since = since
+        self.verdict = verdict
+        self.states = states
+        self.limit = limit
+    }
+}
+
+/// A transfer with its recipients.
+public struct TransferSummary: Sendable, Equatable {
+    /// The row.
+    public var record: TransferRecord
+    /// Its recipients.
+    public var recipients: [String]
+}
+
+/// Everything known about one transfer.
+public struct TransferDetail: Sendable {
+    /// The transfer and recipients.
+    public var summary: TransferSummary
+    /// Its audit history, oldest first.
+    public var audit: [AuditEntry]
+    /// Its downloads, oldest first.
+    public var downloads: [DownloadRecord]
+}
+
+/// A download URL for one recipient.
+public struct DownloadGrant: Sendable, Equatable {
+    /// The recipient.
+    public var recipient: String
+    /// The URL to put in the chat message.
+    public var url: String
+    /// When it stops working.
+    public var expiresAt: Date
 }

@@ -34,7 +34,7 @@ public struct TransferDocument: Encodable, Sendable {
     }
 
     /// The document of a transfer row.
-    public init(_ record: TransferRecord, recipients: [String], downloads: [Ledger.DownloadGrant]? = nil) {
+    public init(_ record: TransferRecord, recipients: [String], downloads: [DownloadGrant]? = nil) {
         self.id = record.id
         self.server = record.server
         self.sender = record.sender

@@ -1,6 +1,7 @@
 import GRDB
 
-/// A sentence that says what to do about an error from the ledger, for errors whose own text does not.
+/// A sentence that says what to do about an error from the ledger (SQLite's result codes), for errors whose own
+/// text does not.
 public func operationalAdvice(for error: any Error) -> String? {
     guard let error = error as? DatabaseError else { return nil }
     switch error.resultCode {

@@ -1,0 +1,230 @@
+public import Foundation
+import GRDB
+
+/// The embedded ledger: one SQLite database in WAL mode (GRDB), migrated at open (``AppDatabase``).
+public struct SQLiteLedger: Ledger {
+    /// The database.
+    let database: AppDatabase
+
+    /// Opens (creating if needed, 0600) the ledger at `path` and migrates it.
+    public init(path: String) throws {
+        self.database = try AppDatabase(path: path)
+    }
+
+    private var writer: any DatabaseWriter { self.database.writer }
+
+    // MARK: Reads
+
+    public func schemaVersion() async throws -> String {
+        try await self.database.schemaVersion()
+    }
+
+    public func transfer(id: String) async throws -> (TransferRecord, [String])? {
+        try await self.writer.read { db in
+            guard let record = try TransferRecord.fetchOne(db, key: id) else { return nil }
+            return (record, try Self.recipients(of: id, db))
+        }
+    }
+
+    public func transfer(inSlot path: String) async throws -> TransferRecord? {
+        try await self.writer.read { db in
+            guard let slot = try UploadSlotRecord.fetchOne(db, key: path) else { return nil }
+            return try TransferRecord.fetchOne(db, key: slot.transferId)
+        }
+    }
+
+    public func cachedVerdict(sha256: String, signatureVersion: String) async throws -> VerdictCacheRecord? {
+        try await self.writer.read { db in
+            try VerdictCacheRecord.fetchWithCachedStatement(db, sha256: sha256, signatureVersion: signatureVersion)
+        }
+    }
+
+    public func transfers(_ filter: TransferFilter) async throws -> [TransferSummary] {
+        try await self.writer.read { db in
+            var request = TransferRecord.all()
+            if let sender = filter.sender { request = request.filter(Column("sender") == sender) }
+            if let since = filter.since { request = request.filter(Column("createdAt") >= since) }
+            if let verdict = filter.verdict { request = request.filter(Column("verdict") == verdict) }
+            if let states = filter.states { request = request.filter(states.contains(Column("state"))) }
+            if let recipient = filter.recipient {
+                request = request.filter(sql: "id IN (SELECT transferId FROM transferRecipient WHERE recipient = ?)", arguments: [recipient])
+            }
+            let records = try request.order(Column("createdAt").desc, Column("id")).limit(filter.limit).fetchAll(db)
+            return try records.map { TransferSummary(record: $0, recipients: try Self.recipients(of: $0.id, db)) }
+        }
+    }
+
+    public func transfers(inStates states: [TransferState]) async throws -> [TransferRecord] {
+        try await self.writer.read { db in
+            try TransferRecord.filter(states.contains(Column("state"))).order(Column("createdAt"), Column("id")).fetchAll(db)
+        }
+    }
+
+    public func purgeCandidates(cleanBefore: Date, quarantineBefore: Date) async throws -> [TransferRecord] {
+        try await self.writer.read { db in
+            try TransferRecord
+                .filter(
+                    ([TransferState.stored, .released].contains(Column("state")) && Column("createdAt") < cleanBefore)
+                        || (Column("state") == TransferState.quarantined && Column("createdAt") < quarantineBefore)
+                )
+                .order(Column("createdAt"))
+                .fetchAll(db)
+        }
+    }
+
+    public func detail(id: String) async throws -> TransferDetail? {
+        try await self.writer.read { db -> TransferDetail? in
+            guard let record = try TransferRecord.fetchOne(db, key: id) else { return nil }
+            let audit = try AuditEntry.filter(Column("transferId") == id).order(Column("id")).fetchAll(db)
+            let downloads = try DownloadRecord.filter(Column("transferId") == id).order(Column("id")).fetchAll(db)
+            return TransferDetail(
+                summary: TransferSummary(record: record, recipients: try Self.recipients(of: id, db)),
+                audit: audit,
+                downloads: downloads
+            )
+        }
+    }
+
+    public func auditEntries(transferId: String?, limit: Int?) async throws -> [AuditEntry] {
+        try await self.writer.read { db in
+            var request = AuditEntry.order(Column("id"))
+            if let transferId { request = request.filter(Column("transferId") == transferId) }
+            if let limit { request = request.order(Column("id").desc).limit(limit) }
+            let entries = try request.fetchAll(db)
+            return limit == nil ? entries : entries.reversed()
+        }
+    }
+
+    public func auditChain() async throws -> AuditChain {
+        try await self.writer.read { db in
+            let entries = try AuditEntry.order(Column("id")).fetchAll(db)
+            let unrecorded = try String.fetchAll(
+                db,
+                sql: """
+                    SELECT id FROM transfer WHERE id NOT IN
+                    (SELECT transferId FROM audit_log WHERE action = 'transfer.created' AND transferId IS NOT NULL)
+                    ORDER BY createdAt
+                    """
+            )
+            return AuditChain(entries: entries, transfersWithoutCreation: unrecorded)
+        }
+    }
+
+    private static func recipients(of transferId: String, _ db: Database) throws -> [String] {
+        try RecipientRecord.filter(Column("transferId") == transferId).order(Column("recipient")).fetchAll(db).map(\.recipient)
+    }
+
+    // MARK: Writes
+
+    public func recordHandOff(_ entry: HandOffEntry, inTransaction: @escaping @Sendable () throws -> Void) async throws {
+        try await self.writer.write { db in
+            try Self.insert(entry, db, inTransaction: inTransaction)
+        }
+    }
+
+    /// The rows of one hand-off, written through cached statements (the hand-off's speed depends on it).
+    static func insert(_ entry: HandOffEntry, _ db: Database, inTransaction: () throws -> Void) throws {
+        let transfer = entry.transfer
+        if let slot = entry.slot {
+            guard try UploadSlotRecord.fetchOne(db, key: slot) == nil else { throw BrokerError.slotTaken(slot) }
+        }
+        try inTransaction()
+        if entry.cacheVerdict, let detectedType = transfer.detectedType {
+            try VerdictCacheRecord(
+                sha256: transfer.sha256,
+                signatureVersion: transfer.signatureVersion,
+                detectedType: detectedType,
+                typeDescription: transfer.typeDescription ?? "",
+                createdAt: transfer.createdAt
+            ).saveWithCachedStatement(db)
+        }
+        try transfer.insertWithCachedStatement(db)
+        for recipient in entry.recipients {
+            try RecipientRecord(transferId: transfer.id, recipient: recipient).insertWithCachedStatement(db)
+        }
+        for issuance in entry.issuances {
+            try issuance.insertWithCachedStatement(db)
+        }
+        if let slot = entry.slot {
+            try UploadSlotRecord(path: slot, transferId: transfer.id, createdAt: transfer.createdAt).insertWithCachedStatement(db)
+        }
+        try AuditLog.append(
+            db,
+            at: transfer.createdAt,
+            actor: "server:\(transfer.server)",
+            action: "transfer.created",
+            transferId: transfer.id,
+            details: entry.auditDetails
+        )
+    }
+
+    public func recordIssuance(_ issuance: TokenIssuanceRecord, audit: AuditEvent?) async throws {
+        try await self.writer.write { db in
+            try issuance.insert(db)
+            if let audit { try Self.append(audit, db) }
+        }
+    }
+
+    public func consumeToken(id tokenId: String, at date: Date) async throws -> Bool {
+        try await self.writer.write { db in
+            try TokenIssuanceRecord.filter(Column("tokenId") == tokenId && Column("usedAt") == nil)
+                .updateAll(db, Column("usedAt").set(to: date)) == 1
+        }
+    }
+
+    public func recordDownload(_ download: DownloadRecord) async throws {
+        try await self.writer.write { db in
+            var row = download
+            try row.insert(db)
+        }
+    }
+
+    public func appendAudit(_ event: AuditEvent) async throws {
+        try await self.writer.write { db in try Self.append(event, db) }
+    }
+
+    @discardableResult
+    public func changeTransfer(
+        id: String,
+        event: AuditEvent,
+        _ decide: @escaping @Sendable (TransferRecord) throws -> TransferChange
+    ) async throws -> TransferRecord? {
+        try await self.writer.write { db -> TransferRecord? in
+            guard let current = try TransferRecord.fetchOne(db, key: id) else { return nil }
+            var event = event
+            switch try decide(current) {
+            case .skip:
+                return nil
+            case .keepState:
+                break
+            case .setState(let state):
+                try TransferRecord.filter(key: id).updateAll(db, Column("state").set(to: state), Column("updatedAt").set(to: event.at))
+                event.details["previousState"] = event.details["previousState"] ?? current.state.rawValue
+            }
+            try Self.append(event, db)
+            return current
+        }
+    }
+
+    public func removeUnsharedContent(sha256: String, _ remove: @escaping @Sendable () throws -> Void) async throws {
+        try await self.writer.write { db in
+            let sharing = try TransferRecord.filter(Column("sha256") == sha256 && [TransferState.stored, .released].contains(Column("state")))
+                .fetchCount(db)
+            if sharing == 0 { try remove() }
+        }
+    }
+
+    public func withLiveContent<Result: Sendable>(_ body: @escaping @Sendable (LiveContent) throws -> Result) async throws -> Result {
+        try await self.writer.write { db in
+            let live = LiveContent(
+                cleanHashes: Set(try String.fetchAll(db, sql: "SELECT DISTINCT sha256 FROM transfer WHERE state IN ('stored', 'released')")),
+                quarantinedIds: Set(try String.fetchAll(db, sql: "SELECT id FROM transfer WHERE state = 'quarantined'"))
+            )
+            return try body(live)
+        }
+    }
+
+    private static func append(_ event: AuditEvent, _ db: Database) throws {
+        try AuditLog.append(db, at: event.at, actor: event.actor, action: event.action, transferId: event.transferId, details: event.details)
+    }
+}
