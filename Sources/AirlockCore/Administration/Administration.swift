@@ -1,4 +1,5 @@
 public import Foundation
+import Logging
 
 #if canImport(Glibc)
     import Glibc
@@ -17,17 +18,22 @@ public struct Administration: Sendable {
         now: @escaping @Sendable () -> Date = { Date() }
     ) async throws -> Administration {
         let store = FileStore(configuration.storage)
-        guard FileManager.default.fileExists(atPath: store.databasePath) else {
+        if case .sqlite = configuration.ledger.backend, !FileManager.default.fileExists(atPath: store.databasePath) {
             throw AdminError.noLedger(path: store.databasePath)
         }
         let transfers = TransferService(
             configuration: configuration,
-            ledger: try SQLiteLedger(path: store.databasePath),
+            ledger: try await LedgerConnector.open(configuration, sqlitePath: store.databasePath, logger: Logger(label: "airlock.ledger")),
             store: store,
             tokens: DownloadTokens(configuration.tokens),
             now: now
         )
         return Administration(transferService: transfers, actor: "admin:\(Self.operatingSystemUser)")
+    }
+
+    /// Closes the ledger's connections.
+    public func close() async {
+        await self.ledger.close()
     }
 
     /// The user running this process (the invoking user under sudo).

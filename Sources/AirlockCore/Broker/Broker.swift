@@ -58,9 +58,14 @@ public final class Broker: Sendable {
         threadPool.start()
         do {
             let store = FileStore(configuration.storage)
-            let (ledger, removed) = try await threadPool.runIfActive {
-                let removed = try store.prepare()
-                return (try SQLiteLedger(path: store.databasePath), removed)
+            let removed = try await threadPool.runIfActive { try store.prepare() }
+            // SQLite's open is quick and local; PostgreSQL's connects over the network: both off the cooperative
+            // pool's critical path (GRDB opens on the calling thread, so on a worker).
+            let ledger: any Ledger
+            if case .sqlite = configuration.ledger.backend {
+                ledger = try await threadPool.runIfActive { try SQLiteLedger(path: store.databasePath) }
+            } else {
+                ledger = try await LedgerConnector.open(configuration, sqlitePath: store.databasePath, logger: logger)
             }
             if removed > 0 {
                 logger.notice("removed stale staging files left by an interrupted run", metadata: ["count": "\(removed)"])
@@ -90,9 +95,10 @@ public final class Broker: Sendable {
         }
     }
 
-    /// Stops the worker threads.
+    /// Stops the worker threads and closes the ledger.
     public func shutdown() async throws {
         try await self.inspector.shutdown()
         try await self.threadPool.shutdownGracefully()
+        await self.ledger.close()
     }
 }

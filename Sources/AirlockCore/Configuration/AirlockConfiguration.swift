@@ -22,6 +22,57 @@ public struct AirlockConfiguration: Sendable, Equatable {
     public var retention: Retention
     /// `/metrics` protection.
     public var metrics: Metrics
+    /// Where the ledger lives.
+    public var ledger: LedgerSettings
+    /// This node of a cluster.
+    public var node: Node
+
+    /// `node`: this process among several on one ledger and one store.
+    public struct Node: Sendable, Equatable {
+        /// `node.id` (default: the host name): this node's name, recorded on transfers and audit entries.
+        public var id: String
+    }
+
+    /// `ledger`: SQLite (embedded, the default) or PostgreSQL (several nodes).
+    public struct LedgerSettings: Sendable, Equatable {
+        /// `ledger.backend`: `sqlite` (default) or `postgresql`.
+        public var backend: Backend
+
+        /// A ledger engine.
+        public enum Backend: Sendable, Equatable {
+            /// `<storage.dataDirectory>/airlock.sqlite`.
+            case sqlite
+            /// A PostgreSQL server (`ledger.postgresql`).
+            case postgresql(PostgreSQL)
+        }
+    }
+
+    /// `ledger.postgresql`: where the PostgreSQL ledger is.
+    public struct PostgreSQL: Sendable, Equatable {
+        /// The server's host name or address, or nil with a Unix socket.
+        public var host: String?
+        /// The directory of the server's Unix socket (libpq's `host=/path` query parameter), if any.
+        public var socketDirectory: String?
+        /// The port (default 5432); also names the Unix socket (`.s.PGSQL.<port>`).
+        public var port: Int
+        /// The user.
+        public var username: String
+        /// The password: from the URL or `ledger.postgresql.passwordFile`.
+        public var password: String?
+        /// The database (default: the user's name).
+        public var database: String
+        /// `sslmode`: `disable`, `require` (encrypted, the certificate not checked) or `verify-full` (the default).
+        public var sslMode: SSLMode
+        /// `ledger.postgresql.poolSize` (default 10): most connections this node opens.
+        public var poolSize: Int
+
+        /// libpq's `sslmode` values Airlock accepts.
+        public enum SSLMode: String, Sendable, Equatable, CaseIterable {
+            case disable
+            case require
+            case verifyFull = "verify-full"
+        }
+    }
 
     /// The file read when no `--config` is given, relative to the working directory.
     public static let defaultFile = "Config/airlock.json"
@@ -268,6 +319,8 @@ extension AirlockConfiguration {
             quarantineDays: try reader.int("retention.quarantineDays", default: 90, in: 1...36500)
         )
         self.metrics = Metrics(bearerToken: try reader.optionalSecret("metrics.bearerToken"))
+        self.ledger = try LedgerSettings(&reader)
+        self.node = try Node(&reader)
 
         let unknown = reader.unknownFileKeys()
         if let first = unknown.first {
@@ -582,5 +635,82 @@ extension AirlockConfiguration {
             )
         }
         return data
+    }
+}
+
+extension AirlockConfiguration.Node {
+    fileprivate init(_ reader: inout ConfigurationReader) throws {
+        let id = try reader.string("node.id", default: ProcessInfo.processInfo.hostName)
+        let allowed = id.utf8.allSatisfy { $0 == 45 || $0 == 46 || $0 == 95 || (48...57).contains($0) || (65...90).contains($0) || (97...122).contains($0) }
+        guard !id.isEmpty, id.utf8.count <= 64, allowed else {
+            throw ConfigurationError(key: "node.id", message: "must be 1 to 64 letters, digits, '.', '-' or '_', got \"\(id)\"")
+        }
+        self.id = id
+    }
+}
+
+extension AirlockConfiguration.LedgerSettings {
+    fileprivate init(_ reader: inout ConfigurationReader) throws {
+        switch try reader.string("ledger.backend", default: "sqlite") {
+        case "sqlite":
+            self.backend = .sqlite
+        case "postgresql":
+            self.backend = .postgresql(try AirlockConfiguration.PostgreSQL(&reader))
+        case let other:
+            throw ConfigurationError(key: "ledger.backend", message: "must be \"sqlite\" or \"postgresql\", got \"\(other)\"")
+        }
+    }
+}
+
+extension AirlockConfiguration.PostgreSQL {
+    fileprivate init(_ reader: inout ConfigurationReader) throws {
+        let url = try reader.requiredSecret(
+            "ledger.postgresql.url",
+            advice: "give the PostgreSQL ledger as postgres://user@host:5432/airlock?sslmode=verify-full"
+        )
+        let passwordFile = try reader.optionalString("ledger.postgresql.passwordFile")
+        self = try Self.parse(url)
+        if let passwordFile {
+            do {
+                self.password = try String(contentsOfFile: passwordFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            } catch {
+                throw ConfigurationError(key: "ledger.postgresql.passwordFile", message: "cannot read \(passwordFile): \(error.localizedDescription)")
+            }
+        }
+        self.poolSize = try reader.int("ledger.postgresql.poolSize", default: 10, in: 1...1000)
+    }
+
+    /// Reads libpq's URL form: `postgres://user[:password]@host[:port]/database?sslmode=…`, or a Unix socket as
+    /// `postgres://user@/database?host=/run/postgresql` (the password never appears in an error).
+    static func parse(_ url: String) throws -> Self {
+        func invalid(_ why: String) -> ConfigurationError {
+            ConfigurationError(key: "ledger.postgresql.url", message: "\(why); write it as postgres://user@host:5432/airlock?sslmode=verify-full")
+        }
+        guard let components = URLComponents(string: url), let scheme = components.scheme, ["postgres", "postgresql"].contains(scheme) else {
+            throw invalid("is not a postgres:// URL")
+        }
+        guard let user = components.user, !user.isEmpty else { throw invalid("names no user") }
+        let query = Dictionary((components.queryItems ?? []).map { ($0.name, $0.value ?? "") }, uniquingKeysWith: { $1 })
+        for name in query.keys where !["sslmode", "host"].contains(name) {
+            throw invalid("has the parameter \(name), which Airlock does not support (only sslmode and host)")
+        }
+        let socketDirectory = query["host"].flatMap { $0.hasPrefix("/") ? $0 : nil }
+        let host = components.host.flatMap { $0.isEmpty ? nil : $0 } ?? query["host"].flatMap { $0.hasPrefix("/") ? nil : $0 }
+        guard host != nil || socketDirectory != nil else { throw invalid("names no host and no Unix socket directory (?host=/path)") }
+        let database = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
+        let modeText = query["sslmode"] ?? SSLMode.verifyFull.rawValue
+        guard let sslMode = SSLMode(rawValue: modeText) else {
+            throw invalid("has sslmode=\(modeText); use disable, require or verify-full")
+        }
+        return Self(
+            host: host,
+            socketDirectory: socketDirectory,
+            port: components.port ?? 5432,
+            username: user,
+            password: components.password,
+            database: database.isEmpty ? user : database,
+            sslMode: sslMode,
+            poolSize: 10
+        )
     }
 }

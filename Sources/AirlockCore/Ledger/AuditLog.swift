@@ -41,6 +41,26 @@ public struct AuditEntry: Sendable, Equatable, Codable, FetchableRecord, Mutable
     }
 }
 
+extension AuditEntry {
+    /// The entry that records `event` after the entry `afterId` with hash `hash` (0 and ``genesisHash`` for the
+    /// first): its time rounded to the millisecond (what the ledgers keep, so the hash survives the round trip),
+    /// its details as sorted JSON, its hash computed. Every ledger appends through this.
+    static func next(afterId lastId: Int64, hash lastHash: String, _ event: AuditEvent) throws -> AuditEntry {
+        var entry = AuditEntry(
+            id: lastId + 1,
+            at: Date(timeIntervalSince1970: (event.at.timeIntervalSince1970 * 1000).rounded() / 1000),
+            actor: event.actor,
+            action: event.action,
+            transferId: event.transferId,
+            details: try AuditLog.json(event.details),
+            previousHash: lastHash,
+            hash: ""
+        )
+        entry.hash = entry.computedHash()
+        return entry
+    }
+}
+
 /// Appends to and reads the audit log.
 public enum AuditLog {
     /// Appends an entry inside the caller's write transaction, chained to the last one.
@@ -57,18 +77,11 @@ public enum AuditLog {
         let last = try Row.fetchOne(db.cachedStatement(sql: "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1"))
         let lastId: Int64 = last?[0] ?? 0
         let lastHash: String = last?[1] ?? AuditEntry.genesisHash
-        var entry = AuditEntry(
-            id: lastId + 1,
-            // SQLite keeps dates to the millisecond: round now so the hash survives the round trip.
-            at: Date(timeIntervalSince1970: (date.timeIntervalSince1970 * 1000).rounded() / 1000),
-            actor: actor,
-            action: action,
-            transferId: transferId,
-            details: try Self.json(details),
-            previousHash: lastHash,
-            hash: ""
+        let entry = try AuditEntry.next(
+            afterId: lastId,
+            hash: lastHash,
+            AuditEvent(at: date, actor: actor, action: action, transferId: transferId, details: details)
         )
-        entry.hash = entry.computedHash()
         try db.cachedStatement(
             sql: "INSERT INTO audit_log (id, at, actor, action, transferId, details, previousHash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         ).execute(arguments: [

@@ -1,4 +1,5 @@
 public import Foundation
+public import Logging
 
 /// The ledger: every transfer, recipient, verdict, token issuance, download and audit entry, behind the
 /// operations the broker, the admin commands and background jobs need. Each operation is one transaction.
@@ -79,6 +80,23 @@ public protocol Ledger: Sendable {
     /// Runs `body` inside a write transaction with what the ledger says must be on disk, so no hand-off commits
     /// meanwhile (start-up's orphan clean-up).
     func withLiveContent<Result: Sendable>(_ body: @escaping @Sendable (LiveContent) throws -> Result) async throws -> Result
+
+    /// Releases the ledger's connections; nothing may be called after.
+    func close() async
+}
+
+/// Opens the ledger a configuration names.
+public enum LedgerConnector {
+    /// The ledger of `configuration`: SQLite at `sqlitePath` (created if absent), or the PostgreSQL server of
+    /// `ledger.postgresql` (migrated if behind).
+    public static func open(_ configuration: AirlockConfiguration, sqlitePath: String, logger: Logger) async throws -> any Ledger {
+        switch configuration.ledger.backend {
+        case .sqlite:
+            return try SQLiteLedger(path: sqlitePath)
+        case .postgresql(let settings):
+            return try await PostgresLedger.connect(settings, logger: logger)
+        }
+    }
 }
 
 /// Everything one hand-off writes to the ledger, decided before the transaction starts.

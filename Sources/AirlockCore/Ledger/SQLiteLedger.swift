@@ -224,6 +224,9 @@ public struct SQLiteLedger: Ledger {
         }
     }
 
+    /// Nothing to release: the pool closes with its last reference.
+    public func close() async {}
+
     private static func append(_ event: AuditEvent, _ db: Database) throws {
         try AuditLog.append(db, at: event.at, actor: event.actor, action: event.action, transferId: event.transferId, details: event.details)
     }

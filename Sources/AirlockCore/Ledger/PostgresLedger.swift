@@ -1,0 +1,640 @@
+public import Foundation
+public import Logging
+import NIOSSL
+import PostgresNIO
+
+/// The ledger on a PostgreSQL server (postgres-nio's `PostgresClient`), for several `airlock serve` nodes on one
+/// ledger. Every operation is one transaction; dates are kept as milliseconds since 1970 (as SQLite's are), so the
+/// audit chain's hashes are the same on both.
+///
+/// Serialisation across nodes: the audit chain's head is taken under a transaction-level advisory lock, so entries
+/// stay strictly ordered whoever writes them; a hand-off of clean bytes and the removal of the same content take
+/// an advisory lock on that content (SQLite's single writer gives both for free); start-up's orphan clean-up takes
+/// the content lock of every hand-off at once. Migrations run once, under a session-level advisory lock, so nodes
+/// may start together.
+public final class PostgresLedger: Ledger {
+    private let client: PostgresClient
+    private let logger: Logger
+    /// `client.run()`: the pool works while it runs. Started at connect and ended by ``close()``: the ledger must
+    /// answer during the broker's start-up, before any service group runs.
+    private let running: Task<Void, Never>
+
+    /// The schema, one migration per version, applied in order.
+    static let migrations: [(version: String, statements: [String])] = [
+        (
+            "pg1",
+            [
+                """
+                CREATE TABLE transfer (
+                    id TEXT PRIMARY KEY, server TEXT NOT NULL, sender TEXT NOT NULL, filename TEXT NOT NULL,
+                    original_filename TEXT NOT NULL, declared_type TEXT, detected_type TEXT, type_description TEXT,
+                    size BIGINT NOT NULL, sha256 TEXT NOT NULL, verdict TEXT NOT NULL, signature TEXT, reason TEXT,
+                    state TEXT NOT NULL, signature_version TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)
+                """,
+                "CREATE INDEX transfer_sha256 ON transfer (sha256)",
+                "CREATE INDEX transfer_state ON transfer (state)",
+                "CREATE INDEX transfer_created_at ON transfer (created_at)",
+                """
+                CREATE TABLE transfer_recipient (
+                    transfer_id TEXT NOT NULL REFERENCES transfer (id) ON DELETE CASCADE, recipient TEXT NOT NULL,
+                    PRIMARY KEY (transfer_id, recipient))
+                """,
+                "CREATE INDEX transfer_recipient_recipient ON transfer_recipient (recipient)",
+                """
+                CREATE TABLE download (
+                    id BIGSERIAL PRIMARY KEY, transfer_id TEXT NOT NULL REFERENCES transfer (id), recipient TEXT,
+                    at BIGINT NOT NULL, remote_address TEXT, bytes BIGINT NOT NULL, status INTEGER NOT NULL)
+                """,
+                "CREATE INDEX download_transfer ON download (transfer_id)",
+                """
+                CREATE TABLE token_issuance (
+                    token_id TEXT PRIMARY KEY, transfer_id TEXT NOT NULL REFERENCES transfer (id), recipient TEXT NOT NULL,
+                    key_id TEXT NOT NULL, issued_at BIGINT NOT NULL, expires_at BIGINT NOT NULL, used_at BIGINT)
+                """,
+                "CREATE INDEX token_issuance_transfer ON token_issuance (transfer_id)",
+                """
+                CREATE TABLE verdict_cache (
+                    sha256 TEXT NOT NULL, signature_version TEXT NOT NULL, detected_type TEXT NOT NULL,
+                    type_description TEXT NOT NULL, created_at BIGINT NOT NULL, PRIMARY KEY (sha256, signature_version))
+                """,
+                """
+                CREATE TABLE audit_log (
+                    id BIGINT PRIMARY KEY, at BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, transfer_id TEXT,
+                    details TEXT NOT NULL, previous_hash TEXT NOT NULL, hash TEXT NOT NULL)
+                """,
+                "CREATE INDEX audit_log_transfer ON audit_log (transfer_id)",
+                """
+                CREATE FUNCTION airlock_audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$
+                """,
+                """
+                CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_log
+                FOR EACH STATEMENT EXECUTE FUNCTION airlock_audit_log_append_only()
+                """,
+                """
+                CREATE TABLE upload_slot (
+                    path TEXT PRIMARY KEY, transfer_id TEXT NOT NULL REFERENCES transfer (id), created_at BIGINT NOT NULL)
+                """,
+                "CREATE INDEX upload_slot_transfer ON upload_slot (transfer_id)",
+            ]
+        )
+    ]
+
+    /// Advisory lock keys (one 64-bit space per database; these spell "airlock" and a purpose).
+    enum LockKey {
+        static let migrations: Int64 = 0x6169_726c_6f63_6b01
+        static let auditHead: Int64 = 0x6169_726c_6f63_6b02
+        static let content: Int64 = 0x6169_726c_6f63_6b03
+    }
+
+    private init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+        self.running = Task { await client.run() }
+    }
+
+    /// Connects to the server `settings` name and brings its schema up to date (once, whichever node comes first).
+    ///
+    /// - Throws: the connection's or a migration's error.
+    public static func connect(_ settings: AirlockConfiguration.PostgreSQL, logger: Logger) async throws -> PostgresLedger {
+        var configuration: PostgresClient.Configuration
+        if let directory = settings.socketDirectory {
+            configuration = .init(
+                unixSocketPath: "\(directory)/.s.PGSQL.\(settings.port)",
+                username: settings.username,
+                password: settings.password,
+                database: settings.database
+            )
+        } else {
+            let tls: PostgresClient.Configuration.TLS
+            switch settings.sslMode {
+            case .disable:
+                tls = .disable
+            case .require:
+                var unverified = TLSConfiguration.makeClientConfiguration()
+                unverified.certificateVerification = .none
+                tls = .require(unverified)
+            case .verifyFull:
+                tls = .require(TLSConfiguration.makeClientConfiguration())
+            }
+            configuration = .init(
+                host: settings.host ?? "localhost",
+                port: settings.port,
+                username: settings.username,
+                password: settings.password,
+                database: settings.database,
+                tls: tls
+            )
+        }
+        configuration.options.maximumConnections = settings.poolSize
+        configuration.options.minimumConnections = 0
+        let ledger = PostgresLedger(client: PostgresClient(configuration: configuration, backgroundLogger: logger), logger: logger)
+        do {
+            try await ledger.migrate()
+        } catch {
+            await ledger.close()
+            throw error
+        }
+        return ledger
+    }
+
+    /// Stops the connection pool.
+    public func close() async {
+        self.running.cancel()
+        await self.running.value
+    }
+
+    private func migrate() async throws {
+        try await self.client.withConnection { connection in
+            try await connection.query("SELECT pg_advisory_lock(\(LockKey.migrations))", logger: self.logger)
+            do {
+                try await connection.query(
+                    "CREATE TABLE IF NOT EXISTS airlock_migration (version TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+                    logger: self.logger
+                )
+                var applied: Set<String> = []
+                for try await version in try await connection.query("SELECT version FROM airlock_migration", logger: self.logger)
+                    .decode(String.self)
+                {
+                    applied.insert(version)
+                }
+                for migration in Self.migrations where !applied.contains(migration.version) {
+                    try await connection.withTransaction(logger: self.logger) { connection in
+                        for statement in migration.statements {
+                            try await connection.query(PostgresQuery(unsafeSQL: statement), logger: self.logger)
+                        }
+                        try await connection.query(
+                            "INSERT INTO airlock_migration (version, applied_at) VALUES (\(migration.version), \(Self.milliseconds(Date())))",
+                            logger: self.logger
+                        )
+                    }
+                }
+            } catch {
+                _ = try? await connection.query("SELECT pg_advisory_unlock(\(LockKey.migrations))", logger: self.logger)
+                throw error
+            }
+            try await connection.query("SELECT pg_advisory_unlock(\(LockKey.migrations))", logger: self.logger)
+        }
+    }
+
+    // MARK: Reads
+
+    public func schemaVersion() async throws -> String {
+        let rows = try await self.client.query("SELECT version FROM airlock_migration ORDER BY version DESC LIMIT 1", logger: self.logger)
+        for try await version in rows.decode(String.self) { return version }
+        return "none"
+    }
+
+    public func transfer(id: String) async throws -> (TransferRecord, [String])? {
+        try await self.client.withConnection { connection in
+            guard let record = try await Self.transfers(connection, "WHERE id = \(id)", self.logger).first else { return nil }
+            return (record, try await Self.recipients(of: id, connection, self.logger))
+        }
+    }
+
+    public func transfer(inSlot path: String) async throws -> TransferRecord? {
+        try await self.client.withConnection { connection in
+            try await Self.transfers(connection, "WHERE id = (SELECT transfer_id FROM upload_slot WHERE path = \(path))", self.logger).first
+        }
+    }
+
+    public func cachedVerdict(sha256: String, signatureVersion: String) async throws -> VerdictCacheRecord? {
+        let rows = try await self.client.query(
+            """
+            SELECT detected_type, type_description, created_at FROM verdict_cache
+            WHERE sha256 = \(sha256) AND signature_version = \(signatureVersion)
+            """,
+            logger: self.logger
+        )
+        for try await (detectedType, typeDescription, createdAt) in rows.decode((String, String, Int64).self) {
+            return VerdictCacheRecord(
+                sha256: sha256,
+                signatureVersion: signatureVersion,
+                detectedType: detectedType,
+                typeDescription: typeDescription,
+                createdAt: Self.date(createdAt)
+            )
+        }
+        return nil
+    }
+
+    public func transfers(_ filter: TransferFilter) async throws -> [TransferSummary] {
+        try await self.client.withConnection { connection in
+            var condition = Condition()
+            if let sender = filter.sender { try condition.add("sender = $", sender) }
+            if let since = filter.since { try condition.add("created_at >= $", Self.milliseconds(since)) }
+            if let verdict = filter.verdict { try condition.add("verdict = $", verdict.rawValue) }
+            if let states = filter.states { try condition.add("state = ANY($)", states.map(\.rawValue)) }
+            if let recipient = filter.recipient {
+                try condition.add("id IN (SELECT transfer_id FROM transfer_recipient WHERE recipient = $)", recipient)
+            }
+            try condition.add("TRUE ORDER BY created_at DESC, id LIMIT $", Int64(filter.limit))
+            let records = try await Self.transfers(connection, condition.query, self.logger)
+            var summaries: [TransferSummary] = []
+            for record in records {
+                summaries.append(TransferSummary(record: record, recipients: try await Self.recipients(of: record.id, connection, self.logger)))
+            }
+            return summaries
+        }
+    }
+
+    public func transfers(inStates states: [TransferState]) async throws -> [TransferRecord] {
+        try await self.client.withConnection { connection in
+            try await Self.transfers(connection, "WHERE state = ANY(\(states.map(\.rawValue))) ORDER BY created_at, id", self.logger)
+        }
+    }
+
+    public func purgeCandidates(cleanBefore: Date, quarantineBefore: Date) async throws -> [TransferRecord] {
+        try await self.client.withConnection { connection in
+            try await Self.transfers(
+                connection,
+                """
+                WHERE (state IN ('stored', 'released') AND created_at < \(Self.milliseconds(cleanBefore)))
+                OR (state = 'quarantined' AND created_at < \(Self.milliseconds(quarantineBefore))) ORDER BY created_at
+                """,
+                self.logger
+            )
+        }
+    }
+
+    public func detail(id: String) async throws -> TransferDetail? {
+        try await self.client.withTransaction(logger: self.logger) { connection -> TransferDetail? in
+            guard let record = try await Self.transfers(connection, "WHERE id = \(id)", self.logger).first else { return nil }
+            let audit = try await Self.auditEntries(connection, "WHERE transfer_id = \(id) ORDER BY id", self.logger)
+            var downloads: [DownloadRecord] = []
+            let rows = try await connection.query(
+                "SELECT id, recipient, at, remote_address, bytes, status FROM download WHERE transfer_id = \(id) ORDER BY id",
+                logger: self.logger
+            )
+            for try await (rowId, recipient, at, remoteAddress, bytes, status) in rows.decode((Int64, String?, Int64, String?, Int64, Int32).self) {
+                var download = DownloadRecord(
+                    transferId: id,
+                    recipient: recipient,
+                    at: Self.date(at),
+                    remoteAddress: remoteAddress,
+                    bytes: bytes,
+                    status: Int(status)
+                )
+                download.id = rowId
+                downloads.append(download)
+            }
+            return TransferDetail(
+                summary: TransferSummary(record: record, recipients: try await Self.recipients(of: id, connection, self.logger)),
+                audit: audit,
+                downloads: downloads
+            )
+        }
+    }
+
+    public func auditEntries(transferId: String?, limit: Int?) async throws -> [AuditEntry] {
+        try await self.client.withConnection { connection in
+            var condition = Condition()
+            if let transferId { try condition.add("transfer_id = $", transferId) }
+            guard let limit else {
+                try condition.add("TRUE ORDER BY id", nil as Int64?)
+                return try await Self.auditEntries(connection, condition.query, self.logger)
+            }
+            try condition.add("TRUE ORDER BY id DESC LIMIT $", Int64(limit))
+            return try await Self.auditEntries(connection, condition.query, self.logger).reversed()
+        }
+    }
+
+    public func auditChain() async throws -> AuditChain {
+        try await self.client.withTransaction(logger: self.logger) { connection in
+            try await connection.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", logger: self.logger)
+            let entries = try await Self.auditEntries(connection, "ORDER BY id", self.logger)
+            var unrecorded: [String] = []
+            let rows = try await connection.query(
+                """
+                SELECT id FROM transfer WHERE id NOT IN
+                (SELECT transfer_id FROM audit_log WHERE action = 'transfer.created' AND transfer_id IS NOT NULL)
+                ORDER BY created_at
+                """,
+                logger: self.logger
+            )
+            for try await id in rows.decode(String.self) { unrecorded.append(id) }
+            return AuditChain(entries: entries, transfersWithoutCreation: unrecorded)
+        }
+    }
+
+    // MARK: Writes
+
+    public func recordHandOff(_ entry: HandOffEntry, inTransaction: @escaping @Sendable () throws -> Void) async throws {
+        let transfer = entry.transfer
+        do {
+            try await self.client.withTransaction(logger: self.logger) { connection in
+                // Shared: start-up's orphan clean-up on another node must not see these bytes before their row.
+                try await connection.query("SELECT pg_advisory_xact_lock_shared(\(LockKey.content))", logger: self.logger)
+                if entry.verdict.isClean {
+                    // Against a concurrent removal of the same content (``removeUnsharedContent``).
+                    try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(transfer.sha256), 0))", logger: self.logger)
+                }
+                if let slot = entry.slot {
+                    let taken = try await connection.query("SELECT 1 FROM upload_slot WHERE path = \(slot)", logger: self.logger).collect()
+                    guard taken.isEmpty else { throw BrokerError.slotTaken(slot) }
+                }
+                try inTransaction()
+                if entry.cacheVerdict, let detectedType = transfer.detectedType {
+                    try await connection.query(
+                        """
+                        INSERT INTO verdict_cache (sha256, signature_version, detected_type, type_description, created_at)
+                        VALUES (\(transfer.sha256), \(transfer.signatureVersion), \(detectedType), \(transfer.typeDescription ?? ""),
+                        \(Self.milliseconds(transfer.createdAt)))
+                        ON CONFLICT (sha256, signature_version) DO UPDATE SET detected_type = EXCLUDED.detected_type,
+                        type_description = EXCLUDED.type_description, created_at = EXCLUDED.created_at
+                        """,
+                        logger: self.logger
+                    )
+                }
+                try await Self.insert(transfer, connection, self.logger)
+                for recipient in entry.recipients {
+                    try await connection.query(
+                        "INSERT INTO transfer_recipient (transfer_id, recipient) VALUES (\(transfer.id), \(recipient))",
+                        logger: self.logger
+                    )
+                }
+                for issuance in entry.issuances {
+                    try await Self.insert(issuance, connection, self.logger)
+                }
+                if let slot = entry.slot {
+                    try await connection.query(
+                        "INSERT INTO upload_slot (path, transfer_id, created_at) VALUES (\(slot), \(transfer.id), \(Self.milliseconds(transfer.createdAt)))",
+                        logger: self.logger
+                    )
+                }
+                try await self.append(
+                    AuditEvent(
+                        at: transfer.createdAt,
+                        actor: "server:\(transfer.server)",
+                        action: "transfer.created",
+                        transferId: transfer.id,
+                        details: entry.auditDetails
+                    ),
+                    connection
+                )
+            }
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" && entry.slot != nil {
+            // Another node claimed the slot between the check and the insert.
+            throw BrokerError.slotTaken(entry.slot ?? "")
+        }
+    }
+
+    public func recordIssuance(_ issuance: TokenIssuanceRecord, audit: AuditEvent?) async throws {
+        try await self.client.withTransaction(logger: self.logger) { connection in
+            try await Self.insert(issuance, connection, self.logger)
+            if let audit { try await self.append(audit, connection) }
+        }
+    }
+
+    public func consumeToken(id tokenId: String, at date: Date) async throws -> Bool {
+        let rows = try await self.client.query(
+            "UPDATE token_issuance SET used_at = \(Self.milliseconds(date)) WHERE token_id = \(tokenId) AND used_at IS NULL RETURNING token_id",
+            logger: self.logger
+        )
+        return try await rows.collect().count == 1
+    }
+
+    public func recordDownload(_ download: DownloadRecord) async throws {
+        try await self.client.query(
+            """
+            INSERT INTO download (transfer_id, recipient, at, remote_address, bytes, status)
+            VALUES (\(download.transferId), \(download.recipient), \(Self.milliseconds(download.at)), \(download.remoteAddress),
+            \(download.bytes), \(Int32(download.status)))
+            """,
+            logger: self.logger
+        )
+    }
+
+    public func appendAudit(_ event: AuditEvent) async throws {
+        try await self.client.withTransaction(logger: self.logger) { connection in
+            try await self.append(event, connection)
+        }
+    }
+
+    @discardableResult
+    public func changeTransfer(
+        id: String,
+        event: AuditEvent,
+        _ decide: @escaping @Sendable (TransferRecord) throws -> TransferChange
+    ) async throws -> TransferRecord? {
+        try await self.client.withTransaction(logger: self.logger) { connection in
+            guard let current = try await Self.transfers(connection, "WHERE id = \(id) FOR UPDATE", self.logger).first else { return nil }
+            if current.state.isDownloadable {
+                // Leaving stored/released removes content: the same lock as a removal of that content.
+                try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(current.sha256), 0))", logger: self.logger)
+            }
+            var event = event
+            switch try decide(current) {
+            case .skip:
+                return nil
+            case .keepState:
+                break
+            case .setState(let state):
+                try await connection.query(
+                    "UPDATE transfer SET state = \(state.rawValue), updated_at = \(Self.milliseconds(event.at)) WHERE id = \(id)",
+                    logger: self.logger
+                )
+                event.details["previousState"] = event.details["previousState"] ?? current.state.rawValue
+            }
+            try await self.append(event, connection)
+            return current
+        }
+    }
+
+    public func removeUnsharedContent(sha256: String, _ remove: @escaping @Sendable () throws -> Void) async throws {
+        try await self.client.withTransaction(logger: self.logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(sha256), 0))", logger: self.logger)
+            let sharing = try await connection.query(
+                "SELECT 1 FROM transfer WHERE sha256 = \(sha256) AND state IN ('stored', 'released') LIMIT 1",
+                logger: self.logger
+            ).collect()
+            if sharing.isEmpty { try remove() }
+        }
+    }
+
+    public func withLiveContent<Result: Sendable>(_ body: @escaping @Sendable (LiveContent) throws -> Result) async throws -> Result {
+        try await self.client.withTransaction(logger: self.logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(LockKey.content))", logger: self.logger)
+            var clean: Set<String> = []
+            for try await sha256 in try await connection.query(
+                "SELECT DISTINCT sha256 FROM transfer WHERE state IN ('stored', 'released')",
+                logger: self.logger
+            ).decode(String.self) {
+                clean.insert(sha256)
+            }
+            var quarantined: Set<String> = []
+            for try await id in try await connection.query("SELECT id FROM transfer WHERE state = 'quarantined'", logger: self.logger)
+                .decode(String.self)
+            {
+                quarantined.insert(id)
+            }
+            return try body(LiveContent(cleanHashes: clean, quarantinedIds: quarantined))
+        }
+    }
+
+    // MARK: Rows
+
+    /// Appends `event` to the audit chain inside the caller's transaction, the chain's head locked until it commits.
+    private func append(_ event: AuditEvent, _ connection: PostgresConnection) async throws {
+        try await connection.query("SELECT pg_advisory_xact_lock(\(LockKey.auditHead))", logger: self.logger)
+        var lastId: Int64 = 0
+        var lastHash = AuditEntry.genesisHash
+        for try await (id, hash) in try await connection.query("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1", logger: self.logger)
+            .decode((Int64, String).self)
+        {
+            (lastId, lastHash) = (id, hash)
+        }
+        let entry = try AuditEntry.next(afterId: lastId, hash: lastHash, event)
+        try await connection.query(
+            """
+            INSERT INTO audit_log (id, at, actor, action, transfer_id, details, previous_hash, hash)
+            VALUES (\(entry.id ?? lastId + 1), \(Self.milliseconds(entry.at)), \(entry.actor), \(entry.action), \(entry.transferId),
+            \(entry.details), \(entry.previousHash), \(entry.hash))
+            """,
+            logger: self.logger
+        )
+    }
+
+    private static func insert(_ transfer: TransferRecord, _ connection: PostgresConnection, _ logger: Logger) async throws {
+        try await connection.query(
+            """
+            INSERT INTO transfer (id, server, sender, filename, original_filename, declared_type, detected_type, type_description,
+            size, sha256, verdict, signature, reason, state, signature_version, created_at, updated_at)
+            VALUES (\(transfer.id), \(transfer.server), \(transfer.sender), \(transfer.filename), \(transfer.originalFilename),
+            \(transfer.declaredType), \(transfer.detectedType), \(transfer.typeDescription), \(transfer.size), \(transfer.sha256),
+            \(transfer.verdict.rawValue), \(transfer.signature), \(transfer.reason), \(transfer.state.rawValue), \(transfer.signatureVersion),
+            \(Self.milliseconds(transfer.createdAt)), \(Self.milliseconds(transfer.updatedAt)))
+            """,
+            logger: logger
+        )
+    }
+
+    private static func insert(_ issuance: TokenIssuanceRecord, _ connection: PostgresConnection, _ logger: Logger) async throws {
+        try await connection.query(
+            """
+            INSERT INTO token_issuance (token_id, transfer_id, recipient, key_id, issued_at, expires_at, used_at)
+            VALUES (\(issuance.tokenId), \(issuance.transferId), \(issuance.recipient), \(issuance.keyId),
+            \(Self.milliseconds(issuance.issuedAt)), \(Self.milliseconds(issuance.expiresAt)), \(issuance.usedAt.map(Self.milliseconds)))
+            """,
+            logger: logger
+        )
+    }
+
+    private static let transferColumns = """
+        SELECT id, server, sender, filename, original_filename, declared_type, detected_type, type_description, size, sha256,
+        verdict, signature, reason, state, signature_version, created_at, updated_at FROM transfer
+        """
+
+    private static func transfers(_ connection: PostgresConnection, _ condition: PostgresQuery, _ logger: Logger) async throws -> [TransferRecord] {
+        var query = PostgresQuery(unsafeSQL: Self.transferColumns + " ")
+        query.sql += condition.sql
+        query.binds = condition.binds
+        var records: [TransferRecord] = []
+        for try await row in try await connection.query(query, logger: logger) {
+            let (
+                id, server, sender, filename, originalFilename, declaredType, detectedType, typeDescription, size, sha256, verdict, signature,
+                reason, state, signatureVersion, createdAt, updatedAt
+            ) = try row.decode(
+                (
+                    String, String, String, String, String, String?, String?, String?, Int64, String, String, String?, String?, String, String,
+                    Int64, Int64
+                ).self
+            )
+            guard let verdictKind = Verdict.Kind(rawValue: verdict), let transferState = TransferState(rawValue: state) else {
+                throw PostgresLedgerError.corruptRow(table: "transfer", id: id)
+            }
+            records.append(
+                TransferRecord(
+                    id: id,
+                    server: server,
+                    sender: sender,
+                    filename: filename,
+                    originalFilename: originalFilename,
+                    declaredType: declaredType,
+                    detectedType: detectedType,
+                    typeDescription: typeDescription,
+                    size: size,
+                    sha256: sha256,
+                    verdict: verdictKind,
+                    signature: signature,
+                    reason: reason,
+                    state: transferState,
+                    signatureVersion: signatureVersion,
+                    createdAt: Self.date(createdAt),
+                    updatedAt: Self.date(updatedAt)
+                )
+            )
+        }
+        return records
+    }
+
+    private static func recipients(of transferId: String, _ connection: PostgresConnection, _ logger: Logger) async throws -> [String] {
+        var recipients: [String] = []
+        let rows = try await connection.query(
+            "SELECT recipient FROM transfer_recipient WHERE transfer_id = \(transferId) ORDER BY recipient COLLATE \"C\"",
+            logger: logger
+        )
+        for try await recipient in rows.decode(String.self) { recipients.append(recipient) }
+        return recipients
+    }
+
+    private static func auditEntries(_ connection: PostgresConnection, _ condition: PostgresQuery, _ logger: Logger) async throws -> [AuditEntry] {
+        var query = PostgresQuery(unsafeSQL: "SELECT id, at, actor, action, transfer_id, details, previous_hash, hash FROM audit_log ")
+        query.sql += condition.sql
+        query.binds = condition.binds
+        var entries: [AuditEntry] = []
+        for try await (id, at, actor, action, transferId, details, previousHash, hash) in try await connection.query(query, logger: logger)
+            .decode((Int64, Int64, String, String, String?, String, String, String).self)
+        {
+            entries.append(
+                AuditEntry(
+                    id: id,
+                    at: Self.date(at),
+                    actor: actor,
+                    action: action,
+                    transferId: transferId,
+                    details: details,
+                    previousHash: previousHash,
+                    hash: hash
+                )
+            )
+        }
+        return entries
+    }
+
+    static func milliseconds(_ date: Date) -> Int64 {
+        Int64((date.timeIntervalSince1970 * 1000).rounded())
+    }
+
+    static func date(_ milliseconds: Int64) -> Date {
+        Date(timeIntervalSince1970: Double(milliseconds) / 1000)
+    }
+}
+
+/// A PostgreSQL ledger that holds what Airlock never writes.
+enum PostgresLedgerError: Error, CustomStringConvertible {
+    case corruptRow(table: String, id: String)
+
+    var description: String {
+        switch self {
+        case .corruptRow(let table, let id): "the \(table) row \(id) holds a value Airlock never writes: restore the ledger from a backup"
+        }
+    }
+}
+
+/// A `WHERE` clause built condition by condition, each `$` in a condition replaced by its bound value's number.
+private struct Condition {
+    private var sql = "WHERE"
+    private var binds = PostgresBindings()
+
+    mutating func add<Value: PostgresThrowingDynamicTypeEncodable>(_ condition: String, _ value: Value?) throws {
+        var text = condition
+        if let value, let marker = text.firstIndex(of: "$") {
+            try self.binds.append(value)
+            text.replaceSubrange(marker...marker, with: "$\(self.binds.count)")
+        }
+        self.sql += (self.sql == "WHERE" ? " " : " AND ") + text
+    }
+
+    var query: PostgresQuery { PostgresQuery(unsafeSQL: self.sql, binds: self.binds) }
+}
