@@ -682,7 +682,7 @@ extension AirlockConfiguration.PostgreSQL {
 
     /// Reads libpq's URL form: `postgres://user[:password]@host[:port]/database?sslmode=…`, or a Unix socket as
     /// `postgres://user@/database?host=/run/postgresql` (the password never appears in an error).
-    static func parse(_ url: String) throws -> Self {
+    public static func parse(_ url: String) throws -> Self {
         func invalid(_ why: String) -> ConfigurationError {
             ConfigurationError(key: "ledger.postgresql.url", message: "\(why); write it as postgres://user@host:5432/airlock?sslmode=verify-full")
         }

@@ -258,7 +258,7 @@ public final class PostgresLedger: Ledger {
     }
 
     public func detail(id: String) async throws -> TransferDetail? {
-        try await self.client.withTransaction(logger: self.logger) { connection -> TransferDetail? in
+        try await self.transaction { connection -> TransferDetail? in
             guard let record = try await Self.transfers(connection, "WHERE id = \(id)", self.logger).first else { return nil }
             let audit = try await Self.auditEntries(connection, "WHERE transfer_id = \(id) ORDER BY id", self.logger)
             var downloads: [DownloadRecord] = []
@@ -300,7 +300,7 @@ public final class PostgresLedger: Ledger {
     }
 
     public func auditChain() async throws -> AuditChain {
-        try await self.client.withTransaction(logger: self.logger) { connection in
+        try await self.transaction { connection in
             try await connection.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", logger: self.logger)
             let entries = try await Self.auditEntries(connection, "ORDER BY id", self.logger)
             var unrecorded: [String] = []
@@ -322,7 +322,7 @@ public final class PostgresLedger: Ledger {
     public func recordHandOff(_ entry: HandOffEntry, inTransaction: @escaping @Sendable () throws -> Void) async throws {
         let transfer = entry.transfer
         do {
-            try await self.client.withTransaction(logger: self.logger) { connection in
+            try await self.transaction { connection in
                 // Shared: start-up's orphan clean-up on another node must not see these bytes before their row.
                 try await connection.query("SELECT pg_advisory_xact_lock_shared(\(LockKey.content))", logger: self.logger)
                 if entry.verdict.isClean {
@@ -380,7 +380,7 @@ public final class PostgresLedger: Ledger {
     }
 
     public func recordIssuance(_ issuance: TokenIssuanceRecord, audit: AuditEvent?) async throws {
-        try await self.client.withTransaction(logger: self.logger) { connection in
+        try await self.transaction { connection in
             try await Self.insert(issuance, connection, self.logger)
             if let audit { try await self.append(audit, connection) }
         }
@@ -406,7 +406,7 @@ public final class PostgresLedger: Ledger {
     }
 
     public func appendAudit(_ event: AuditEvent) async throws {
-        try await self.client.withTransaction(logger: self.logger) { connection in
+        try await self.transaction { connection in
             try await self.append(event, connection)
         }
     }
@@ -417,7 +417,7 @@ public final class PostgresLedger: Ledger {
         event: AuditEvent,
         _ decide: @escaping @Sendable (TransferRecord) throws -> TransferChange
     ) async throws -> TransferRecord? {
-        try await self.client.withTransaction(logger: self.logger) { connection in
+        try await self.transaction { connection in
             guard let current = try await Self.transfers(connection, "WHERE id = \(id) FOR UPDATE", self.logger).first else { return nil }
             if current.state.isDownloadable {
                 // Leaving stored/released removes content: the same lock as a removal of that content.
@@ -442,7 +442,7 @@ public final class PostgresLedger: Ledger {
     }
 
     public func removeUnsharedContent(sha256: String, _ remove: @escaping @Sendable () throws -> Void) async throws {
-        try await self.client.withTransaction(logger: self.logger) { connection in
+        try await self.transaction { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(sha256), 0))", logger: self.logger)
             let sharing = try await connection.query(
                 "SELECT 1 FROM transfer WHERE sha256 = \(sha256) AND state IN ('stored', 'released') LIMIT 1",
@@ -453,7 +453,7 @@ public final class PostgresLedger: Ledger {
     }
 
     public func withLiveContent<Result: Sendable>(_ body: @escaping @Sendable (LiveContent) throws -> Result) async throws -> Result {
-        try await self.client.withTransaction(logger: self.logger) { connection in
+        try await self.transaction { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(\(LockKey.content))", logger: self.logger)
             var clean: Set<String> = []
             for try await sha256 in try await connection.query(
@@ -469,6 +469,15 @@ public final class PostgresLedger: Ledger {
                 quarantined.insert(id)
             }
             return try body(LiveContent(cleanHashes: clean, quarantinedIds: quarantined))
+        }
+    }
+
+    /// One transaction; the error its body threw (or the commit's) is rethrown as it is, not wrapped.
+    private func transaction<Result: Sendable>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
+        do {
+            return try await self.client.withTransaction(logger: self.logger) { connection in try await body(connection) }
+        } catch let error as PostgresTransactionError {
+            throw error.closureError ?? error.commitError ?? error.beginError ?? error
         }
     }
 
