@@ -141,6 +141,7 @@ let package = Package(
             dependencies: [
                 "AirlockCore", "LibMagic", "AirlockTestSupport",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

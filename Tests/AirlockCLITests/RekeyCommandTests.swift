@@ -59,7 +59,9 @@ struct RekeyCommandTests {
         for id in ids { #expect(try Self.keyId(ofQuarantined: id, fixture) == "2026") }
         let entries = try await fixture.auditEntries(action: "quarantine.rekeyed")
         #expect(Set(entries.compactMap { $0.entry["transferId"] as? String }) == Set(ids))
-        #expect(entries.allSatisfy { $0.details == ["fromKeyId": "default", "toKeyId": "2026"] })
+        // Every entry also names the node (node.id, the host name here) that wrote it.
+        #expect(entries.allSatisfy { $0.details.filter { $0.key != "node" } == ["fromKeyId": "default", "toKeyId": "2026"] })
+        #expect(entries.allSatisfy { $0.details["node"] == ProcessInfo.processInfo.hostName })
         #expect(entries.allSatisfy { $0.entry["actor"] as? String == "admin:\(AdminFixture.operatingSystemUser)" })
         #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.quarantineDirectory).filter { $0.hasPrefix(".tmp") }.isEmpty)
 

@@ -1,10 +1,17 @@
 import AirlockCore
 import AirlockTestSupport
+import Logging
 
 /// The ledger implementations `LedgerContractTests` runs against: every test runs once per case.
 enum LedgerBackend: String, CaseIterable, CustomStringConvertible, Sendable {
     /// ``SQLiteLedger`` in a fresh temporary directory.
     case sqlite
+    /// ``PostgresLedger`` on a fresh database of the private instance `scripts/test` starts.
+    case postgresql
+
+    /// The backends to run: PostgreSQL whenever its instance is there, and always under CI (where a missing
+    /// instance fails the test instead of skipping it).
+    static var available: [LedgerBackend] { PostgresTestServer.isAvailable ? Self.allCases : [.sqlite] }
 
     var description: String { self.rawValue }
 
@@ -20,6 +27,18 @@ enum LedgerBackend: String, CaseIterable, CustomStringConvertible, Sendable {
                 {
                     await ledger.close()
                     withExtendedLifetime(directory) {}
+                }
+            )
+        case .postgresql:
+            let (url, drop) = try await PostgresTestServer.createDatabase()
+            var logger = Logger(label: "airlock.test.postgres")
+            logger.logLevel = .warning
+            let ledger = try await PostgresLedger.connect(try AirlockConfiguration.PostgreSQL.parse(url), logger: logger)
+            return (
+                ledger,
+                {
+                    await ledger.close()
+                    try await drop()
                 }
             )
         }

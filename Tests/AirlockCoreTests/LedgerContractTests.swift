@@ -147,7 +147,7 @@ struct LedgerContractTests {
 
     // MARK: Reads on an empty ledger
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func emptyLedgerHasASchemaAndNothingElse(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             #expect(try await !ledger.schemaVersion().isEmpty)
@@ -168,7 +168,7 @@ struct LedgerContractTests {
 
     // MARK: recordHandOff
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func handOffWritesEveryRow(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             let entry = Self.handOff(
@@ -220,7 +220,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func quarantinedHandOffWithoutCacheOrSlot(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             let entry = Self.handOff("infected-1", verdict: .infected(signature: "Eicar-Test-Signature"), created: Self.at(minutes: 2))
@@ -243,7 +243,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func cleanHandOffWithoutCacheVerdictCachesNothing(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             let entry = Self.handOff("clean-cached-before", cacheVerdict: false)
@@ -253,7 +253,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func throwingInTransactionWritesNothing(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             let entry = Self.handOff("refused-1", slot: "a1/refused.pdf", cacheVerdict: true)
@@ -275,7 +275,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func secondHandOffIntoATakenSlotThrowsAndWritesNothing(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             let first = Self.handOff("slot-first", sha256: Self.digest(1), slot: "b2/photo.jpg", cacheVerdict: true)
@@ -301,7 +301,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func concurrentHandOffsIntoOneSlotLetExactlyOneWin(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             let contenders = 8
@@ -339,7 +339,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func datesAreKeptToTheMillisecond(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             let base = Self.at(minutes: 1).timeIntervalSince1970
@@ -379,7 +379,7 @@ struct LedgerContractTests {
 
     // MARK: Reads
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func cachedVerdictIsKeyedBySha256AndSignatureVersion(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             try await Self.record(Self.handOff("v1", sha256: Self.digest(7), signatureVersion: "sigs-1", cacheVerdict: true), in: ledger)
@@ -423,7 +423,7 @@ struct LedgerContractTests {
         )
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func transfersFilterByEachFieldNewestFirst(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             try await Self.recordFourTransfers(in: ledger)
@@ -459,7 +459,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func transfersInStatesOldestFirst(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             try await Self.recordFourTransfers(in: ledger)
@@ -471,7 +471,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func purgeCandidatesUseOneCutoffPerState(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             // Clean cutoff at minute 10, quarantine cutoff at minute 5: "before" is strict.
@@ -506,7 +506,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func detailHasRecipientsAuditAndDownloadsOldestFirst(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             let entry = Self.handOff("d1", recipients: ["bob@example.org", "carol@example.org"], created: Self.at(minutes: 1))
@@ -546,7 +546,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func auditEntriesOldestFirstWithTransferAndLimit(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             try await Self.record(Self.handOff("a1", created: Self.at(minutes: 1)), in: ledger)  // 1
@@ -575,7 +575,7 @@ struct LedgerContractTests {
 
     // MARK: Tokens and downloads
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func issuanceWithAndWithoutAuditThenSingleUse(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             try await Self.record(Self.handOff("i1", recipients: [], created: Self.at(minutes: 1)), in: ledger)
@@ -620,7 +620,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func concurrentConsumersOfOneTokenLetExactlyOneThrough(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             let entry = Self.handOff("c1", recipients: ["bob@example.org"])
@@ -639,7 +639,7 @@ struct LedgerContractTests {
 
     // MARK: The audit chain
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func appendAuditChainsEntriesWithSortedJSONDetails(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             let events = [
@@ -676,7 +676,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func manyConcurrentWritersKeepTheChainIntact(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             let writers = 50
@@ -725,7 +725,7 @@ struct LedgerContractTests {
 
     // MARK: changeTransfer
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func setStateUpdatesTheRowAndAppendsTheEventWithThePreviousState(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             let entry = Self.handOff("q1", verdict: .infected(signature: "Sig"), created: Self.at(minutes: 1))
@@ -769,7 +769,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func keepStateAppendsTheEventOnly(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             let entry = Self.handOff("k1", created: Self.at(minutes: 1))
@@ -790,7 +790,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func skipAndUnknownIdsWriteNothing(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             let entry = Self.handOff("s1", created: Self.at(minutes: 1))
@@ -804,7 +804,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func throwingDecisionChangesNothing(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             let entry = Self.handOff("r1", verdict: .infected(signature: "Sig"), created: Self.at(minutes: 1))
@@ -818,7 +818,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func concurrentChangesEachSeeTheCommittedState(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             try await Self.record(Self.handOff("cc1", created: Self.at(minutes: 1)), in: ledger)
@@ -854,7 +854,7 @@ struct LedgerContractTests {
 
     // MARK: Content locks
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func removeUnsharedContentRunsOnlyWhenNoStoredOrReleasedTransferHasIt(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             // digest(1): stored; digest(2): released; digest(3): quarantined only; digest(4): stored then deleted;
@@ -892,7 +892,7 @@ struct LedgerContractTests {
         }
     }
 
-    @Test(arguments: LedgerBackend.allCases)
+    @Test(arguments: LedgerBackend.available)
     func withLiveContentSeesCleanHashesAndQuarantinedIds(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             try await Self.record(Self.handOff("l1", sha256: Self.digest(1), created: Self.at(minutes: 1)), in: ledger)

@@ -327,7 +327,8 @@ extension Broker {
             state: verdict.isClean ? .stored : .quarantined,
             signatureVersion: signatureVersion,
             createdAt: now,
-            updatedAt: now
+            updatedAt: now,
+            node: self.configuration.node.id
         )
         let recipients = Array(Set(handOff.recipients)).sorted()
         var grants: [DownloadGrant] = []

@@ -63,7 +63,7 @@ public final class Broker: Sendable {
             // pool's critical path (GRDB opens on the calling thread, so on a worker).
             let ledger: any Ledger
             if case .sqlite = configuration.ledger.backend {
-                ledger = try await threadPool.runIfActive { try SQLiteLedger(path: store.databasePath) }
+                ledger = try await threadPool.runIfActive { try SQLiteLedger(path: store.databasePath, node: configuration.node.id) }
             } else {
                 ledger = try await LedgerConnector.open(configuration, sqlitePath: store.databasePath, logger: logger)
             }

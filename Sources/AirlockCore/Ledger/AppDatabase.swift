@@ -124,6 +124,12 @@ public struct AppDatabase: Sendable {
                 table.column("createdAt", .datetime).notNull()
             }
         }
+        migrator.registerMigration("v3") { db in
+            // The node (node.id) that received each transfer, for several nodes on one ledger.
+            try db.alter(table: "transfer") { table in
+                table.add(column: "node", .text)
+            }
+        }
         return migrator
     }
 

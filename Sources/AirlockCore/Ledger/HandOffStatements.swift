@@ -21,14 +21,14 @@ extension TransferRecord {
         let statement = try db.cachedStatement(
             sql: """
                 INSERT INTO transfer (id, server, sender, filename, originalFilename, declaredType, detectedType,
-                    typeDescription, size, sha256, verdict, signature, reason, state, signatureVersion, createdAt, updatedAt)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    typeDescription, size, sha256, verdict, signature, reason, state, signatureVersion, createdAt, updatedAt, node)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """
         )
         try statement.execute(arguments: [
             self.id, self.server, self.sender, self.filename, self.originalFilename, self.declaredType, self.detectedType,
             self.typeDescription, self.size, self.sha256, self.verdict.rawValue, self.signature, self.reason,
-            self.state.rawValue, self.signatureVersion, self.createdAt.databaseArgument, self.updatedAt.databaseArgument,
+            self.state.rawValue, self.signatureVersion, self.createdAt.databaseArgument, self.updatedAt.databaseArgument, self.node,
         ])
     }
 }

@@ -92,9 +92,9 @@ public enum LedgerConnector {
     public static func open(_ configuration: AirlockConfiguration, sqlitePath: String, logger: Logger) async throws -> any Ledger {
         switch configuration.ledger.backend {
         case .sqlite:
-            return try SQLiteLedger(path: sqlitePath)
+            return try SQLiteLedger(path: sqlitePath, node: configuration.node.id)
         case .postgresql(let settings):
-            return try await PostgresLedger.connect(settings, logger: logger)
+            return try await PostgresLedger.connect(settings, node: configuration.node.id, logger: logger)
         }
     }
 }
@@ -123,6 +123,16 @@ public struct HandOffEntry: Sendable {
         details["signature"] = self.verdict.signature
         details["reason"] = self.verdict.reason
         details["slot"] = self.slot
+        return details
+    }
+}
+
+extension [String: String] {
+    /// Audit details with the appending node's `node.id` (when known), so every entry says where it was written.
+    func stamped(node: String?) -> [String: String] {
+        guard let node, self["node"] == nil else { return self }
+        var details = self
+        details["node"] = node
         return details
     }
 }

@@ -15,6 +15,8 @@ import PostgresNIO
 public final class PostgresLedger: Ledger {
     private let client: PostgresClient
     private let logger: Logger
+    /// This node's `node.id`, added to every audit entry it appends.
+    private let node: String?
     /// `client.run()`: the pool works while it runs. Started at connect and ended by ``close()``: the ledger must
     /// answer during the broker's start-up, before any service group runs.
     private let running: Task<Void, Never>
@@ -29,7 +31,8 @@ public final class PostgresLedger: Ledger {
                     id TEXT PRIMARY KEY, server TEXT NOT NULL, sender TEXT NOT NULL, filename TEXT NOT NULL,
                     original_filename TEXT NOT NULL, declared_type TEXT, detected_type TEXT, type_description TEXT,
                     size BIGINT NOT NULL, sha256 TEXT NOT NULL, verdict TEXT NOT NULL, signature TEXT, reason TEXT,
-                    state TEXT NOT NULL, signature_version TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL)
+                    state TEXT NOT NULL, signature_version TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,
+                    node TEXT)
                 """,
                 "CREATE INDEX transfer_sha256 ON transfer (sha256)",
                 "CREATE INDEX transfer_state ON transfer (state)",
@@ -87,8 +90,9 @@ public final class PostgresLedger: Ledger {
         static let content: Int64 = 0x6169_726c_6f63_6b03
     }
 
-    private init(client: PostgresClient, logger: Logger) {
+    private init(client: PostgresClient, node: String?, logger: Logger) {
         self.client = client
+        self.node = node
         self.logger = logger
         self.running = Task { await client.run() }
     }
@@ -96,7 +100,7 @@ public final class PostgresLedger: Ledger {
     /// Connects to the server `settings` name and brings its schema up to date (once, whichever node comes first).
     ///
     /// - Throws: the connection's or a migration's error.
-    public static func connect(_ settings: AirlockConfiguration.PostgreSQL, logger: Logger) async throws -> PostgresLedger {
+    public static func connect(_ settings: AirlockConfiguration.PostgreSQL, node: String? = nil, logger: Logger) async throws -> PostgresLedger {
         var configuration: PostgresClient.Configuration
         if let directory = settings.socketDirectory {
             configuration = .init(
@@ -128,7 +132,7 @@ public final class PostgresLedger: Ledger {
         }
         configuration.options.maximumConnections = settings.poolSize
         configuration.options.minimumConnections = 0
-        let ledger = PostgresLedger(client: PostgresClient(configuration: configuration, backgroundLogger: logger), logger: logger)
+        let ledger = PostgresLedger(client: PostgresClient(configuration: configuration, backgroundLogger: logger), node: node, logger: logger)
         do {
             try await ledger.migrate()
         } catch {
@@ -330,6 +334,9 @@ public final class PostgresLedger: Ledger {
                     try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(transfer.sha256), 0))", logger: self.logger)
                 }
                 if let slot = entry.slot {
+                    // Claims of one slot queue here, so the check below is the claim: no node moves bytes into the
+                    // store for a slot another node is claiming.
+                    try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(slot), 1))", logger: self.logger)
                     let taken = try await connection.query("SELECT 1 FROM upload_slot WHERE path = \(slot)", logger: self.logger).collect()
                     guard taken.isEmpty else { throw BrokerError.slotTaken(slot) }
                 }
@@ -493,6 +500,8 @@ public final class PostgresLedger: Ledger {
         {
             (lastId, lastHash) = (id, hash)
         }
+        var event = event
+        event.details = event.details.stamped(node: self.node)
         let entry = try AuditEntry.next(afterId: lastId, hash: lastHash, event)
         try await connection.query(
             """
@@ -508,11 +517,11 @@ public final class PostgresLedger: Ledger {
         try await connection.query(
             """
             INSERT INTO transfer (id, server, sender, filename, original_filename, declared_type, detected_type, type_description,
-            size, sha256, verdict, signature, reason, state, signature_version, created_at, updated_at)
+            size, sha256, verdict, signature, reason, state, signature_version, created_at, updated_at, node)
             VALUES (\(transfer.id), \(transfer.server), \(transfer.sender), \(transfer.filename), \(transfer.originalFilename),
             \(transfer.declaredType), \(transfer.detectedType), \(transfer.typeDescription), \(transfer.size), \(transfer.sha256),
             \(transfer.verdict.rawValue), \(transfer.signature), \(transfer.reason), \(transfer.state.rawValue), \(transfer.signatureVersion),
-            \(Self.milliseconds(transfer.createdAt)), \(Self.milliseconds(transfer.updatedAt)))
+            \(Self.milliseconds(transfer.createdAt)), \(Self.milliseconds(transfer.updatedAt)), \(transfer.node))
             """,
             logger: logger
         )
@@ -531,7 +540,7 @@ public final class PostgresLedger: Ledger {
 
     private static let transferColumns = """
         SELECT id, server, sender, filename, original_filename, declared_type, detected_type, type_description, size, sha256,
-        verdict, signature, reason, state, signature_version, created_at, updated_at FROM transfer
+        verdict, signature, reason, state, signature_version, created_at, updated_at, node FROM transfer
         """
 
     private static func transfers(_ connection: PostgresConnection, _ condition: PostgresQuery, _ logger: Logger) async throws -> [TransferRecord] {
@@ -542,11 +551,11 @@ public final class PostgresLedger: Ledger {
         for try await row in try await connection.query(query, logger: logger) {
             let (
                 id, server, sender, filename, originalFilename, declaredType, detectedType, typeDescription, size, sha256, verdict, signature,
-                reason, state, signatureVersion, createdAt, updatedAt
+                reason, state, signatureVersion, createdAt, updatedAt, node
             ) = try row.decode(
                 (
                     String, String, String, String, String, String?, String?, String?, Int64, String, String, String?, String?, String, String,
-                    Int64, Int64
+                    Int64, Int64, String?
                 ).self
             )
             guard let verdictKind = Verdict.Kind(rawValue: verdict), let transferState = TransferState(rawValue: state) else {
@@ -570,7 +579,8 @@ public final class PostgresLedger: Ledger {
                     state: transferState,
                     signatureVersion: signatureVersion,
                     createdAt: Self.date(createdAt),
-                    updatedAt: Self.date(updatedAt)
+                    updatedAt: Self.date(updatedAt),
+                    node: node
                 )
             )
         }

@@ -5,10 +5,14 @@ import GRDB
 public struct SQLiteLedger: Ledger {
     /// The database.
     let database: AppDatabase
+    /// This node's `node.id`, added to every audit entry it appends.
+    let node: String?
 
-    /// Opens (creating if needed, 0600) the ledger at `path` and migrates it.
-    public init(path: String) throws {
+    /// Opens (creating if needed, 0600) the ledger at `path` and migrates it; `node` names this node in the audit
+    /// entries it appends.
+    public init(path: String, node: String? = nil) throws {
         self.database = try AppDatabase(path: path)
+        self.node = node
     }
 
     private var writer: any DatabaseWriter { self.database.writer }
@@ -118,12 +122,12 @@ public struct SQLiteLedger: Ledger {
 
     public func recordHandOff(_ entry: HandOffEntry, inTransaction: @escaping @Sendable () throws -> Void) async throws {
         try await self.writer.write { db in
-            try Self.insert(entry, db, inTransaction: inTransaction)
+            try Self.insert(entry, db, node: self.node, inTransaction: inTransaction)
         }
     }
 
     /// The rows of one hand-off, written through cached statements (the hand-off's speed depends on it).
-    static func insert(_ entry: HandOffEntry, _ db: Database, inTransaction: () throws -> Void) throws {
+    static func insert(_ entry: HandOffEntry, _ db: Database, node: String?, inTransaction: () throws -> Void) throws {
         let transfer = entry.transfer
         if let slot = entry.slot {
             guard try UploadSlotRecord.fetchOne(db, key: slot) == nil else { throw BrokerError.slotTaken(slot) }
@@ -154,14 +158,14 @@ public struct SQLiteLedger: Ledger {
             actor: "server:\(transfer.server)",
             action: "transfer.created",
             transferId: transfer.id,
-            details: entry.auditDetails
+            details: entry.auditDetails.stamped(node: node)
         )
     }
 
     public func recordIssuance(_ issuance: TokenIssuanceRecord, audit: AuditEvent?) async throws {
         try await self.writer.write { db in
             try issuance.insert(db)
-            if let audit { try Self.append(audit, db) }
+            if let audit { try self.append(audit, db) }
         }
     }
 
@@ -180,7 +184,7 @@ public struct SQLiteLedger: Ledger {
     }
 
     public func appendAudit(_ event: AuditEvent) async throws {
-        try await self.writer.write { db in try Self.append(event, db) }
+        try await self.writer.write { db in try self.append(event, db) }
     }
 
     @discardableResult
@@ -201,7 +205,7 @@ public struct SQLiteLedger: Ledger {
                 try TransferRecord.filter(key: id).updateAll(db, Column("state").set(to: state), Column("updatedAt").set(to: event.at))
                 event.details["previousState"] = event.details["previousState"] ?? current.state.rawValue
             }
-            try Self.append(event, db)
+            try self.append(event, db)
             return current
         }
     }
@@ -227,7 +231,14 @@ public struct SQLiteLedger: Ledger {
     /// Nothing to release: the pool closes with its last reference.
     public func close() async {}
 
-    private static func append(_ event: AuditEvent, _ db: Database) throws {
-        try AuditLog.append(db, at: event.at, actor: event.actor, action: event.action, transferId: event.transferId, details: event.details)
+    private func append(_ event: AuditEvent, _ db: Database) throws {
+        try AuditLog.append(
+            db,
+            at: event.at,
+            actor: event.actor,
+            action: event.action,
+            transferId: event.transferId,
+            details: event.details.stamped(node: self.node)
+        )
     }
 }

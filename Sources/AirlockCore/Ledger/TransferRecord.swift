@@ -58,6 +58,8 @@ public struct TransferRecord: Sendable, Equatable, Codable, FetchableRecord, Per
     public var createdAt: Date
     /// When the row last changed.
     public var updatedAt: Date
+    /// The node (`node.id`) that received it; nil for transfers from before nodes were recorded.
+    public var node: String? = nil
 
     /// The verdict with its signature or reason.
     public var fullVerdict: Verdict {
