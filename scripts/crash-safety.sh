@@ -218,7 +218,7 @@ for name in quarantine_files - {tid for (tid, _, _) in rows}:
 acked_ids = {r["transfer"]["id"] for r in acked}
 rows_not_acked = len([1 for (tid, _, _) in rows if tid not in acked_ids])
 staging = os.path.join(data, "staging")
-leftover = os.listdir(staging) if os.path.isdir(staging) else []
+leftover = [f for _, _, names in os.walk(staging) for f in names]  # every node's directory
 if leftover:
     problems.append(f"staging holds {len(leftover)} files")
 

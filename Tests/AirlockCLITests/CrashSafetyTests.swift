@@ -124,7 +124,7 @@ struct CrashSafetyTests {
         let quarantined = Set(rows.filter { $0.2 == "quarantined" }.map(\.0))
         let quarantineFiles = Set((try? FileManager.default.contentsOfDirectory(atPath: fixture.quarantineDirectory)) ?? [])
         #expect(quarantineFiles == quarantined)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: fixture.dataDirectory + "/staging").isEmpty)
+        #expect(TemporaryDirectory.regularFiles(under: fixture.dataDirectory + "/staging").isEmpty)
         #expect(await restarted.stopped() == 0)
     }
 }

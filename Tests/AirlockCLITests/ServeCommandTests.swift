@@ -47,7 +47,8 @@ struct ServeCommandTests {
         #expect(await server.stopped(timeout: 60) == 0)
 
         // Nothing half-written survives; the complete transfer is stored.
-        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.file("var/staging")).isEmpty)
+        // (Staging holds one directory per node; no file in any of them.)
+        #expect(TemporaryDirectory.regularFiles(under: directory.file("var/staging")).isEmpty)
         let stored = FileManager.default.enumerator(atPath: directory.file("var/files"))?.allObjects.compactMap { $0 as? String }
             .filter { $0.count > 60 }
         #expect(stored?.count == 1)

@@ -100,3 +100,17 @@ extension TemporaryDirectory {
         try Data(bytes).write(to: url)
     }
 }
+
+extension TemporaryDirectory {
+    /// Every regular file under `path`, at any depth (empty when `path` does not exist).
+    public static func regularFiles(under path: String) -> [String] {
+        guard let enumerator = FileManager.default.enumerator(atPath: path) else { return [] }
+        var files: [String] = []
+        while let relative = enumerator.nextObject() as? String {
+            if enumerator.fileAttributes?[.type] as? FileAttributeType == .typeRegular {
+                files.append((path as NSString).appendingPathComponent(relative))
+            }
+        }
+        return files.sorted()
+    }
+}

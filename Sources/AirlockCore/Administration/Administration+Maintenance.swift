@@ -69,7 +69,7 @@ extension Administration {
     }
 
     /// Staging files not written to for this long are stale (a live upload keeps writing).
-    public static let stagingStaleAfter: TimeInterval = 15 * 60
+    public static let stagingStaleAfter: TimeInterval = FileStore.inFlightGrace
 
     /// Checks that ledger and disk agree: every stored or released transfer's bytes exist with the recorded
     /// SHA-256, every quarantined transfer's encrypted file exists and is Airlock's format, no file in the store
@@ -115,16 +115,20 @@ extension Administration {
                 problems.append(DoctorProblem(kind: .unreadableQuarantine, path: path, transferId: id, detail: "not an encrypted quarantine file"))
             }
         }
-        for path in FileStore.regularFiles(under: store.filesDirectory) where expectedClean[path] == nil {
+        // On a shared ledger, files younger than the grace may be another node's upload in flight.
+        let grace = self.transferService.orphanGrace
+        let now = Date()
+        for path in FileStore.regularFiles(under: store.filesDirectory) where expectedClean[path] == nil && FileStore.age(of: path, now: now) >= grace {
             problems.append(DoctorProblem(kind: .orphanFile, path: path, transferId: nil, detail: "no stored or released transfer has these bytes"))
         }
-        for path in FileStore.regularFiles(under: store.quarantineDirectory) where !expectedQuarantine.contains(path) {
+        for path in FileStore.regularFiles(under: store.quarantineDirectory)
+        where !expectedQuarantine.contains(path) && FileStore.age(of: path, now: now) >= grace {
             let name = (path as NSString).lastPathComponent
             if name == ".gitkeep" { continue }
             problems.append(DoctorProblem(kind: .orphanFile, path: path, transferId: nil, detail: "no quarantined transfer owns this file"))
         }
-        let now = Date()
-        for path in FileStore.regularFiles(under: store.stagingDirectory) {
+        // Every node's staging directory: a file nobody has written to for 15 minutes is no upload in flight.
+        for path in FileStore.regularFiles(under: store.stagingRoot) {
             let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? .distantPast
             if now.timeIntervalSince(modified) > Self.stagingStaleAfter {
                 problems.append(

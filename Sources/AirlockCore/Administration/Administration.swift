@@ -17,7 +17,7 @@ public struct Administration: Sendable {
         configuration: AirlockConfiguration,
         now: @escaping @Sendable () -> Date = { Date() }
     ) async throws -> Administration {
-        let store = FileStore(configuration.storage)
+        let store = FileStore(configuration.storage, node: configuration.node.id)
         if case .sqlite = configuration.ledger.backend, !FileManager.default.fileExists(atPath: store.databasePath) {
             throw AdminError.noLedger(path: store.databasePath)
         }

@@ -57,7 +57,7 @@ public final class Broker: Sendable {
         let threadPool = NIOThreadPool(numberOfThreads: max(2, ProcessInfo.processInfo.activeProcessorCount))
         threadPool.start()
         do {
-            let store = FileStore(configuration.storage)
+            let store = FileStore(configuration.storage, node: configuration.node.id)
             let removed = try await threadPool.runIfActive { try store.prepare() }
             // SQLite's open is quick and local; PostgreSQL's connects over the network: both off the cooperative
             // pool's critical path (GRDB opens on the calling thread, so on a worker).

@@ -136,22 +136,33 @@ public struct TransferService: Sendable {
         }
     }
 
+    /// How old a file without a row must be before it counts as an orphan: on a shared ledger another node may be
+    /// between writing it and committing its row (a quarantined upload is encrypted before its transaction); one
+    /// SQLite ledger has one node, whose own start-up or check sees no upload in flight.
+    public var orphanGrace: TimeInterval {
+        if case .sqlite = self.configuration.ledger.backend { return 0 }
+        return FileStore.inFlightGrace
+    }
+
     /// Removes bytes that no row accounts for: clean files no stored or released transfer references, and
-    /// quarantine files of transfers that were never recorded (a crash between storing and committing).
+    /// quarantine files of transfers that were never recorded (a crash between storing and committing), once
+    /// older than ``orphanGrace``.
     ///
     /// - Returns: the removed paths.
     public func removeOrphanedBytes() async throws -> [String] {
         let store = self.store
+        let grace = self.orphanGrace
         return try await self.ledger.withLiveContent { live in
+            let now = Date()
             let clean = Set(live.cleanHashes.map { store.cleanPath(sha256: $0) })
             let quarantined = Set(live.quarantinedIds.map { store.quarantinePath(transferId: $0) })
             var removed: [String] = []
-            for path in FileStore.regularFiles(under: store.filesDirectory) where !clean.contains(path) {
+            for path in FileStore.regularFiles(under: store.filesDirectory) where !clean.contains(path) && FileStore.age(of: path, now: now) >= grace {
                 try FileManager.default.removeItem(atPath: path)
                 removed.append(path)
             }
             for path in FileStore.regularFiles(under: store.quarantineDirectory)
-            where !quarantined.contains(path) && !(path as NSString).lastPathComponent.hasPrefix(".") {
+            where !quarantined.contains(path) && !(path as NSString).lastPathComponent.hasPrefix(".") && FileStore.age(of: path, now: now) >= grace {
                 try FileManager.default.removeItem(atPath: path)
                 removed.append(path)
             }

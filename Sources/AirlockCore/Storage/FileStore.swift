@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+public import Foundation
 
 #if canImport(Glibc)
     import Glibc
@@ -12,23 +12,30 @@ import Foundation
 public struct FileStore: Sendable {
     /// `storage.dataDirectory`.
     public let dataDirectory: String
-    /// `var/staging`.
+    /// `var/staging/<node>`: this node's uploads in flight. Per node, so that nodes sharing the store never
+    /// touch each other's; on the store's filesystem, so that a finished upload moves into place by `rename`.
     public let stagingDirectory: String
+    /// `var/staging`: every node's staging directory.
+    public let stagingRoot: String
     /// `var/files`.
     public let filesDirectory: String
-    /// `var/scanning`: where the server's libclamav extracts what it scans inside files, one directory per scan.
+    /// `var/scanning/<node>`: where this node's libclamav extracts what it scans inside files, one directory per scan.
     public let scanningDirectory: String
+    /// This node's `node.id`.
+    public let node: String
     /// `storage.quarantineDirectory`.
     public let quarantineDirectory: String
     /// The quarantine keys and the id of the active one.
     let cipher: QuarantineCipher
 
-    /// Creates a store over the configured directories (nothing is touched until ``prepare()``).
-    public init(_ storage: AirlockConfiguration.Storage) {
+    /// Creates a store over the configured directories for node `node` (nothing is touched until ``prepare()``).
+    public init(_ storage: AirlockConfiguration.Storage, node: String = ProcessInfo.processInfo.hostName) {
         self.dataDirectory = storage.dataDirectory
-        self.stagingDirectory = (storage.dataDirectory as NSString).appendingPathComponent("staging")
+        self.node = node
+        self.stagingRoot = (storage.dataDirectory as NSString).appendingPathComponent("staging")
+        self.stagingDirectory = (self.stagingRoot as NSString).appendingPathComponent(node)
         self.filesDirectory = (storage.dataDirectory as NSString).appendingPathComponent("files")
-        self.scanningDirectory = (storage.dataDirectory as NSString).appendingPathComponent("scanning")
+        self.scanningDirectory = ((storage.dataDirectory as NSString).appendingPathComponent("scanning") as NSString).appendingPathComponent(node)
         self.quarantineDirectory = storage.quarantineDirectory
         self.cipher = QuarantineCipher(
             keys: storage.quarantineKeys.mapValues { SymmetricKey(data: $0) },
@@ -41,13 +48,21 @@ public struct FileStore: Sendable {
         (self.dataDirectory as NSString).appendingPathComponent("airlock.sqlite")
     }
 
-    /// Creates the directories (0700) and empties staging and scanning: uploads in flight at a crash are discarded,
-    /// and so is whatever libclamav was extracting from them.
+    /// Files another node may still be writing are left alone until they are this old.
+    public static let inFlightGrace: TimeInterval = 15 * 60
+
+    /// Creates the directories (0700) and empties this node's staging and scanning: its uploads in flight at a crash
+    /// are discarded, and so is whatever libclamav was extracting from them. Other nodes' directories are not
+    /// touched; the quarantine's temporary files are removed when this node wrote them, or when they are older
+    /// than ``inFlightGrace`` (an interrupted `quarantine rekey`, a node that is gone).
     ///
     /// - Returns: the number of stale staging files removed.
     @discardableResult
     public func prepare() throws -> Int {
-        for directory in [self.dataDirectory, self.stagingDirectory, self.filesDirectory, self.scanningDirectory, self.quarantineDirectory] {
+        for directory in [
+            self.dataDirectory, self.stagingRoot, self.stagingDirectory, self.filesDirectory,
+            (self.scanningDirectory as NSString).deletingLastPathComponent, self.scanningDirectory, self.quarantineDirectory,
+        ] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             chmod(directory, 0o700)
         }
@@ -58,9 +73,14 @@ public struct FileStore: Sendable {
         for name in try FileManager.default.contentsOfDirectory(atPath: self.scanningDirectory) {
             try FileManager.default.removeItem(atPath: (self.scanningDirectory as NSString).appendingPathComponent(name))
         }
-        // Temporary files of an interrupted quarantine write are never complete: remove them too.
+        // Temporary files of an interrupted quarantine write are never complete: remove this node's, and others' once
+        // nobody can still be writing them.
+        let now = Date()
         for name in try FileManager.default.contentsOfDirectory(atPath: self.quarantineDirectory) where name.hasPrefix(".tmp-") {
-            try FileManager.default.removeItem(atPath: (self.quarantineDirectory as NSString).appendingPathComponent(name))
+            let path = (self.quarantineDirectory as NSString).appendingPathComponent(name)
+            if name.hasPrefix(".tmp-\(self.node)-") || Self.age(of: path, now: now) > Self.inFlightGrace {
+                try FileManager.default.removeItem(atPath: path)
+            }
         }
         return stale.count
     }
@@ -105,7 +125,7 @@ public struct FileStore: Sendable {
     /// Encrypts a staging file into the quarantine under the active key and removes the plaintext.
     public func quarantine(stagingPath: String, transferId: String) throws {
         let destination = self.quarantinePath(transferId: transferId)
-        let temporary = (self.quarantineDirectory as NSString).appendingPathComponent(".tmp-\(transferId)")
+        let temporary = (self.quarantineDirectory as NSString).appendingPathComponent(".tmp-\(self.node)-\(transferId)")
         try self.cipher.encrypt(from: stagingPath, to: temporary, transferId: transferId)
         try Self.rename(temporary, to: destination)
         Self.syncDirectory(self.quarantineDirectory)
@@ -251,6 +271,12 @@ public struct FileStore: Sendable {
         guard Glibc.rename(source, destination) == 0 else {
             throw StoreError.io(operation: "rename \(source) to \(destination)", errno: errno)
         }
+    }
+
+    /// How long ago `path` was last written (0 when it cannot be read).
+    static func age(of path: String, now: Date) -> TimeInterval {
+        guard let modified = try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date else { return 0 }
+        return now.timeIntervalSince(modified)
     }
 
     /// Whether clean bytes with this digest are stored.
