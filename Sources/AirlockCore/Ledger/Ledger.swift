@@ -89,6 +89,20 @@ public protocol Ledger: Sendable {
 public enum LedgerConnector {
     /// The ledger of `configuration`: SQLite at `sqlitePath` (created if absent), or the PostgreSQL server of
     /// `ledger.postgresql` (migrated if behind).
+    // MARK: Copying a whole ledger (`airlock ledger copy`)
+
+    /// How many rows each table holds, counted in one transaction.
+    func rowCounts() async throws -> LedgerCounts
+
+    /// Every row of every table, read in one transaction (a consistent picture while a server writes).
+    func exportSnapshot() async throws -> LedgerSnapshot
+
+    /// Writes `snapshot`'s rows as they are, in one transaction: the same ids, times and node names, the audit
+    /// entries verbatim (not chained again, so the hashes and anchors taken on the source still verify). Refused
+    /// with ``LedgerCopyError/targetNotEmpty(_:)`` when the ledger already holds any row; if anything fails,
+    /// nothing is written. `progress` is called after each table with its name and the rows written.
+    func importSnapshot(_ snapshot: LedgerSnapshot, progress: @escaping @Sendable (LedgerTable, Int) -> Void) async throws
+
     public static func open(_ configuration: AirlockConfiguration, sqlitePath: String, logger: Logger) async throws -> any Ledger {
         switch configuration.ledger.backend {
         case .sqlite:

@@ -657,3 +657,183 @@ private struct Condition {
 
     var query: PostgresQuery { PostgresQuery(unsafeSQL: self.sql, binds: self.binds) }
 }
+
+// MARK: Copying a whole ledger
+
+extension PostgresLedger {
+    public func rowCounts() async throws -> LedgerCounts {
+        try await self.client.withConnection { connection in
+            try await Self.rowCounts(connection, self.logger)
+        }
+    }
+
+    public func exportSnapshot() async throws -> LedgerSnapshot {
+        try await self.transaction { connection in
+            try await connection.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: self.logger)
+            var snapshot = LedgerSnapshot()
+            snapshot.transfers = try await Self.transfers(connection, "ORDER BY created_at, id", self.logger)
+            for try await (transferId, recipient) in try await connection.query(
+                "SELECT transfer_id, recipient FROM transfer_recipient ORDER BY transfer_id, recipient COLLATE \"C\"",
+                logger: self.logger
+            ).decode((String, String).self) {
+                snapshot.recipients.append(RecipientRecord(transferId: transferId, recipient: recipient))
+            }
+            for try await (tokenId, transferId, recipient, keyId, issuedAt, expiresAt, usedAt) in try await connection.query(
+                """
+                SELECT token_id, transfer_id, recipient, key_id, issued_at, expires_at, used_at FROM token_issuance
+                ORDER BY issued_at, token_id
+                """,
+                logger: self.logger
+            ).decode((String, String, String, String, Int64, Int64, Int64?).self) {
+                snapshot.tokenIssuances.append(
+                    TokenIssuanceRecord(
+                        tokenId: tokenId,
+                        transferId: transferId,
+                        recipient: recipient,
+                        keyId: keyId,
+                        issuedAt: Self.date(issuedAt),
+                        expiresAt: Self.date(expiresAt),
+                        usedAt: usedAt.map(Self.date)
+                    )
+                )
+            }
+            for try await (id, transferId, recipient, at, remoteAddress, bytes, status) in try await connection.query(
+                "SELECT id, transfer_id, recipient, at, remote_address, bytes, status FROM download ORDER BY id",
+                logger: self.logger
+            ).decode((Int64, String, String?, Int64, String?, Int64, Int32).self) {
+                var download = DownloadRecord(
+                    transferId: transferId,
+                    recipient: recipient,
+                    at: Self.date(at),
+                    remoteAddress: remoteAddress,
+                    bytes: bytes,
+                    status: Int(status)
+                )
+                download.id = id
+                snapshot.downloads.append(download)
+            }
+            for try await (path, transferId, createdAt) in try await connection.query(
+                "SELECT path, transfer_id, created_at FROM upload_slot ORDER BY created_at, path",
+                logger: self.logger
+            ).decode((String, String, Int64).self) {
+                snapshot.uploadSlots.append(UploadSlotRecord(path: path, transferId: transferId, createdAt: Self.date(createdAt)))
+            }
+            for try await (sha256, signatureVersion, detectedType, typeDescription, createdAt) in try await connection.query(
+                """
+                SELECT sha256, signature_version, detected_type, type_description, created_at FROM verdict_cache
+                ORDER BY created_at, sha256, signature_version
+                """,
+                logger: self.logger
+            ).decode((String, String, String, String, Int64).self) {
+                snapshot.verdictCache.append(
+                    VerdictCacheRecord(
+                        sha256: sha256,
+                        signatureVersion: signatureVersion,
+                        detectedType: detectedType,
+                        typeDescription: typeDescription,
+                        createdAt: Self.date(createdAt)
+                    )
+                )
+            }
+            snapshot.auditLog = try await Self.auditEntries(connection, "ORDER BY id", self.logger)
+            return snapshot
+        }
+    }
+
+    public func importSnapshot(_ snapshot: LedgerSnapshot, progress: @escaping @Sendable (LedgerTable, Int) -> Void) async throws {
+        try await self.transaction { connection in
+            // The audit head and every content lock: a node started on this ledger too early waits for the copy,
+            // then chains its entries after the copied ones.
+            try await connection.query("SELECT pg_advisory_xact_lock(\(LockKey.auditHead))", logger: self.logger)
+            try await connection.query("SELECT pg_advisory_xact_lock(\(LockKey.content))", logger: self.logger)
+            let counts = try await Self.rowCounts(connection, self.logger)
+            guard counts.isEmpty else { throw LedgerCopyError.targetNotEmpty(counts) }
+            for transfer in snapshot.transfers {
+                try await Self.insert(transfer, connection, self.logger)
+            }
+            progress(.transfers, snapshot.transfers.count)
+            for recipient in snapshot.recipients {
+                try await connection.query(
+                    "INSERT INTO transfer_recipient (transfer_id, recipient) VALUES (\(recipient.transferId), \(recipient.recipient))",
+                    logger: self.logger
+                )
+            }
+            progress(.recipients, snapshot.recipients.count)
+            for issuance in snapshot.tokenIssuances {
+                try await Self.insert(issuance, connection, self.logger)
+            }
+            progress(.tokenIssuances, snapshot.tokenIssuances.count)
+            for download in snapshot.downloads {
+                try await connection.query(
+                    """
+                    INSERT INTO download (id, transfer_id, recipient, at, remote_address, bytes, status)
+                    VALUES (COALESCE(\(download.id), nextval(pg_get_serial_sequence('download', 'id'))), \(download.transferId),
+                    \(download.recipient), \(Self.milliseconds(download.at)), \(download.remoteAddress), \(download.bytes), \(Int32(download.status)))
+                    """,
+                    logger: self.logger
+                )
+            }
+            // Copied ids were given explicitly: the next download follows the last of them.
+            try await connection.query(
+                "SELECT setval(pg_get_serial_sequence('download', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM download",
+                logger: self.logger
+            )
+            progress(.downloads, snapshot.downloads.count)
+            for slot in snapshot.uploadSlots {
+                try await connection.query(
+                    "INSERT INTO upload_slot (path, transfer_id, created_at) VALUES (\(slot.path), \(slot.transferId), \(Self.milliseconds(slot.createdAt)))",
+                    logger: self.logger
+                )
+            }
+            progress(.uploadSlots, snapshot.uploadSlots.count)
+            for verdict in snapshot.verdictCache {
+                try await connection.query(
+                    """
+                    INSERT INTO verdict_cache (sha256, signature_version, detected_type, type_description, created_at)
+                    VALUES (\(verdict.sha256), \(verdict.signatureVersion), \(verdict.detectedType), \(verdict.typeDescription),
+                    \(Self.milliseconds(verdict.createdAt)))
+                    """,
+                    logger: self.logger
+                )
+            }
+            progress(.verdictCache, snapshot.verdictCache.count)
+            for entry in snapshot.auditLog {
+                // As it is: the id, time, details and both hashes of the source, not chained again.
+                try await connection.query(
+                    """
+                    INSERT INTO audit_log (id, at, actor, action, transfer_id, details, previous_hash, hash)
+                    VALUES (\(entry.id), \(Self.milliseconds(entry.at)), \(entry.actor), \(entry.action), \(entry.transferId),
+                    \(entry.details), \(entry.previousHash), \(entry.hash))
+                    """,
+                    logger: self.logger
+                )
+            }
+            progress(.auditLog, snapshot.auditLog.count)
+        }
+    }
+
+    private static func rowCounts(_ connection: PostgresConnection, _ logger: Logger) async throws -> LedgerCounts {
+        let rows = try await connection.query(
+            """
+            SELECT (SELECT count(*) FROM transfer), (SELECT count(*) FROM transfer_recipient), (SELECT count(*) FROM token_issuance),
+            (SELECT count(*) FROM download), (SELECT count(*) FROM upload_slot), (SELECT count(*) FROM verdict_cache),
+            (SELECT count(*) FROM audit_log)
+            """,
+            logger: logger
+        )
+        for try await (transfers, recipients, issuances, downloads, slots, verdicts, audit) in rows.decode(
+            (Int64, Int64, Int64, Int64, Int64, Int64, Int64).self
+        ) {
+            return LedgerCounts(
+                transfers: Int(transfers),
+                recipients: Int(recipients),
+                tokenIssuances: Int(issuances),
+                downloads: Int(downloads),
+                uploadSlots: Int(slots),
+                verdictCache: Int(verdicts),
+                auditLog: Int(audit)
+            )
+        }
+        return LedgerCounts()
+    }
+}

@@ -242,3 +242,68 @@ public struct SQLiteLedger: Ledger {
         )
     }
 }
+
+// MARK: Copying a whole ledger
+
+extension SQLiteLedger {
+    public func rowCounts() async throws -> LedgerCounts {
+        try await self.writer.read { db in try Self.rowCounts(db) }
+    }
+
+    private static func rowCounts(_ db: Database) throws -> LedgerCounts {
+        LedgerCounts(
+            transfers: try TransferRecord.fetchCount(db),
+            recipients: try RecipientRecord.fetchCount(db),
+            tokenIssuances: try TokenIssuanceRecord.fetchCount(db),
+            downloads: try DownloadRecord.fetchCount(db),
+            uploadSlots: try UploadSlotRecord.fetchCount(db),
+            verdictCache: try VerdictCacheRecord.fetchCount(db),
+            auditLog: try AuditEntry.fetchCount(db)
+        )
+    }
+
+    public func exportSnapshot() async throws -> LedgerSnapshot {
+        try await self.writer.read { db in
+            var snapshot = LedgerSnapshot()
+            snapshot.transfers = try TransferRecord.order(Column("createdAt"), Column("id")).fetchAll(db)
+            snapshot.recipients = try RecipientRecord.order(Column("transferId"), Column("recipient")).fetchAll(db)
+            snapshot.tokenIssuances = try TokenIssuanceRecord.order(Column("issuedAt"), Column("tokenId")).fetchAll(db)
+            snapshot.downloads = try DownloadRecord.order(Column("id")).fetchAll(db)
+            snapshot.uploadSlots = try UploadSlotRecord.order(Column("createdAt"), Column("path")).fetchAll(db)
+            snapshot.verdictCache = try VerdictCacheRecord.order(Column("createdAt"), Column("sha256"), Column("signatureVersion")).fetchAll(db)
+            snapshot.auditLog = try AuditEntry.order(Column("id")).fetchAll(db)
+            return snapshot
+        }
+    }
+
+    public func importSnapshot(_ snapshot: LedgerSnapshot, progress: @escaping @Sendable (LedgerTable, Int) -> Void) async throws {
+        try await self.writer.write { db in
+            let counts = try Self.rowCounts(db)
+            guard counts.isEmpty else { throw LedgerCopyError.targetNotEmpty(counts) }
+            for transfer in snapshot.transfers { try transfer.insertWithCachedStatement(db) }
+            progress(.transfers, snapshot.transfers.count)
+            for recipient in snapshot.recipients { try recipient.insertWithCachedStatement(db) }
+            progress(.recipients, snapshot.recipients.count)
+            for issuance in snapshot.tokenIssuances { try issuance.insertWithCachedStatement(db) }
+            progress(.tokenIssuances, snapshot.tokenIssuances.count)
+            for download in snapshot.downloads {
+                var row = download
+                try row.insert(db)
+            }
+            progress(.downloads, snapshot.downloads.count)
+            for slot in snapshot.uploadSlots { try slot.insertWithCachedStatement(db) }
+            progress(.uploadSlots, snapshot.uploadSlots.count)
+            for verdict in snapshot.verdictCache { try verdict.saveWithCachedStatement(db) }
+            progress(.verdictCache, snapshot.verdictCache.count)
+            for entry in snapshot.auditLog {
+                // As it is: the id, time, details and both hashes of the source, not chained again.
+                try db.cachedStatement(
+                    sql: "INSERT INTO audit_log (id, at, actor, action, transferId, details, previousHash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                ).execute(arguments: [
+                    entry.id, entry.at.databaseArgument, entry.actor, entry.action, entry.transferId, entry.details, entry.previousHash, entry.hash,
+                ])
+            }
+            progress(.auditLog, snapshot.auditLog.count)
+        }
+    }
+}
