@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark once, in release mode, and writes their tables to Benchmarks/results/DATE.md (printing them
-# too). Takes about 10 minutes on 2 cores. Run it on an otherwise idle machine: other load skews every figure.
+# too). Takes about 15 minutes on 2 cores. Run it on an otherwise idle machine: other load skews every figure.
 #
 #   Benchmarks/run-all.sh
 set -euo pipefail
@@ -15,7 +15,7 @@ out=Benchmarks/results/$(date -u +%Y-%m-%d).md
     echo "# Benchmark run $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
     echo
     echo "Load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
-    for step in "scanner.sh" "upload-large.sh" "small-uploads.sh" "upload-memory.sh" "upload-repeat.sh" \
+    for step in "scanner.sh" "upload-large.sh" "small-uploads.sh" "cluster.sh" "upload-memory.sh" "upload-repeat.sh" \
         "token-verification" "signature-scale.sh"; do
         echo
         echo "## $step"

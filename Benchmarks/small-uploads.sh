@@ -9,9 +9,21 @@
 #
 # Both store under BENCH_TMPDIR (default /dev/shm: a tmpfs gives stable figures; this machine's disk makes nginx
 # vary 3×). Set BENCH_TMPDIR=/tmp to measure on disk.
+#
+# Then the same bodies again with the ledger on PostgreSQL (issue 14): a private instance started here with
+# scripts/postgres-test-instance (initdb under /tmp, 127.0.0.1, a free port, fsync on) and stopped at the end;
+# BENCH_POSTGRESQL=0 skips it, and so does a machine without PostgreSQL's server binaries. Both rates are printed
+# against the inspection floor of DESIGN §7 (SHA-256 + libmagic + libclamav on all cores, from
+# airlock-cost-benchmark's last table): the target is ≥ 0.5× that floor on SQLite.
 set -euo pipefail
 export BENCH_TMPDIR=${BENCH_TMPDIR:-/dev/shm}
 source "$(dirname "$0")/lib.sh"
+pg_dir=""
+small_uploads_cleanup() {
+    bench_cleanup
+    if [ -n "$pg_dir" ]; then "$bench_root/scripts/postgres-test-instance" stop "$pg_dir" > /dev/null 2>&1 || true; fi
+}
+trap small_uploads_cleanup EXIT
 
 seconds=${1:-10}
 connections=${2:-32}
@@ -172,6 +184,34 @@ healthz_requests=$(awk '/requests in/ { print $1 }' "$bench_work/healthz.wrk")
 healthz_cpu=$(cpu_per_request "$airlock_pid" "$cpu_before" "$healthz_requests")
 healthz_both=$(awk -v n="$healthz_requests" -v server="$healthz_cpu" '{ printf "%.0f", server + ($1 + $2) * 1e6 / n }' "$bench_work/healthz.time")
 stop_airlock
+
+# The same bodies with the ledger on PostgreSQL, its own data directory, the same tmpfs.
+declare -A postgres_result
+postgres_note=""
+if [ "${BENCH_POSTGRESQL:-1}" = 0 ]; then
+    postgres_note="not run (BENCH_POSTGRESQL=0)"
+elif pg_started=$("$bench_root/scripts/postgres-test-instance" start 2> "$bench_work/postgres-start.log"); then
+    pg_dir=$(sed -n 1p <<< "$pg_started")
+    pg_url=$(sed -n 's/^AIRLOCK_TEST_POSTGRES_URL=//p' <<< "$pg_started")
+    start_airlock "$bench_work/airlock-postgresql" AIRLOCK_LEDGER_BACKEND=postgresql AIRLOCK_LEDGER_POSTGRESQL_URL="$pg_url"
+    for body in $bodies; do
+        extension=$(body_extension "$body")
+        stored_before=$(count_files "$bench_work/airlock-postgresql/var/files")
+        cpu_before=$(cpu_seconds "$airlock_pid")
+        result=$(BENCH_BODY=$body run_wrk "airlock-postgresql-$body" "$airlock_url" POST \
+            "/v1/transfers?sender=alice@example.org&recipient=bob@example.org&filename={n}.$extension" \
+            "Authorization: Bearer $api_key" "Content-Type: $(body_type "$body")")
+        stored=$(($(count_files "$bench_work/airlock-postgresql/var/files") - stored_before))
+        read -r _ requests _ <<< "$result"
+        postgres_result[$body]="$result $stored $(cpu_per_request "$airlock_pid" "$cpu_before" "$requests")"
+    done
+    stop_airlock
+    postgres_note="PostgreSQL $(psql "$pg_url" -X -A -t -c 'SHOW server_version' 2> /dev/null || echo '?'), data on $(df --output=fstype "$pg_dir" | tail -1) (/tmp), fsync on"
+    "$bench_root/scripts/postgres-test-instance" stop "$pg_dir" > /dev/null 2>&1 || true
+    pg_dir=""
+else
+    postgres_note="not run: scripts/postgres-test-instance start failed ($(tail -1 "$bench_work/postgres-start.log"))"
+fi
 declare -A scan_rate clamscan_rate
 scan_files=${BENCH_SCAN_FILES:-2000}
 for body in $bodies; do
@@ -245,4 +285,35 @@ echo "What one upload costs the broker without HTTP (airlock-cost-benchmark, sam
 echo
 echo "$cost_table"
 echo
-echo "Target (DESIGN §7): Airlock ≥ 0.30× nginx's rate."
+echo "For scale: Airlock ≥ 0.30× nginx's rate was the target before DESIGN §7 measured against the inspection floor."
+
+# The inspection floor: airlock-cost-benchmark's "SHA-256 + libmagic + libclamav" uploads/s on all cores.
+declare -A floor_rate
+while read -r kind floor; do
+    [ -n "$kind" ] && floor_rate[$kind]=$floor
+done < <(awk -F'|' '/^\| body \| SHA-256 \+ libmagic \+ libclamav/ { on = 1; next }
+    on && /^\| ---/ { next }
+    on && /^\|/ { gsub(/ /, "", $2); gsub(/ /, "", $3); print $2, $3; next }
+    on { exit }' <<< "$cost_table")
+# of_floor RATE KIND: RATE ÷ the floor of KIND, or "-" without a floor.
+of_floor() { if [ -n "${floor_rate[$2]:-}" ] && [ "${floor_rate[$2]}" != 0 ] && [ "$1" != - ]; then ratio "$1" "${floor_rate[$2]}"; else echo -; fi; }
+echo
+echo "Against the inspection floor (DESIGN §7): SHA-256 + libmagic + libclamav from memory on the same kind of bodies,"
+echo "$(nproc) cores (airlock-cost-benchmark, above), beside Airlock with its ledger on SQLite and on PostgreSQL (same bodies,"
+echo "same run; PostgreSQL: $postgres_note):"
+echo
+echo "| body | inspection floor, files/s | Airlock, SQLite: uploads/s | ÷ floor | Airlock, PostgreSQL: uploads/s | ÷ floor | PostgreSQL ÷ SQLite | PostgreSQL: non-2xx, socket errors | PostgreSQL: p50, p99 ms | PostgreSQL: stored | PostgreSQL: CPU µs per request, server, wrk |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+target_line=""
+for body in $bodies; do
+    read -r a_rate _ <<< "${airlock_result[$body]}"
+    p_rate=- p_status=- p_socket=- p_p50=- p_p99=- p_wrk=- p_stored=- p_cpu=- p_ratio=-
+    if [ -n "${postgres_result[$body]:-}" ]; then
+        read -r p_rate _ p_status p_socket p_p50 p_p99 p_wrk p_stored p_cpu <<< "${postgres_result[$body]}"
+        p_ratio=$(ratio "$p_rate" "$a_rate")
+    fi
+    echo "| $body | ${floor_rate[$body]:--} | $a_rate | **$(of_floor "$a_rate" "$body")×** | $p_rate | $(of_floor "$p_rate" "$body")× | ${p_ratio}× | $p_status, $p_socket | $p_p50, $p_p99 | $p_stored | $p_cpu, $p_wrk |"
+    target_line+=" $body $(of_floor "$a_rate" "$body")×;"
+done
+echo
+echo "Target (DESIGN §7): ≥ 0.5× the inspection floor on SQLite, for images and random bytes. This run:${target_line%;}."
