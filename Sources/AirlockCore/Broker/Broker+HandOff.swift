@@ -194,7 +194,7 @@ extension Broker {
         let signatureVersion = self.inspector.signatures.version
         let cached = try await self.ledger.cachedVerdict(sha256: sha256, signatureVersion: signatureVersion)
         let store = self.store
-        let (plan, stagingPath, synced) = try await self.inspector.runOnWorker {
+        let (plan, stagingPath, synced, needsSync) = try await self.inspector.runOnWorker {
             try contents.withUnsafeReadableBytes { bytes in
                 let finding =
                     cached.map { self.finding(cached: $0, declaredType: handOff.declaredType) }
@@ -205,8 +205,10 @@ extension Broker {
                 let plan = try self.plan(handOff, filename: filename, size: Int64(bytes.count), sha256: sha256, finding: finding, signatureVersion: signatureVersion)
                 // The bytes take the same way to the store as a streamed upload's: a staging file, synced only when
                 // it becomes new clean content, moved into the store inside the ledger's transaction.
+                // With group commit the file is synced with its group, off the scan worker.
                 let stagingPath = store.newStagingPath()
-                let sync = plan.isNewCleanContent(in: store)
+                let isNew = plan.isNewCleanContent(in: store)
+                let sync = isNew && self.committer == nil
                 do {
                     try FileStore.writeStagingFile(stagingPath, bytes: bytes, sync: sync)
                     try self.quarantineIfUnclean(plan, stagingPath: stagingPath)
@@ -214,10 +216,10 @@ extension Broker {
                     unlink(stagingPath)
                     throw error
                 }
-                return (plan, stagingPath, sync)
+                return (plan, stagingPath, sync, isNew && !sync)
             }
         }
-        try await self.record(plan, stagingPath: stagingPath, synced: synced)
+        try await self.record(plan, stagingPath: stagingPath, synced: synced, needsSync: needsSync)
         return plan.result
     }
 
@@ -243,16 +245,18 @@ extension Broker {
         let plan = try self.plan(handOff, filename: filename, size: size, sha256: sha256, finding: finding, signatureVersion: signatureVersion)
         let store = self.store
         let path = staging.path
-        let synced = try await self.threadPool.runIfActive {
+        let (synced, needsSync) = try await self.threadPool.runIfActive {
             // New clean content is synced before the transaction (a repeat of stored bytes needs no sync: they are
             // dropped); if the content appears or vanishes meanwhile, storeClean syncs inside when it has to.
             // Unclean bytes are encrypted into the quarantine before the ledger's write lock is taken.
-            let sync = plan.isNewCleanContent(in: store)
+            // With group commit the file is synced with its group instead, on threads that may wait for the disk.
+            let isNew = plan.isNewCleanContent(in: store)
+            let sync = isNew && self.committer == nil
             if sync { try FileStore.syncFile(path) }
             try self.quarantineIfUnclean(plan, stagingPath: path)
-            return sync
+            return (sync, isNew && !sync)
         }
-        try await self.record(plan, stagingPath: path, synced: synced)
+        try await self.record(plan, stagingPath: path, synced: synced, needsSync: needsSync)
         return plan.result
     }
 
@@ -361,10 +365,17 @@ extension Broker {
 
     /// Records the hand-off; clean bytes move into the store inside the ledger's transaction. All or nothing: on
     /// failure the staging file and any quarantine file are removed.
-    private func record(_ plan: Plan, stagingPath: String, synced: Bool) async throws {
+    /// - Parameters:
+    ///   - synced: whether the staging file's bytes are already on stable storage.
+    ///   - needsSync: whether they must be before they are recorded (new clean content, with group commit).
+    private func record(_ plan: Plan, stagingPath: String, synced: Bool, needsSync: Bool) async throws {
         let store = self.store
         let entry = plan.entry
         do {
+            if let committer = self.committer {
+                let member = GroupCommitter.Member(entry: entry, stagingPath: stagingPath, needsSync: needsSync)
+                return try await committer.record(member)
+            }
             try await self.ledger.recordHandOff(entry) {
                 if entry.verdict.isClean {
                     // Inside the write transaction, so a concurrent delete of the same content cannot interleave.

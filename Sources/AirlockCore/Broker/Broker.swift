@@ -26,6 +26,10 @@ public final class Broker: Sendable {
     public let transfers: TransferService
     /// Threads for blocking file I/O.
     public let threadPool: NIOThreadPool
+    /// Group commit (`ledger.groupCommitMicroseconds`), nil when off.
+    let committer: GroupCommitter?
+    /// Threads that wait on the disk for group commits (sized for concurrency, not cores).
+    private let ioPool: NIOThreadPool?
     /// The clock (injectable for tests).
     public let now: @Sendable () -> Date
     let logger: Logger
@@ -36,6 +40,8 @@ public final class Broker: Sendable {
         store: FileStore,
         transfers: TransferService,
         threadPool: NIOThreadPool,
+        committer: GroupCommitter?,
+        ioPool: NIOThreadPool?,
         now: @escaping @Sendable () -> Date,
         logger: Logger
     ) {
@@ -44,6 +50,8 @@ public final class Broker: Sendable {
         self.store = store
         self.transfers = transfers
         self.threadPool = threadPool
+        self.committer = committer
+        self.ioPool = ioPool
         self.now = now
         self.logger = logger
     }
@@ -80,12 +88,27 @@ public final class Broker: Sendable {
             if !orphans.isEmpty {
                 logger.notice("removed bytes that no transfer accounts for (left by an interrupted run)", metadata: ["count": "\(orphans.count)"])
             }
+            var committer: GroupCommitter?
+            var ioPool: NIOThreadPool?
+            if configuration.ledger.groupCommitMicroseconds > 0 {
+                let pool = NIOThreadPool(numberOfThreads: 32)
+                pool.start()
+                ioPool = pool
+                committer = GroupCommitter(
+                    ledger: ledger,
+                    store: store,
+                    window: .microseconds(configuration.ledger.groupCommitMicroseconds),
+                    ioPool: pool
+                )
+            }
             return Broker(
                 configuration: configuration,
                 inspector: inspector,
                 store: store,
                 transfers: transfers,
                 threadPool: threadPool,
+                committer: committer,
+                ioPool: ioPool,
                 now: now,
                 logger: logger
             )
@@ -99,6 +122,7 @@ public final class Broker: Sendable {
     public func shutdown() async throws {
         try await self.inspector.shutdown()
         try await self.threadPool.shutdownGracefully()
+        try await self.ioPool?.shutdownGracefully()
         await self.ledger.close()
     }
 }

@@ -37,6 +37,9 @@ public struct AirlockConfiguration: Sendable, Equatable {
     public struct LedgerSettings: Sendable, Equatable {
         /// `ledger.backend`: `sqlite` (default) or `postgresql`.
         public var backend: Backend
+        /// `ledger.groupCommitMicroseconds` (default 2000; 0 = off): how long a hand-off ready to be recorded waits
+        /// for others, so that their files, directory entries and rows are made durable together.
+        public var groupCommitMicroseconds: Int
 
         /// A ledger engine.
         public enum Backend: Sendable, Equatable {
@@ -651,6 +654,7 @@ extension AirlockConfiguration.Node {
 
 extension AirlockConfiguration.LedgerSettings {
     fileprivate init(_ reader: inout ConfigurationReader) throws {
+        self.groupCommitMicroseconds = try reader.int("ledger.groupCommitMicroseconds", default: 2000, in: 0...1_000_000)
         switch try reader.string("ledger.backend", default: "sqlite") {
         case "sqlite":
             self.backend = .sqlite

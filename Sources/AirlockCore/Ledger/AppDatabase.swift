@@ -18,11 +18,13 @@ public struct AppDatabase: Sendable {
     public init(path: String) throws {
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
-        configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = NORMAL")
-        }
+
         try Self.makePrivate(path)
         let pool = try DatabasePool(path: path, configuration: configuration)
+        // Every commit is synced (the WAL is fsynced at each commit), so a 201 survives a power cut; group commit
+        // makes that one sync per group of hand-offs rather than one per hand-off. Set on the writer once the pool is
+        // open: GRDB sets NORMAL itself when it puts a new pool in WAL mode, after `prepareDatabase`.
+        try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         try Self.migrator.migrate(pool)
         self.writer = pool
     }

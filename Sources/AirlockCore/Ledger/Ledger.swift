@@ -49,6 +49,14 @@ public protocol Ledger: Sendable {
     /// `transfer.created` audit entry. `inTransaction` runs inside the transaction before the rows are written.
     func recordHandOff(_ entry: HandOffEntry, inTransaction: @escaping @Sendable () throws -> Void) async throws
 
+    /// Records several hand-offs in one transaction (group commit), each as ``recordHandOff(_:inTransaction:)``
+    /// would, in its own savepoint: one that fails (its slot taken, its `inTransaction` throwing) is left out
+    /// alone. `beforeCommit` runs once after them, inside the transaction; the commit is durable when this returns.
+    ///
+    /// - Returns: each member's outcome, in order.
+    /// - Throws: when the transaction as a whole fails (then no member was recorded).
+    func recordHandOffs(_ group: [GroupMember], beforeCommit: @escaping @Sendable () throws -> Void) async throws -> [Result<Void, any Error>]
+
     /// Records a download token's issuance, with an audit entry when `audit` is given.
     func recordIssuance(_ issuance: TokenIssuanceRecord, audit: AuditEvent?) async throws
 
@@ -81,14 +89,6 @@ public protocol Ledger: Sendable {
     /// meanwhile (start-up's orphan clean-up).
     func withLiveContent<Result: Sendable>(_ body: @escaping @Sendable (LiveContent) throws -> Result) async throws -> Result
 
-    /// Releases the ledger's connections; nothing may be called after.
-    func close() async
-}
-
-/// Opens the ledger a configuration names.
-public enum LedgerConnector {
-    /// The ledger of `configuration`: SQLite at `sqlitePath` (created if absent), or the PostgreSQL server of
-    /// `ledger.postgresql` (migrated if behind).
     // MARK: Copying a whole ledger (`airlock ledger copy`)
 
     /// How many rows each table holds, counted in one transaction.
@@ -103,6 +103,14 @@ public enum LedgerConnector {
     /// nothing is written. `progress` is called after each table with its name and the rows written.
     func importSnapshot(_ snapshot: LedgerSnapshot, progress: @escaping @Sendable (LedgerTable, Int) -> Void) async throws
 
+    /// Releases the ledger's connections; nothing may be called after.
+    func close() async
+}
+
+/// Opens the ledger a configuration names.
+public enum LedgerConnector {
+    /// The ledger of `configuration`: SQLite at `sqlitePath` (created if absent), or the PostgreSQL server of
+    /// `ledger.postgresql` (migrated if behind).
     public static func open(_ configuration: AirlockConfiguration, sqlitePath: String, logger: Logger) async throws -> any Ledger {
         switch configuration.ledger.backend {
         case .sqlite:
@@ -110,6 +118,20 @@ public enum LedgerConnector {
         case .postgresql(let settings):
             return try await PostgresLedger.connect(settings, node: configuration.node.id, logger: logger)
         }
+    }
+}
+
+/// One hand-off of a group commit: what it writes, and what must happen inside the transaction first.
+public struct GroupMember: Sendable {
+    /// The rows.
+    public var entry: HandOffEntry
+    /// Runs inside the transaction before the rows are written (moves clean bytes into the store).
+    public var inTransaction: @Sendable () throws -> Void
+
+    /// Creates a member.
+    public init(entry: HandOffEntry, inTransaction: @escaping @Sendable () throws -> Void) {
+        self.entry = entry
+        self.inTransaction = inTransaction
     }
 }
 

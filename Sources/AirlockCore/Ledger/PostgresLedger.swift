@@ -1,5 +1,6 @@
 public import Foundation
 public import Logging
+import NIOPosix
 import NIOSSL
 import PostgresNIO
 
@@ -14,7 +15,7 @@ import PostgresNIO
 /// may start together.
 public final class PostgresLedger: Ledger {
     private let client: PostgresClient
-    private let logger: Logger
+    let logger: Logger
     /// This node's `node.id`, added to every audit entry it appends.
     private let node: String?
     /// `client.run()`: the pool works while it runs. Started at connect and ended by ``close()``: the ledger must
@@ -324,66 +325,70 @@ public final class PostgresLedger: Ledger {
     // MARK: Writes
 
     public func recordHandOff(_ entry: HandOffEntry, inTransaction: @escaping @Sendable () throws -> Void) async throws {
-        let transfer = entry.transfer
         do {
             try await self.transaction { connection in
-                // Shared: start-up's orphan clean-up on another node must not see these bytes before their row.
                 try await connection.query("SELECT pg_advisory_xact_lock_shared(\(LockKey.content))", logger: self.logger)
-                if entry.verdict.isClean {
-                    // Against a concurrent removal of the same content (``removeUnsharedContent``).
-                    try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(transfer.sha256), 0))", logger: self.logger)
-                }
-                if let slot = entry.slot {
-                    // Claims of one slot queue here, so the check below is the claim: no node moves bytes into the
-                    // store for a slot another node is claiming.
-                    try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(slot), 1))", logger: self.logger)
-                    let taken = try await connection.query("SELECT 1 FROM upload_slot WHERE path = \(slot)", logger: self.logger).collect()
-                    guard taken.isEmpty else { throw BrokerError.slotTaken(slot) }
-                }
-                try inTransaction()
-                if entry.cacheVerdict, let detectedType = transfer.detectedType {
-                    try await connection.query(
-                        """
-                        INSERT INTO verdict_cache (sha256, signature_version, detected_type, type_description, created_at)
-                        VALUES (\(transfer.sha256), \(transfer.signatureVersion), \(detectedType), \(transfer.typeDescription ?? ""),
-                        \(Self.milliseconds(transfer.createdAt)))
-                        ON CONFLICT (sha256, signature_version) DO UPDATE SET detected_type = EXCLUDED.detected_type,
-                        type_description = EXCLUDED.type_description, created_at = EXCLUDED.created_at
-                        """,
-                        logger: self.logger
-                    )
-                }
-                try await Self.insert(transfer, connection, self.logger)
-                for recipient in entry.recipients {
-                    try await connection.query(
-                        "INSERT INTO transfer_recipient (transfer_id, recipient) VALUES (\(transfer.id), \(recipient))",
-                        logger: self.logger
-                    )
-                }
-                for issuance in entry.issuances {
-                    try await Self.insert(issuance, connection, self.logger)
-                }
-                if let slot = entry.slot {
-                    try await connection.query(
-                        "INSERT INTO upload_slot (path, transfer_id, created_at) VALUES (\(slot), \(transfer.id), \(Self.milliseconds(transfer.createdAt)))",
-                        logger: self.logger
-                    )
-                }
-                try await self.append(
-                    AuditEvent(
-                        at: transfer.createdAt,
-                        actor: "server:\(transfer.server)",
-                        action: "transfer.created",
-                        transferId: transfer.id,
-                        details: entry.auditDetails
-                    ),
-                    connection
-                )
+                try await self.insert(entry, connection, inTransaction: inTransaction)
             }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" && entry.slot != nil {
             // Another node claimed the slot between the check and the insert.
             throw BrokerError.slotTaken(entry.slot ?? "")
         }
+    }
+
+    /// The rows of one hand-off, inside the caller's transaction (which holds the shared content lock).
+    func insert(_ entry: HandOffEntry, _ connection: PostgresConnection, inTransaction: @escaping @Sendable () throws -> Void) async throws {
+        let transfer = entry.transfer
+        if entry.verdict.isClean {
+            // Against a concurrent removal of the same content (``removeUnsharedContent``).
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(transfer.sha256), 0))", logger: self.logger)
+        }
+        if let slot = entry.slot {
+            // Claims of one slot queue here, so the check below is the claim: no node moves bytes into the
+            // store for a slot another node is claiming.
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(slot), 1))", logger: self.logger)
+            let taken = try await connection.query("SELECT 1 FROM upload_slot WHERE path = \(slot)", logger: self.logger).collect()
+            guard taken.isEmpty else { throw BrokerError.slotTaken(slot) }
+        }
+        try await Self.offThePool(inTransaction)
+        if entry.cacheVerdict, let detectedType = transfer.detectedType {
+            try await connection.query(
+                """
+                INSERT INTO verdict_cache (sha256, signature_version, detected_type, type_description, created_at)
+                VALUES (\(transfer.sha256), \(transfer.signatureVersion), \(detectedType), \(transfer.typeDescription ?? ""),
+                \(Self.milliseconds(transfer.createdAt)))
+                ON CONFLICT (sha256, signature_version) DO UPDATE SET detected_type = EXCLUDED.detected_type,
+                type_description = EXCLUDED.type_description, created_at = EXCLUDED.created_at
+                """,
+                logger: self.logger
+            )
+        }
+        try await Self.insert(transfer, connection, self.logger)
+        for recipient in entry.recipients {
+            try await connection.query(
+                "INSERT INTO transfer_recipient (transfer_id, recipient) VALUES (\(transfer.id), \(recipient))",
+                logger: self.logger
+            )
+        }
+        for issuance in entry.issuances {
+            try await Self.insert(issuance, connection, self.logger)
+        }
+        if let slot = entry.slot {
+            try await connection.query(
+                "INSERT INTO upload_slot (path, transfer_id, created_at) VALUES (\(slot), \(transfer.id), \(Self.milliseconds(transfer.createdAt)))",
+                logger: self.logger
+            )
+        }
+        try await self.append(
+            AuditEvent(
+                at: transfer.createdAt,
+                actor: "server:\(transfer.server)",
+                action: "transfer.created",
+                transferId: transfer.id,
+                details: entry.auditDetails
+            ),
+            connection
+        )
     }
 
     public func recordIssuance(_ issuance: TokenIssuanceRecord, audit: AuditEvent?) async throws {
@@ -431,7 +436,7 @@ public final class PostgresLedger: Ledger {
                 try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(current.sha256), 0))", logger: self.logger)
             }
             var event = event
-            switch try decide(current) {
+            switch try await Self.offThePool({ try decide(current) }) {
             case .skip:
                 return nil
             case .keepState:
@@ -455,7 +460,7 @@ public final class PostgresLedger: Ledger {
                 "SELECT 1 FROM transfer WHERE sha256 = \(sha256) AND state IN ('stored', 'released') LIMIT 1",
                 logger: self.logger
             ).collect()
-            if sharing.isEmpty { try remove() }
+            if sharing.isEmpty { try await Self.offThePool(remove) }
         }
     }
 
@@ -475,12 +480,19 @@ public final class PostgresLedger: Ledger {
             {
                 quarantined.insert(id)
             }
-            return try body(LiveContent(cleanHashes: clean, quarantinedIds: quarantined))
+            let live = LiveContent(cleanHashes: clean, quarantinedIds: quarantined)
+            return try await Self.offThePool { try body(live) }
         }
     }
 
+    /// Runs a caller's closure (file moves, syncs: blocking work) on a thread of NIO's shared pool, never on the
+    /// cooperative pool, while the transaction waits for it.
+    static func offThePool<Result: Sendable>(_ work: @escaping @Sendable () throws -> Result) async throws -> Result {
+        try await NIOThreadPool.singleton.runIfActive(work)
+    }
+
     /// One transaction; the error its body threw (or the commit's) is rethrown as it is, not wrapped.
-    private func transaction<Result: Sendable>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
+    func transaction<Result: Sendable>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
         do {
             return try await self.client.withTransaction(logger: self.logger) { connection in try await body(connection) }
         } catch let error as PostgresTransactionError {

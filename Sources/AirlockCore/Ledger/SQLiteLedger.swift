@@ -15,7 +15,7 @@ public struct SQLiteLedger: Ledger {
         self.node = node
     }
 
-    private var writer: any DatabaseWriter { self.database.writer }
+    var writer: any DatabaseWriter { self.database.writer }
 
     // MARK: Reads
 

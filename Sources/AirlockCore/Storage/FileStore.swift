@@ -106,20 +106,34 @@ public struct FileStore: Sendable {
     ///
     /// - Parameter synced: whether the staging file's bytes are already on disk (``syncFile(_:)``); if not, and
     ///   they become new content, they are synced before the rename.
-    public func storeClean(stagingPath: String, sha256: String, synced: Bool = true) throws {
+    /// - Parameter syncDirectory: whether to sync the directory that gained the entry now; a group commit syncs the
+    ///   directories of all its members at once instead (``directoriesToSync(for:)``).
+    /// - Returns: the directory that gained an entry, or nil when the content was already stored.
+    @discardableResult
+    public func storeClean(stagingPath: String, sha256: String, synced: Bool = true, syncDirectory: Bool = true) throws -> String? {
         let destination = self.cleanPath(sha256: sha256)
         let directory = (destination as NSString).deletingLastPathComponent
         // System calls rather than FileManager: this runs inside the ledger's write transaction on every hand-off.
         try Self.makeDirectory(directory, parentsUpTo: self.filesDirectory)
         if access(destination, F_OK) == 0 {
             guard unlink(stagingPath) == 0 else { throw StoreError.io(operation: "remove \(stagingPath)", errno: errno) }
-            return
+            return nil
         }
         if !synced {
             try Self.syncFile(stagingPath)
         }
         try Self.rename(stagingPath, to: destination)
-        Self.syncDirectory(directory)
+        if syncDirectory {
+            for directory in self.directoriesToSync(for: directory) { Self.syncDirectory(directory) }
+        }
+        return directory
+    }
+
+    /// The directories whose entries a new file in `directory` (`files/ab/cd`) may have changed: it, and the two
+    /// above it, which gain an entry when it was just created.
+    public func directoriesToSync(for directory: String) -> [String] {
+        let parent = (directory as NSString).deletingLastPathComponent
+        return [directory, parent, (parent as NSString).deletingLastPathComponent]
     }
 
     /// Encrypts a staging file into the quarantine under the active key and removes the plaintext.

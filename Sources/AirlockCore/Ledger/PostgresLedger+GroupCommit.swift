@@ -1,0 +1,25 @@
+import PostgresNIO
+
+extension PostgresLedger {
+    public func recordHandOffs(_ group: [GroupMember], beforeCommit: @escaping @Sendable () throws -> Void) async throws -> [Result<Void, any Error>] {
+        try await self.transaction { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock_shared(\(LockKey.content))", logger: self.logger)
+            var outcomes: [Result<Void, any Error>] = []
+            for member in group {
+                // A savepoint per member: one that fails is rolled back alone, the group goes on.
+                try await connection.query("SAVEPOINT hand_off", logger: self.logger)
+                do {
+                    try await self.insert(member.entry, connection, inTransaction: member.inTransaction)
+                    try await connection.query("RELEASE SAVEPOINT hand_off", logger: self.logger)
+                    outcomes.append(.success(()))
+                } catch {
+                    try await connection.query("ROLLBACK TO SAVEPOINT hand_off", logger: self.logger)
+                    let slotTaken = (error as? PSQLError)?.serverInfo?[.sqlState] == "23505" && member.entry.slot != nil
+                    outcomes.append(.failure(slotTaken ? BrokerError.slotTaken(member.entry.slot ?? "") : error))
+                }
+            }
+            try await Self.offThePool(beforeCommit)
+            return outcomes
+        }
+    }
+}
