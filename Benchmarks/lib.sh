@@ -74,7 +74,7 @@ start_airlock() {
         AIRLOCK_STORAGE_DATA_DIRECTORY="$dir/var" AIRLOCK_STORAGE_QUARANTINE_DIRECTORY="$dir/Quarantine" \
         AIRLOCK_SCANNER_SIGNATURE_DIRECTORIES="$bench_root/Config/signatures" \
         AIRLOCK_SERVERS="{\"bench\": {\"apiKey\": \"$api_key\"}}" AIRLOCK_LOG_LEVEL=error "$@" \
-        "$(airlock_binary)" serve > "$dir/server.log" 2>&1 &
+        ${bench_wrapper[@]+"${bench_wrapper[@]}"} "$(airlock_binary)" serve > "$dir/server.log" 2>&1 &
     airlock_pid=$!
     bench_pids+=("$airlock_pid")
     airlock_url="http://127.0.0.1:$port"

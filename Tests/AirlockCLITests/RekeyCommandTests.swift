@@ -99,7 +99,7 @@ struct RekeyCommandTests {
     /// Runs `airlock ARGUMENTS`, sends it SIGTERM as soon as its standard error shows `cue`, and waits for it.
     static func runTerminated(_ arguments: [String], fixture: AdminFixture, cue: String) async throws -> (status: Int32, standardError: String) {
         try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
+            Thread.detachNewThread {
                 continuation.resume(
                     with: Result {
                         let process = Process()

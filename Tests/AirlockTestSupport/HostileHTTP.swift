@@ -57,7 +57,7 @@ public struct RawReply: Sendable {
 extension RawHTTP {
     /// Connects to 127.0.0.1:`port`, sends `parts`, optionally shuts down the sending side (so the server sees
     /// the end of the request stream), then reads until the server closes the connection or `timeout` seconds
-    /// pass without a byte. Runs on a dispatch queue, never on Swift's cooperative threads.
+    /// pass without a byte. Runs on a thread of its own, never on Swift's cooperative threads (nor on dispatch's shared pool, which GRDB needs).
     public static func converse(port: Int, parts: [Data], halfClose: Bool = false, timeout: Int = 15) async throws -> RawReply {
         try await Blocking.run {
             let connection = try RawConnection(port: port)
@@ -74,7 +74,7 @@ extension RawHTTP {
 
     /// Sends `prefix` at once, then `bytes` one byte at a time, `interval` milliseconds apart, as a slowloris
     /// client does, until the server closes the connection or `deadline` seconds pass; returns whether the server
-    /// closed it and how many bytes it took. Runs on a dispatch queue.
+    /// closed it and how many bytes it took. Runs on a thread of its own.
     public static func drip(
         port: Int,
         prefix: Data = Data(),
@@ -129,13 +129,13 @@ extension RawConnection {
     }
 }
 
-/// Runs blocking work (sockets, child processes, file building) on a dispatch queue, so it never occupies one of
+/// Runs blocking work (sockets, child processes, file building) on a thread of its own, so it never occupies one of
 /// Swift's cooperative threads, which the servers under test need.
 public enum Blocking {
-    /// Runs `work` on a global dispatch queue and returns its result.
+    /// Runs `work` on a thread of its own (not dispatch's shared pool, which GRDB's queues need) and returns its result.
     public static func run<Value: Sendable>(_ work: @escaping @Sendable () throws -> Value) async throws -> Value {
         try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
+            Thread.detachNewThread {
                 continuation.resume(with: Result { try work() })
             }
         }

@@ -29,7 +29,7 @@ public enum ProcessRunner {
         }
     }
 
-    /// Runs `executable` to completion on a dispatch queue, so waiting for it never blocks Swift's cooperative
+    /// Runs `executable` to completion on a thread of its own, so waiting for it never blocks Swift's cooperative
     /// threads (which the servers under test need).
     public static func run(
         _ executable: String,
@@ -38,7 +38,7 @@ public enum ProcessRunner {
         environment: [String: String] = [:]
     ) async throws -> Result {
         try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
+            Thread.detachNewThread {
                 continuation.resume(with: Swift.Result { try self.runBlocking(executable, arguments, in: directory, environment: environment) })
             }
         }
@@ -69,7 +69,7 @@ public enum ProcessRunner {
         let errorBox = DataBox()
         let errorDone = DispatchGroup()
         errorDone.enter()
-        DispatchQueue.global().async {
+        Thread.detachNewThread {
             errorBox.data = error.fileHandleForReading.readDataToEndOfFile()
             errorDone.leave()
         }

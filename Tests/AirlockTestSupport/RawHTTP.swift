@@ -7,11 +7,11 @@ public import Foundation
 /// Sends raw bytes to a loopback HTTP server and reads its answer, for framing that HTTP clients will not produce.
 public enum RawHTTP {
     /// Connects to 127.0.0.1:`port`, sends `parts` in order, and returns what the server sends until it closes
-    /// the connection or `timeout` passes. The blocking socket work runs on a dispatch queue, never on Swift's
+    /// the connection or `timeout` passes. The blocking socket work runs on a thread of its own, never on Swift's
     /// cooperative threads (which the servers under test need).
     public static func exchange(port: Int, parts: [Data], timeout: Int = 10) async throws -> String {
         try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
+            Thread.detachNewThread {
                 continuation.resume(with: Result { try self.exchangeBlocking(port: port, parts: parts, timeout: timeout) })
             }
         }
@@ -93,11 +93,11 @@ public final class RawConnection: Sendable {
     }
 
     /// Reads until `marker` has arrived, the peer closes, or `timeout` seconds pass; returns what arrived. The
-    /// blocking read runs on a dispatch queue, never on Swift's cooperative threads.
+    /// blocking read runs on a thread of its own, never on Swift's cooperative threads.
     public func receive(until marker: String, timeout: Int = 10) async -> String {
         let descriptor = self.descriptor
         return await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
+            Thread.detachNewThread {
                 var time = timeval(tv_sec: timeout, tv_usec: 0)
                 setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &time, socklen_t(MemoryLayout<timeval>.size))
                 var received = Data()

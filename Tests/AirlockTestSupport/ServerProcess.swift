@@ -33,7 +33,7 @@ public final class ServerProcess: @unchecked Sendable {
         let found = DispatchSemaphore(value: 0)
         let state = LogState()
         let handle = errors.fileHandleForReading
-        DispatchQueue.global().async {
+        Thread.detachNewThread {
             while true {
                 let data = handle.availableData
                 if data.isEmpty { break }
@@ -49,19 +49,19 @@ public final class ServerProcess: @unchecked Sendable {
         self.startupLog = state.text
     }
 
-    /// Starts the server like `init`, waiting on a dispatch queue rather than on a cooperative thread.
+    /// Starts the server like `init`, waiting on a thread of its own rather than on a cooperative thread.
     public static func start(executable: String, directory: String, environment: [String: String]) async throws -> ServerProcess {
         try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
+            Thread.detachNewThread {
                 continuation.resume(with: Result { try ServerProcess(executable: executable, directory: directory, environment: environment) })
             }
         }
     }
 
-    /// Stops the server like ``stop(signal:timeout:)``, waiting on a dispatch queue.
+    /// Stops the server like ``stop(signal:timeout:)``, waiting on a thread of its own.
     public func stopped(signal: Int32 = SIGTERM, timeout: TimeInterval = 60) async -> Int32? {
         await withCheckedContinuation { continuation in
-            DispatchQueue.global().async {
+            Thread.detachNewThread {
                 continuation.resume(returning: self.stop(signal: signal, timeout: timeout))
             }
         }

@@ -135,7 +135,7 @@ struct ClamAVEngineTests {
         // The 16 threads are GCD's, and this test waits for them on a dispatch queue, not on a cooperative thread
         // that the other suites' servers need.
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            DispatchQueue.global().async {
+            Thread.detachNewThread {
                 DispatchQueue.concurrentPerform(iterations: allPaths.count * 16) { index in
                     concurrent.store(index, Result { try Self.scan(allPaths[index % allPaths.count], with: engine) })
                 }

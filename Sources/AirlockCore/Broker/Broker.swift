@@ -91,7 +91,9 @@ public final class Broker: Sendable {
             var committer: GroupCommitter?
             var ioPool: NIOThreadPool?
             if configuration.ledger.groupCommitMicroseconds > 0 {
-                let pool = NIOThreadPool(numberOfThreads: 32)
+                // A few threads keep several fsyncs in flight, so the filesystem merges their journal commits. With 32
+                // (and 8), forty in-process test servers slowed until requests timed out; with 4 they did not.
+                let pool = NIOThreadPool(numberOfThreads: 4)
                 pool.start()
                 ioPool = pool
                 committer = GroupCommitter(
