@@ -60,14 +60,7 @@ final class ServerHarness: Sendable {
 
     /// Every regular file under `path`.
     func files(under path: String) -> [String] {
-        guard let enumerator = FileManager.default.enumerator(atPath: path) else { return [] }
-        var files: [String] = []
-        while let relative = enumerator.nextObject() as? String {
-            if enumerator.fileAttributes?[.type] as? FileAttributeType == .typeRegular {
-                files.append((path as NSString).appendingPathComponent(relative))
-            }
-        }
-        return files
+        TemporaryDirectory.regularFiles(under: path)
     }
 }
 

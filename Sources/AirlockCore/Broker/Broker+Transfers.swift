@@ -40,5 +40,4 @@ extension Broker {
         let signatures = self.inspector.signatures
         return Readiness(signatures: signatures.signatureCount, signatureVersion: signatures.version, databaseVersion: schema)
     }
-
 }

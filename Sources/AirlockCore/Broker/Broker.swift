@@ -67,14 +67,7 @@ public final class Broker: Sendable {
         do {
             let store = FileStore(configuration.storage, node: configuration.node.id)
             let removed = try await threadPool.runIfActive { try store.prepare() }
-            // SQLite's open is quick and local; PostgreSQL's connects over the network: both off the cooperative
-            // pool's critical path (GRDB opens on the calling thread, so on a worker).
-            let ledger: any Ledger
-            if case .sqlite = configuration.ledger.backend {
-                ledger = try await threadPool.runIfActive { try SQLiteLedger(path: store.databasePath, node: configuration.node.id) }
-            } else {
-                ledger = try await LedgerConnector.open(configuration, sqlitePath: store.databasePath, logger: logger)
-            }
+            let ledger = try await LedgerConnector.open(configuration, sqlitePath: store.databasePath, logger: logger)
             if removed > 0 {
                 logger.notice("removed stale staging files left by an interrupted run", metadata: ["count": "\(removed)"])
             }

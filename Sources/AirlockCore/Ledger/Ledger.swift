@@ -1,5 +1,6 @@
 public import Foundation
 public import Logging
+import NIOPosix
 
 /// The ledger: every transfer, recipient, verdict, token issuance, download and audit entry, behind the
 /// operations the broker, the admin commands and background jobs need. Each operation is one transaction.
@@ -109,12 +110,14 @@ public protocol Ledger: Sendable {
 
 /// Opens the ledger a configuration names.
 public enum LedgerConnector {
-    /// The ledger of `configuration`: SQLite at `sqlitePath` (created if absent), or the PostgreSQL server of
-    /// `ledger.postgresql` (migrated if behind).
+    /// The ledger of `configuration`: SQLite at `sqlitePath` (created if absent; opened on a thread of NIO's shared
+    /// pool, since GRDB opens and migrates on the calling thread), or the PostgreSQL server of `ledger.postgresql`
+    /// (migrated if behind).
     public static func open(_ configuration: AirlockConfiguration, sqlitePath: String, logger: Logger) async throws -> any Ledger {
         switch configuration.ledger.backend {
         case .sqlite:
-            return try SQLiteLedger(path: sqlitePath, node: configuration.node.id)
+            let node = configuration.node.id
+            return try await NIOThreadPool.singleton.runIfActive { try SQLiteLedger(path: sqlitePath, node: node) }
         case .postgresql(let settings):
             return try await PostgresLedger.connect(settings, node: configuration.node.id, logger: logger)
         }
