@@ -56,11 +56,13 @@ let package = Package(
             dependencies: ["CMagic"],
             swiftSettings: swiftSettings
         ),
+        .target(name: "CAirlockSandbox"),
         .target(
             name: "AirlockCore",
             dependencies: [
                 "ClamAV",
                 "LibMagic",
+                "CAirlockSandbox",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -21,6 +21,18 @@ extension Airlock {
             let logger = try self.options.bootstrapLogging(label: "airlock", defaultLevel: .info)
             let configuration = try self.options.loadConfiguration()
             Self.warnAboutDevelopmentSecrets(configuration, logger: logger)
+            if !configuration.scanner.isolation.enabled {
+                let banner = String(repeating: "!", count: 78)
+                logger.warning(
+                    """
+                    \n\(banner)
+                    SCANNER ISOLATION IS OFF (scanner.isolation.enabled = false): libclamav and libmagic parse every upload
+                    inside this process, beside the token keys, the quarantine key and the ledger. A parser bug in either
+                    can take over or crash the broker. Turn it off for debugging only.
+                    \(banner)
+                    """
+                )
+            }
             let app = try await buildApplication(configuration: configuration, logger: logger)
             var lifecycle = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             // In-flight requests get this long to finish; then they are cancelled and their staging files removed.

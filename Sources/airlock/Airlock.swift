@@ -9,7 +9,10 @@ struct Airlock: AsyncParsableCommand {
         commandName: "airlock",
         abstract: "Quarantine and scan files handed off by instant-messaging servers.",
         version: "0.1.0",
-        subcommands: [Serve.self, Scan.self, Transfers.self, Quarantine.self, Token.self, Audit.self, Purge.self, Doctor.self, Ledger.self]
+        subcommands: [
+            Serve.self, Scan.self, Transfers.self, Quarantine.self, Token.self, Audit.self, Purge.self, Doctor.self, Ledger.self,
+            ScannerProcess.self,
+        ]
     )
 
     /// Runs the command with Airlock's exit codes: 0 success, 1 "found", 2 usage or operational error.

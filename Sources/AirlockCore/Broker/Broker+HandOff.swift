@@ -267,6 +267,8 @@ extension Broker {
         var verdict: Verdict
         /// Whether the verdict came from the verdict cache.
         var cached: Bool
+        /// Whether the scanner died or overran on these bytes (remembered for their digest).
+        var scannerFailure: Bool
 
         /// An inspection's finding; bytes that changed size while inspected are unscannable.
         init(_ report: InspectionReport, size: Int64) {
@@ -274,6 +276,7 @@ extension Broker {
             self.typeDescription = report.detectedType?.description
             self.verdict = report.size == size ? report.verdict : .unscannable(reason: "content changed while it was inspected")
             self.cached = false
+            self.scannerFailure = report.scannerFailure && report.size == size
         }
 
         init(detectedType: String?, typeDescription: String?, verdict: Verdict) {
@@ -281,12 +284,17 @@ extension Broker {
             self.typeDescription = typeDescription
             self.verdict = verdict
             self.cached = true
+            self.scannerFailure = false
         }
     }
 
-    /// The type and verdict of bytes these signatures found clean before: only the policy runs again, since the
-    /// declared type may differ.
+    /// The type and verdict of bytes these signatures found clean before (only the policy runs again, since the
+    /// declared type may differ), or on which the scanner died or overran (unscannable again, without a scan).
     private func finding(cached: VerdictCacheRecord, declaredType: String?) -> Finding {
+        if let failure = cached.scannerFailure {
+            // The scanner died or overran on these bytes with these signatures: not parsed again.
+            return Finding(detectedType: cached.detectedType.isEmpty ? nil : cached.detectedType, typeDescription: nil, verdict: .unscannable(reason: failure))
+        }
         let verdict: Verdict =
             self.inspector.policy.blockReason(declaredType: declaredType, detectedType: cached.detectedType)
             .map { .blocked(reason: $0) } ?? .clean
@@ -350,7 +358,7 @@ extension Broker {
                 recipients: recipients,
                 issuances: issuances,
                 verdict: verdict,
-                cacheVerdict: verdict.isClean && !finding.cached,
+                cacheVerdict: (verdict.isClean || finding.scannerFailure) && !finding.cached,
                 slot: handOff.slot
             ),
             result: HandOffResult(transfer: transfer, recipients: recipients, downloads: grants)

@@ -75,6 +75,7 @@ public final class Broker: Sendable {
             // /tmp, where creating one per scan cost more than scanning a small file), and emptied at start-up, so
             // nothing it extracted outlives a crash.
             let inspector = try await Inspector.start(configuration: configuration, temporaryDirectory: store.scanningDirectory, logger: logger)
+            Self.auditScannerEvents(inspector, ledger: ledger, node: configuration.node.id, now: now, logger: logger)
             let tokens = DownloadTokens(configuration.tokens)
             let transfers = TransferService(configuration: configuration, ledger: ledger, store: store, tokens: tokens, now: now)
             let orphans = try await transfers.removeOrphanedBytes()
@@ -110,6 +111,33 @@ public final class Broker: Sendable {
         } catch {
             try? await threadPool.shutdownGracefully()
             throw error
+        }
+    }
+
+    /// Every scanner crash and overrun lands in the audit log (`scanner.crashed`, `scanner.timedOut`).
+    private static func auditScannerEvents(_ inspector: Inspector, ledger: any Ledger, node: String?, now: @escaping @Sendable () -> Date, logger: Logger) {
+        inspector.observeScanner { event in
+            let action: String
+            var details: [String: String] = [:]
+            switch event {
+            case .crashed(let pid, let cause, let inFlight):
+                action = "scanner.crashed"
+                details = ["pid": "\(pid)", "cause": cause, "scansInFlight": "\(inFlight)"]
+            case .timedOut(let pid, let inFlight):
+                action = "scanner.timedOut"
+                details = ["pid": "\(pid)", "scansInFlight": "\(inFlight)"]
+            case .started:
+                return
+            }
+            if let node { details["node"] = node }
+            let event = AuditEvent(at: now(), actor: "airlock:scanner", action: action, transferId: nil, details: details)
+            Task {
+                do {
+                    try await ledger.appendAudit(event)
+                } catch {
+                    logger.error("cannot audit a scanner event", metadata: ["action": "\(action)", "error": "\(error)"])
+                }
+            }
         }
     }
 

@@ -143,7 +143,7 @@ public struct AirlockConfiguration: Sendable, Equatable {
     }
 
     /// `scanner`: signatures and limits.
-    public struct Scanner: Sendable, Equatable {
+    public struct Scanner: Sendable, Equatable, Codable {
         /// `scanner.signatureDirectories`: every directory that exists and holds signatures is loaded.
         public var signatureDirectories: [String]
         /// `scanner.maxFileSize` (bytes): larger files or archive members are unscannable.
@@ -158,6 +158,20 @@ public struct AirlockConfiguration: Sendable, Equatable {
         public var scanTimeoutSeconds: Int
         /// `scanner.workers` (0 = one per core): threads for blocking scans.
         public var workers: Int
+        /// `scanner.processes`: scanner processes, each with one engine and `workers` threads (isolation only).
+        public var processes: Int
+        /// `scanner.isolation`: the confined scanner process.
+        public var isolation: Isolation
+
+        /// `scanner.isolation`: libclamav and libmagic parse uploads in a supervised, confined child process.
+        public struct Isolation: Sendable, Equatable, Codable {
+            /// `scanner.isolation.enabled` (true): off for debugging only; `serve` warns when it is.
+            public var enabled: Bool
+            /// `scanner.isolation.user` (`nobody`): the user the scanner runs as when started as root.
+            public var user: String
+            /// `scanner.isolation.memoryLimitBytes`: the scanner's address-space limit (RLIMIT_AS); 0 = none.
+            public var memoryLimitBytes: Int
+        }
 
         /// The number of scan threads to run: `workers`, or one per core when 0.
         public var effectiveWorkers: Int {
@@ -172,7 +186,7 @@ public struct AirlockConfiguration: Sendable, Equatable {
     }
 
     /// `policy`: type rules applied after detection.
-    public struct Policy: Sendable, Equatable {
+    public struct Policy: Sendable, Equatable, Codable {
         /// `policy.blockedTypes`: detected MIME types (or `family/*`) that are blocked.
         public var blockedTypes: [String]
         /// `policy.allowedTypes`: when not empty, only these detected types pass.
@@ -524,6 +538,22 @@ extension AirlockConfiguration.Scanner {
         self.maxFiles = try reader.int("scanner.maxFiles", default: 10_000, in: 1...Int(Int32.max))
         self.scanTimeoutSeconds = try reader.int("scanner.scanTimeoutSeconds", default: 120, in: 1...(Int(Int32.max) / 1000))
         self.workers = try reader.int("scanner.workers", default: 0, in: 0...1024)
+        self.processes = try reader.int("scanner.processes", default: 1, in: 1...64)
+        self.isolation = Isolation(
+            enabled: try reader.bool("scanner.isolation.enabled", default: true),
+            user: try reader.string("scanner.isolation.user", default: "nobody"),
+            // An engine with the official database takes about 1 GiB; threads reserve address space beyond that.
+            memoryLimitBytes: try reader.int("scanner.isolation.memoryLimitBytes", default: 8 << 30, in: 0...Int(Int64.max / 2))
+        )
+        guard !self.isolation.user.isEmpty else {
+            throw ConfigurationError(key: "scanner.isolation.user", message: "must name a user (the default is nobody)")
+        }
+        guard self.isolation.memoryLimitBytes == 0 || self.isolation.memoryLimitBytes >= 256 << 20 else {
+            throw ConfigurationError(
+                key: "scanner.isolation.memoryLimitBytes",
+                message: "is \(self.isolation.memoryLimitBytes): at least 268435456 (256 MiB) is needed to load signatures, or 0 for no limit"
+            )
+        }
         guard !self.signatureDirectories.isEmpty else {
             throw ConfigurationError(key: "scanner.signatureDirectories", message: "must name at least one directory")
         }

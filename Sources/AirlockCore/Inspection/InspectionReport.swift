@@ -10,12 +10,16 @@ public struct InspectionReport: Sendable, Equatable {
     public var detectedType: FileType?
     /// The verdict: only `clean` is ever served.
     public var verdict: Verdict
+    /// Whether the verdict says the scanner process died or overran its time limit on this content (remembered for
+    /// its digest: see ``ParserReport/scannerFailure``).
+    public var scannerFailure: Bool
 
     /// Creates a report.
-    public init(size: Int64, sha256: String?, detectedType: FileType?, verdict: Verdict) {
+    public init(size: Int64, sha256: String?, detectedType: FileType?, verdict: Verdict, scannerFailure: Bool = false) {
         self.size = size
         self.sha256 = sha256
         self.detectedType = detectedType
         self.verdict = verdict
+        self.scannerFailure = scannerFailure
     }
 }

@@ -1,4 +1,3 @@
-import ClamAV
 import Crypto
 import Foundation
 import LibMagic
@@ -10,18 +9,47 @@ import Synchronization
     import Glibc
 #endif
 
-/// The inspection pipeline: size limit, SHA-256, detected type, policy, scan. Fails closed: any error or
-/// limit hit is `unscannable`, never `clean`.
+/// Where libclamav and libmagic run: in the confined scanner process(es), or (isolation off) in this one.
+enum ParserHost: Sendable {
+    case inProcess(Parsers)
+    case isolated([ScannerSupervisor])
+
+    /// The least busy scanner process.
+    var supervisor: ScannerSupervisor? {
+        guard case .isolated(let supervisors) = self else { return nil }
+        return supervisors.count == 1 ? supervisors[0] : supervisors.min { $0.load < $1.load }
+    }
+
+    func inspect(bytes: UnsafeRawBufferPointer, declaredType: String?, describe: Bool) -> ParserReport {
+        switch self {
+        case .inProcess(let parsers): parsers.inspect(bytes: bytes, declaredType: declaredType, describe: describe)
+        case .isolated: self.supervisor!.inspect(bytes: bytes, declaredType: declaredType, describe: describe)
+        }
+    }
+
+    func inspect(descriptor: Int32, name: String, declaredType: String?, describe: Bool) -> ParserReport {
+        switch self {
+        case .inProcess(let parsers): parsers.inspect(descriptor: descriptor, name: name, declaredType: declaredType, describe: describe)
+        case .isolated: self.supervisor!.inspect(descriptor: descriptor, name: name, declaredType: declaredType, describe: describe)
+        }
+    }
+}
+
+/// The inspection pipeline: size limit, SHA-256, then the parsers (detected type, scan, policy). Fails closed: any
+/// error, limit hit, scanner crash or overrun is `unscannable`, never `clean`.
 ///
-/// Blocking work (file reads, libmagic, libclamav) runs on a dedicated `NIOThreadPool` of `scanner.workers`
-/// threads, never on Swift's cooperative pool.
+/// With `scanner.isolation.enabled` (the default) the parsers run in supervised, confined scanner processes
+/// (``ScannerService``) that get each file as a descriptor; this process only hashes. Blocking work runs on
+/// dedicated `NIOThreadPool`s, never on Swift's cooperative pool.
 public final class Inspector: Sendable {
     /// The loaded signatures.
-    public let signatures: SignatureDatabase
+    public let signatures: SignatureInfo
     /// The type policy.
     public let policy: TypePolicy
+    /// Whether the parsers run in confined scanner processes.
+    public var isolated: Bool { self.host.supervisor != nil }
+    let host: ParserHost
     private let maxFileSize: Int
-    private let magic: MagicPool
     private let threadPool: NIOThreadPool
     /// Threads for scans that read an upload while it is received; they may wait on the network, so they are
     /// kept apart from `threadPool` and their number bounds how many such scans run at once.
@@ -31,13 +59,16 @@ public final class Inspector: Sendable {
     /// Uploads recently scanned clean, by size and the digest of their start: a new upload that matches is
     /// probably a repeat that the verdict cache will answer, so no scan is started while it is received.
     private let recentlyClean = Mutex(RecentHeads(capacity: 4096))
+    /// Uploads on which the scanner recently died or overran: a repeat is inspected only after its last byte, when
+    /// its digest is known and the remembered verdict answers, so it cannot crash the scanner while received.
+    private let recentlyFailed = Mutex(RecentHeads(capacity: 1024))
     private let logger: Logger
 
     private init(
-        signatures: SignatureDatabase,
+        signatures: SignatureInfo,
         policy: TypePolicy,
+        host: ParserHost,
         maxFileSize: Int,
-        magic: MagicPool,
         threadPool: NIOThreadPool,
         receivingPool: NIOThreadPool,
         receivingSlots: Int,
@@ -45,27 +76,55 @@ public final class Inspector: Sendable {
     ) {
         self.signatures = signatures
         self.policy = policy
+        self.host = host
         self.maxFileSize = maxFileSize
-        self.magic = magic
         self.threadPool = threadPool
         self.receivingPool = receivingPool
         self.receivingSlots = receivingSlots
         self.logger = logger
     }
 
-    /// Starts the worker threads and loads the signatures; call ``shutdown()`` when done.
+    /// Starts the worker threads and the scanner processes (or, with isolation off, loads the signatures here);
+    /// call ``shutdown()`` when done.
     ///
-    /// - Parameter temporaryDirectory: where libclamav extracts what it scans inside files; nil for its default
-    ///   (`$TMPDIR` or `/tmp`).
-    /// - Throws: ``SignatureDatabaseError`` or `MagicError` when the engine or libmagic cannot be set up.
+    /// - Parameter temporaryDirectory: where libclamav extracts what it scans inside files: each scanner process
+    ///   gets a private directory beneath it. Nil: a new private directory under `$TMPDIR` (the CLI).
+    /// - Throws: ``SignatureDatabaseError``, `MagicError` or ``ScannerStartError`` when the parsers cannot be set up.
     public static func start(configuration: AirlockConfiguration, temporaryDirectory: String? = nil, logger: Logger) async throws -> Inspector {
-        let threadPool = NIOThreadPool(numberOfThreads: configuration.scanner.effectiveWorkers)
+        let scanner = configuration.scanner
+        let isolated = scanner.isolation.enabled
+        // With isolation, a broker thread waits while a scanner thread works: twice as many keep the scanners busy
+        // while the broker hashes and stores.
+        let threadPool = NIOThreadPool(numberOfThreads: scanner.effectiveWorkers * (isolated ? 2 : 1))
         threadPool.start()
-        let receivingPool = NIOThreadPool(numberOfThreads: configuration.scanner.effectiveWorkers)
+        let receivingPool = NIOThreadPool(numberOfThreads: scanner.effectiveWorkers)
         receivingPool.start()
         do {
-            let (signatures, magic) = try await threadPool.runIfActive {
-                (try SignatureDatabase.load(configuration.scanner, temporaryDirectory: temporaryDirectory, logger: logger), try MagicPool())
+            let host: ParserHost
+            let signatures: SignatureInfo
+            if isolated {
+                let scratch = temporaryDirectory ?? (NSTemporaryDirectory() as NSString).appendingPathComponent("airlock-scanner-\(getpid())")
+                let supervisors = try await threadPool.runIfActive {
+                    try (0..<scanner.processes).map { index in
+                        try ScannerSupervisor(
+                            settings: ScannerSettings(
+                                scanner: scanner,
+                                policy: configuration.policy,
+                                scratchDirectory: (scratch as NSString).appendingPathComponent("scanner-\(index)"),
+                                confine: true
+                            ),
+                            logger: logger
+                        )
+                    }
+                }
+                host = .isolated(supervisors)
+                signatures = supervisors[0].signatures
+            } else {
+                let parsers = try await threadPool.runIfActive {
+                    try Parsers(scanner: scanner, policy: TypePolicy(configuration.policy), temporaryDirectory: temporaryDirectory, logger: logger)
+                }
+                host = .inProcess(parsers)
+                signatures = parsers.signatures.info
             }
             if signatures.onlyTestSignatures {
                 let banner = String(repeating: "*", count: 78)
@@ -82,11 +141,11 @@ public final class Inspector: Sendable {
             return Inspector(
                 signatures: signatures,
                 policy: TypePolicy(configuration.policy),
-                maxFileSize: configuration.scanner.maxFileSize,
-                magic: magic,
+                host: host,
+                maxFileSize: scanner.maxFileSize,
                 threadPool: threadPool,
                 receivingPool: receivingPool,
-                receivingSlots: configuration.scanner.effectiveWorkers,
+                receivingSlots: scanner.effectiveWorkers,
                 logger: logger
             )
         } catch {
@@ -96,10 +155,39 @@ public final class Inspector: Sendable {
         }
     }
 
-    /// Stops the worker threads once queued inspections finish.
+    /// Stops the worker threads once queued inspections finish, then the scanner processes.
     public func shutdown() async throws {
         try await self.receivingPool.shutdownGracefully()
         try await self.threadPool.shutdownGracefully()
+        if case .isolated(let supervisors) = self.host {
+            supervisors.forEach { $0.shutdown() }
+        }
+    }
+
+    /// Calls `observer` on every scanner process event (crash, overrun, restart); nothing happens without isolation.
+    public func observeScanner(_ observer: @escaping @Sendable (ScannerEvent) -> Void) {
+        if case .isolated(let supervisors) = self.host {
+            supervisors.forEach { $0.observe(observer) }
+        }
+    }
+
+    /// The pids of the scanner processes serving now (empty without isolation, or while one restarts).
+    public var scannerPIDs: [Int32] {
+        guard case .isolated(let supervisors) = self.host else { return [] }
+        return supervisors.compactMap(\.pid)
+    }
+
+    /// The confinement the first scanner process reported: its uid, Landlock ABI, seccomp; nil without isolation.
+    public var scannerConfinement: (uid: UInt32, landlockABI: Int32, seccomp: Bool)? {
+        guard let hello = self.host.supervisor?.confinement else { return nil }
+        return (hello.uid, hello.landlockABI, hello.seccomp)
+    }
+
+    /// Has a scanner process try what its confinement must stop (open `path` for reading, connect to
+    /// 127.0.0.1:`port`, execute `program`); each result is 0 when it worked, else its errno. Nil without isolation.
+    public func probeScannerConfinement(path: String, port: Int, program: String) async throws -> (open: Int32, connect: Int32, exec: Int32)? {
+        guard let supervisor = self.host.supervisor else { return nil }
+        return try await self.threadPool.runIfActive { supervisor.probe(path: path, port: port, program: program) }
     }
 
     /// Inspects the file at `path`. Never throws: anything that goes wrong becomes an `unscannable` verdict.
@@ -107,7 +195,7 @@ public final class Inspector: Sendable {
     /// - Parameters:
     ///   - declaredType: the type the sender declared, checked for a mismatch; nil skips that check.
     ///   - sha256: the content's digest when the caller computed it already (while receiving); the file is then
-    ///     not hashed again, only its start is read for type detection before the scan.
+    ///     not read here at all.
     ///   - describe: add libmagic's description of the type even when the verdict is clean.
     public func inspect(fileAt path: String, declaredType: String? = nil, sha256: String? = nil, describe: Bool = false) async -> InspectionReport {
         do {
@@ -132,21 +220,8 @@ public final class Inspector: Sendable {
     ///   - declaredType: the type the sender declared, checked for a mismatch; nil skips that check.
     ///   - sha256: the content's digest, computed by the caller.
     public func inspectSynchronously(bytes: UnsafeRawBufferPointer, declaredType: String?, sha256: String) -> InspectionReport {
-        let head = UnsafeRawBufferPointer(rebasing: bytes.prefix(MagicPool.sniffLength))
-        let detected = self.identify(head)
-        let scanVerdict: Verdict
-        if bytes.count > self.maxFileSize {
-            scanVerdict = .unscannable(reason: "file is \(bytes.count) bytes, over scanner.maxFileSize (\(self.maxFileSize))")
-        } else {
-            scanVerdict = self.scan(name: "upload") { (engine) throws(ClamAVError) in try engine.scan(bytes: bytes, name: nil) }
-        }
-        let verdict = self.decide(scanVerdict, detected, declaredType)
-        return InspectionReport(
-            size: Int64(bytes.count),
-            sha256: sha256,
-            detectedType: self.described(detected, head: head, verdict: verdict, always: false),
-            verdict: verdict
-        )
+        let report = self.host.inspect(bytes: bytes, declaredType: declaredType, describe: false)
+        return InspectionReport(report, size: Int64(bytes.count), sha256: sha256)
     }
 
     /// Below this size an upload arrives faster than a scan could start alongside it: it is inspected afterwards.
@@ -207,45 +282,45 @@ public final class Inspector: Sendable {
         stop: StopSignal,
         declaredType: String?
     ) -> InspectionReport? {
-        var failed = false
-        // Blocks until the requested bytes are on disk; -1 (the scan fails, the result is discarded) when the
-        // upload ends short or the inspection is no longer wanted.
-        let read: (UnsafeMutableRawBufferPointer, Int) -> Int = { buffer, offset in
-            guard progress.wait(forLength: Int64(offset + buffer.count), stop: { stop.isStopped }) else {
-                // libclamav logs the errno with the failed read: "pread error: Operation canceled".
-                failed = true
-                errno = ECANCELED
-                return -1
-            }
-            var done = 0
-            while done < buffer.count {
-                let count = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
-                if count < 0, errno == EINTR { continue }
-                guard count > 0 else {
-                    failed = true
+        // The start of the upload, to recognise a repeat before any parser sees it.
+        let headLength = min(MagicPool.sniffLength, length)
+        guard progress.wait(forLength: Int64(headLength), stop: { stop.isStopped }) else { return nil }
+        var head = [UInt8](repeating: 0, count: headLength)
+        guard head.withUnsafeMutableBytes({ Parsers.readFully(descriptor, $0, offset: 0) }) == headLength else { return nil }
+        let key = RecentHeads.Key(size: Int64(length), head: head)
+        guard !self.recentlyClean.withLock({ $0.contains(key) }), !self.recentlyFailed.withLock({ $0.contains(key) }) else { return nil }
+
+        let report: ParserReport?
+        switch self.host {
+        case .inProcess(let parsers):
+            // Blocks until the requested bytes are on disk; -1 (the scan fails, the result is discarded) when the
+            // upload ends short or the inspection is no longer wanted.
+            report = parsers.inspect(length: length, name: name, declaredType: declaredType) { buffer, offset in
+                guard progress.wait(forLength: Int64(offset + buffer.count), stop: { stop.isStopped }) else {
+                    // libclamav logs the errno with the failed read: "pread error: Operation canceled".
+                    errno = ECANCELED
                     return -1
                 }
-                done += count
+                let count = Parsers.readFully(descriptor, buffer, offset: offset)
+                return count == buffer.count ? count : -1
             }
-            return done
+        case .isolated:
+            report = self.host.supervisor!.inspectWhileReceiving(
+                descriptor: descriptor,
+                length: length,
+                name: name,
+                progress: progress,
+                stop: stop,
+                declaredType: declaredType
+            )
         }
-        var head = [UInt8](repeating: 0, count: min(MagicPool.sniffLength, length))
-        guard head.withUnsafeMutableBytes({ read($0, 0) }) == head.count else { return nil }
-        let key = RecentHeads.Key(size: Int64(length), head: head)
-        guard !self.recentlyClean.withLock({ $0.contains(key) }) else { return nil }
-        let detected = self.identify(head)
-        let scanVerdict = self.scan(name: name) { (engine) throws(ClamAVError) in try engine.scan(length: length, name: name, read: read) }
-        guard !failed else { return nil }
-        if scanVerdict == .clean {
+        guard let report else { return nil }
+        if report.verdict == .clean {
             self.recentlyClean.withLock { $0.insert(key) }
+        } else if report.scannerFailure {
+            self.recentlyFailed.withLock { $0.insert(key) }
         }
-        let verdict = self.decide(scanVerdict, detected, declaredType)
-        return InspectionReport(
-            size: Int64(length),
-            sha256: nil,
-            detectedType: self.described(detected, head: head, verdict: verdict, always: false),
-            verdict: verdict
-        )
+        return InspectionReport(report, size: Int64(length), sha256: nil)
     }
 
     private func inspectBlocking(path: String, declaredType: String?, knownDigest: String?, describe: Bool) -> InspectionReport {
@@ -262,122 +337,62 @@ public final class Inspector: Sendable {
             return Self.unreadable(size: 0, "cannot open the file: \(String(cString: strerror(errno)))")
         }
         defer { close(descriptor) }
-        var size: Int64 = 0
 
-        // One pass: hash every byte (unless the digest is known), keep the start for libmagic.
-        var hasher = SHA256()
-        var head: [UInt8] = []
-        let chunkSize = 1 << 20
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 16)
-        defer { buffer.deallocate() }
-        while knownDigest == nil || head.count < MagicPool.sniffLength {
-            let count = read(descriptor, buffer.baseAddress, chunkSize)
-            if count < 0 {
-                if errno == EINTR { continue }
-                return Self.unreadable(size: size, "cannot read the file: \(String(cString: strerror(errno)))")
-            }
-            if count == 0 { break }
-            size += Int64(count)
-            let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<count])
-            hasher.update(bufferPointer: chunk)
-            if head.count < MagicPool.sniffLength {
-                head.append(contentsOf: chunk.prefix(MagicPool.sniffLength - head.count))
-            }
-        }
+        // Hash every byte here (unless the digest is known): the parsers never see anything but the descriptor.
+        var size = (attributes[.size] as? NSNumber)?.int64Value ?? 0
         let sha256: String
         if let knownDigest {
             sha256 = knownDigest
-            size = (attributes[.size] as? NSNumber)?.int64Value ?? size
         } else {
+            var hasher = SHA256()
+            let chunkSize = 1 << 20
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 16)
+            defer { buffer.deallocate() }
+            size = 0
+            while true {
+                let count = read(descriptor, buffer.baseAddress, chunkSize)
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    return Self.unreadable(size: size, "cannot read the file: \(String(cString: strerror(errno)))")
+                }
+                if count == 0 { break }
+                size += Int64(count)
+                hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+            }
             sha256 = hasher.finalize().hexString
         }
 
-        let detected = self.identify(head)
-        let scanVerdict: Verdict
-        if size > Int64(self.maxFileSize) {
-            scanVerdict = .unscannable(reason: "file is \(size) bytes, over scanner.maxFileSize (\(self.maxFileSize))")
-        } else if lseek(descriptor, 0, SEEK_SET) != 0 {
-            scanVerdict = .unscannable(reason: "cannot rewind the file: \(String(cString: strerror(errno)))")
-        } else {
-            scanVerdict = self.scan(name: path) { (engine) throws(ClamAVError) in try engine.scan(fileDescriptor: descriptor, name: path) }
-            // Only sizes that can be inspected while received are ever looked up.
-            if scanVerdict == .clean, size >= Self.minimumSizeToInspectWhileReceiving {
+        let report = self.host.inspect(descriptor: descriptor, name: path, declaredType: declaredType, describe: describe)
+        // Only sizes that can be inspected while received are ever looked up.
+        if size >= Self.minimumSizeToInspectWhileReceiving, report.verdict == .clean || report.scannerFailure {
+            var head = [UInt8](repeating: 0, count: Int(min(Int64(MagicPool.sniffLength), size)))
+            if head.withUnsafeMutableBytes({ Parsers.readFully(descriptor, $0, offset: 0) }) == head.count {
                 let key = RecentHeads.Key(size: size, head: head)
-                self.recentlyClean.withLock { $0.insert(key) }
+                if report.scannerFailure {
+                    self.recentlyFailed.withLock { $0.insert(key) }
+                } else {
+                    self.recentlyClean.withLock { $0.insert(key) }
+                }
             }
         }
-        let verdict = self.decide(scanVerdict, detected, declaredType)
-        return InspectionReport(
-            size: size,
-            sha256: sha256,
-            detectedType: self.described(detected, head: head, verdict: verdict, always: describe),
-            verdict: verdict
-        )
-    }
-
-    /// libmagic's type for the start of a file; nil when detection fails.
-    private func identify(_ head: [UInt8]) -> FileType? {
-        head.withUnsafeBytes { self.identify($0) }
-    }
-
-    private func identify(_ head: UnsafeRawBufferPointer) -> FileType? {
-        do {
-            return try self.magic.identify(head, describe: false)
-        } catch {
-            self.logger.error("type detection failed", metadata: ["error": "\(error)"])
-            return nil
-        }
-    }
-
-    /// Adds libmagic's description to a detected type: for files an admin will look at (anything not clean), or
-    /// everything when `always`. Clean hand-offs skip it, since it costs libmagic as much again as the type.
-    private func described(_ type: FileType?, head: [UInt8], verdict: Verdict, always: Bool) -> FileType? {
-        head.withUnsafeBytes { self.described(type, head: $0, verdict: verdict, always: always) }
-    }
-
-    private func described(_ type: FileType?, head: UnsafeRawBufferPointer, verdict: Verdict, always: Bool) -> FileType? {
-        guard let type, always || !verdict.isClean else { return type }
-        let description = try? self.magic.describe(head)
-        return FileType(mimeType: type.mimeType, description: description)
-    }
-
-    /// The verdict from the scan's, the detected type and the policy: infected > blocked > unscannable > clean.
-    private func decide(_ scanVerdict: Verdict, _ detected: FileType?, _ declaredType: String?) -> Verdict {
-        let blockReason = detected.flatMap { self.policy.blockReason(declaredType: declaredType, detectedType: $0.mimeType) }
-        switch (scanVerdict, blockReason, detected) {
-        case (.infected, _, _):
-            return scanVerdict
-        case (_, .some(let reason), _):
-            return .blocked(reason: reason)
-        case (.unscannable, nil, _):
-            return scanVerdict
-        case (_, nil, nil):
-            return .unscannable(reason: "file type could not be detected")
-        default:
-            return scanVerdict
-        }
-    }
-
-    private func scan(name: String, _ body: (ClamAVEngine) throws(ClamAVError) -> ScanResult) -> Verdict {
-        do {
-            switch try body(self.signatures.engine) {
-            case .clean:
-                return .clean
-            case .virus(let signature):
-                return .infected(signature: signature)
-            case .heuristic(let name):
-                return .unscannable(reason: name)
-            case .uninspectable(let reason):
-                return .unscannable(reason: reason)
-            }
-        } catch {
-            self.logger.error("scan failed", metadata: ["error": "\(error)"])
-            return .unscannable(reason: error.isTimeout ? "scan timed out" : "scanner error: \(error.message)")
-        }
+        return InspectionReport(report, size: size, sha256: sha256)
     }
 
     private static func unreadable(size: Int64, _ reason: String) -> InspectionReport {
         InspectionReport(size: size, sha256: nil, detectedType: nil, verdict: .unscannable(reason: reason))
+    }
+}
+
+extension InspectionReport {
+    /// The parsers' report with the digest; a scanner failure (which knows no size) takes the known one.
+    init(_ report: ParserReport, size: Int64, sha256: String?) {
+        self.init(
+            size: report.scannerFailure ? size : report.size,
+            sha256: sha256,
+            detectedType: report.detectedType,
+            verdict: report.verdict,
+            scannerFailure: report.scannerFailure
+        )
     }
 }
 

@@ -132,6 +132,12 @@ public struct AppDatabase: Sendable {
                 table.add(column: "node", .text)
             }
         }
+        migrator.registerMigration("v4") { db in
+            // Scanner failures (a crash or an overrun while parsing) remembered for the content, beside clean verdicts.
+            try db.alter(table: "verdictCache") { table in
+                table.add(column: "scannerFailure", .text)
+            }
+        }
         return migrator
     }
 

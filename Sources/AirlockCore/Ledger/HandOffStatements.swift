@@ -62,19 +62,19 @@ extension VerdictCacheRecord {
     func saveWithCachedStatement(_ db: Database) throws {
         let statement = try db.cachedStatement(
             sql: """
-                INSERT OR REPLACE INTO verdictCache (sha256, signatureVersion, detectedType, typeDescription, createdAt)
-                VALUES (?, ?, ?, ?, ?)
+                INSERT OR REPLACE INTO verdictCache (sha256, signatureVersion, detectedType, typeDescription, createdAt, scannerFailure)
+                VALUES (?, ?, ?, ?, ?, ?)
                 """
         )
         try statement.execute(arguments: [
-            self.sha256, self.signatureVersion, self.detectedType, self.typeDescription, self.createdAt.databaseArgument,
+            self.sha256, self.signatureVersion, self.detectedType, self.typeDescription, self.createdAt.databaseArgument, self.scannerFailure,
         ])
     }
 
     /// The row for these bytes and signatures, as `fetchOne(_:key:)` finds it.
     static func fetchWithCachedStatement(_ db: Database, sha256: String, signatureVersion: String) throws -> VerdictCacheRecord? {
         let statement = try db.cachedStatement(
-            sql: "SELECT detectedType, typeDescription, createdAt FROM verdictCache WHERE sha256 = ? AND signatureVersion = ?"
+            sql: "SELECT detectedType, typeDescription, createdAt, scannerFailure FROM verdictCache WHERE sha256 = ? AND signatureVersion = ?"
         )
         guard let row = try Row.fetchOne(statement, arguments: [sha256, signatureVersion]) else { return nil }
         return VerdictCacheRecord(
@@ -82,7 +82,8 @@ extension VerdictCacheRecord {
             signatureVersion: signatureVersion,
             detectedType: row[0],
             typeDescription: row[1],
-            createdAt: row[2]
+            createdAt: row[2],
+            scannerFailure: row[3]
         )
     }
 }

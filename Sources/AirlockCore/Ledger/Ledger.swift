@@ -148,10 +148,24 @@ public struct HandOffEntry: Sendable {
     public var issuances: [TokenIssuanceRecord]
     /// The verdict (with its signature or reason, for the audit entry).
     public var verdict: Verdict
-    /// Whether to remember this clean verdict for the same bytes and signatures.
+    /// Whether to remember this verdict for the same bytes and signatures: a clean one, or a scanner failure.
     public var cacheVerdict: Bool
     /// The XEP-0363 upload path to claim, if any.
     public var slot: String?
+
+    /// The verdict cache row this hand-off writes, if any.
+    var cachedVerdict: VerdictCacheRecord? {
+        // A clean verdict always has a detected type (the policy needs it again for the next declared type).
+        guard self.cacheVerdict, !self.verdict.isClean || self.transfer.detectedType != nil else { return nil }
+        return VerdictCacheRecord(
+            sha256: self.transfer.sha256,
+            signatureVersion: self.transfer.signatureVersion,
+            detectedType: self.transfer.detectedType ?? "",
+            typeDescription: self.transfer.typeDescription ?? "",
+            createdAt: self.transfer.createdAt,
+            scannerFailure: self.verdict.isClean ? nil : self.verdict.reason
+        )
+    }
 
     /// The `transfer.created` audit entry's details.
     var auditDetails: [String: String] {

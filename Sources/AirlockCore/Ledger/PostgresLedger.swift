@@ -81,7 +81,12 @@ public final class PostgresLedger: Ledger {
                 """,
                 "CREATE INDEX upload_slot_transfer ON upload_slot (transfer_id)",
             ]
-        )
+        ),
+        (
+            "pg2",
+            // Scanner failures (a crash or an overrun while parsing) remembered for the content, beside clean verdicts.
+            ["ALTER TABLE verdict_cache ADD COLUMN scanner_failure TEXT"]
+        ),
     ]
 
     /// Advisory lock keys (one 64-bit space per database; these spell "airlock" and a purpose).
@@ -206,18 +211,19 @@ public final class PostgresLedger: Ledger {
     public func cachedVerdict(sha256: String, signatureVersion: String) async throws -> VerdictCacheRecord? {
         let rows = try await self.client.query(
             """
-            SELECT detected_type, type_description, created_at FROM verdict_cache
+            SELECT detected_type, type_description, created_at, scanner_failure FROM verdict_cache
             WHERE sha256 = \(sha256) AND signature_version = \(signatureVersion)
             """,
             logger: self.logger
         )
-        for try await (detectedType, typeDescription, createdAt) in rows.decode((String, String, Int64).self) {
+        for try await (detectedType, typeDescription, createdAt, failure) in rows.decode((String, String, Int64, String?).self) {
             return VerdictCacheRecord(
                 sha256: sha256,
                 signatureVersion: signatureVersion,
                 detectedType: detectedType,
                 typeDescription: typeDescription,
-                createdAt: Self.date(createdAt)
+                createdAt: Self.date(createdAt),
+                scannerFailure: failure
             )
         }
         return nil
@@ -351,14 +357,15 @@ public final class PostgresLedger: Ledger {
             guard taken.isEmpty else { throw BrokerError.slotTaken(slot) }
         }
         try await Self.offThePool(inTransaction)
-        if entry.cacheVerdict, let detectedType = transfer.detectedType {
+        if let cached = entry.cachedVerdict {
             try await connection.query(
                 """
-                INSERT INTO verdict_cache (sha256, signature_version, detected_type, type_description, created_at)
-                VALUES (\(transfer.sha256), \(transfer.signatureVersion), \(detectedType), \(transfer.typeDescription ?? ""),
-                \(Self.milliseconds(transfer.createdAt)))
+                INSERT INTO verdict_cache (sha256, signature_version, detected_type, type_description, created_at, scanner_failure)
+                VALUES (\(cached.sha256), \(cached.signatureVersion), \(cached.detectedType), \(cached.typeDescription),
+                \(Self.milliseconds(cached.createdAt)), \(cached.scannerFailure))
                 ON CONFLICT (sha256, signature_version) DO UPDATE SET detected_type = EXCLUDED.detected_type,
-                type_description = EXCLUDED.type_description, created_at = EXCLUDED.created_at
+                type_description = EXCLUDED.type_description, created_at = EXCLUDED.created_at,
+                scanner_failure = EXCLUDED.scanner_failure
                 """,
                 logger: self.logger
             )
@@ -730,20 +737,21 @@ extension PostgresLedger {
             ).decode((String, String, Int64).self) {
                 snapshot.uploadSlots.append(UploadSlotRecord(path: path, transferId: transferId, createdAt: Self.date(createdAt)))
             }
-            for try await (sha256, signatureVersion, detectedType, typeDescription, createdAt) in try await connection.query(
+            for try await (sha256, signatureVersion, detectedType, typeDescription, createdAt, failure) in try await connection.query(
                 """
-                SELECT sha256, signature_version, detected_type, type_description, created_at FROM verdict_cache
+                SELECT sha256, signature_version, detected_type, type_description, created_at, scanner_failure FROM verdict_cache
                 ORDER BY created_at, sha256, signature_version
                 """,
                 logger: self.logger
-            ).decode((String, String, String, String, Int64).self) {
+            ).decode((String, String, String, String, Int64, String?).self) {
                 snapshot.verdictCache.append(
                     VerdictCacheRecord(
                         sha256: sha256,
                         signatureVersion: signatureVersion,
                         detectedType: detectedType,
                         typeDescription: typeDescription,
-                        createdAt: Self.date(createdAt)
+                        createdAt: Self.date(createdAt),
+                        scannerFailure: failure
                     )
                 )
             }
@@ -801,9 +809,9 @@ extension PostgresLedger {
             for verdict in snapshot.verdictCache {
                 try await connection.query(
                     """
-                    INSERT INTO verdict_cache (sha256, signature_version, detected_type, type_description, created_at)
+                    INSERT INTO verdict_cache (sha256, signature_version, detected_type, type_description, created_at, scanner_failure)
                     VALUES (\(verdict.sha256), \(verdict.signatureVersion), \(verdict.detectedType), \(verdict.typeDescription),
-                    \(Self.milliseconds(verdict.createdAt)))
+                    \(Self.milliseconds(verdict.createdAt)), \(verdict.scannerFailure))
                     """,
                     logger: self.logger
                 )

@@ -133,14 +133,8 @@ public struct SQLiteLedger: Ledger {
             guard try UploadSlotRecord.fetchOne(db, key: slot) == nil else { throw BrokerError.slotTaken(slot) }
         }
         try inTransaction()
-        if entry.cacheVerdict, let detectedType = transfer.detectedType {
-            try VerdictCacheRecord(
-                sha256: transfer.sha256,
-                signatureVersion: transfer.signatureVersion,
-                detectedType: detectedType,
-                typeDescription: transfer.typeDescription ?? "",
-                createdAt: transfer.createdAt
-            ).saveWithCachedStatement(db)
+        if let cached = entry.cachedVerdict {
+            try cached.saveWithCachedStatement(db)
         }
         try transfer.insertWithCachedStatement(db)
         for recipient in entry.recipients {

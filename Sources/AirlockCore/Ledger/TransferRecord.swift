@@ -136,7 +136,8 @@ public struct TokenIssuanceRecord: Sendable, Equatable, Codable, FetchableRecord
     public var usedAt: Date?
 }
 
-/// One row of `verdictCache`: a clean verdict for content, valid while the signature version is unchanged.
+/// One row of `verdictCache`: a clean verdict for content, or the scanner's failure on it (a crash or an overrun,
+/// so the same bytes cannot crash it again), valid while the signature version is unchanged.
 public struct VerdictCacheRecord: Sendable, Equatable, Codable, FetchableRecord, PersistableRecord {
     public static let databaseTableName = "verdictCache"
     /// SHA-256 of the content.
@@ -149,6 +150,8 @@ public struct VerdictCacheRecord: Sendable, Equatable, Codable, FetchableRecord,
     public var typeDescription: String
     /// When it was cached.
     public var createdAt: Date
+    /// Nil for a clean verdict; else why the scanner could not inspect the content (the unscannable reason).
+    public var scannerFailure: String? = nil
 }
 
 /// One row of `uploadSlot`: an XEP-0363 upload path and the transfer stored under it.

@@ -153,6 +153,23 @@ final class StagingProgress: @unchecked Sendable {
         return true
     }
 
+    /// The bytes on disk, and whether the upload has ended.
+    var state: (written: Int64, ended: Bool) {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        return (self.written, self.ended)
+    }
+
+    /// Blocks until more than `length` bytes are on disk, the upload ends, or `stop` returns true (checked whenever
+    /// the state changes and once a second).
+    func waitForChange(beyond length: Int64, stop: () -> Bool) {
+        self.condition.lock()
+        defer { self.condition.unlock() }
+        while self.written <= length, !self.ended, !stop() {
+            _ = self.condition.wait(until: Date(timeIntervalSinceNow: 1))
+        }
+    }
+
     /// Wakes waiters so they check their `stop` condition.
     func wakeWaiters() {
         self.condition.lock()

@@ -76,6 +76,37 @@ final class AirlockMetrics: Sendable {
         )
     }
 
+    /// Counts scanner process events: `airlock_scanner_crashes_total{cause}` (a signal, an exit, `timeout`) and
+    /// `airlock_scanner_restarts_total`.
+    func countScannerEvent(_ event: ScannerEvent) {
+        let cause: String
+        switch event {
+        case .started:
+            self.registry.makeCounter(
+                descriptor: MetricNameDescriptor(
+                    namespace: "airlock",
+                    metricName: "scanner_restarts",
+                    unitName: "total",
+                    helpText: "Scanner processes started after one died or was killed."
+                )
+            ).increment()
+            return
+        case .crashed(_, let reason, _):
+            cause = reason.hasPrefix("signal") ? String(reason.prefix { $0 != "(" }.dropLast()) : reason
+        case .timedOut:
+            cause = "timeout"
+        }
+        self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "airlock",
+                metricName: "scanner_crashes",
+                unitName: "total",
+                helpText: "Scanner processes that died (by cause) or were killed for overrunning scanner.scanTimeoutSeconds (timeout)."
+            ),
+            labels: [("cause", cause)]
+        ).increment()
+    }
+
     /// Counts one refused request on an upload or download path; `upload` also counts it in `uploads_refused`.
     func countRefusal(path: String, reason: String, status: Int, upload: Bool) {
         self.registry.makeCounter(

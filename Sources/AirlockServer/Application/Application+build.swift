@@ -18,6 +18,7 @@ public func buildApplication(
 ) async throws -> some ApplicationProtocol {
     let broker = try await Broker.start(configuration: configuration, logger: logger, now: now)
     let metrics = AirlockMetrics()
+    broker.inspector.observeScanner { metrics.countScannerEvent($0) }
     let router = Router(context: AirlockRequestContext.self)
     router.add(middleware: BrokerErrorMiddleware())
     OperationsController(broker: broker, metrics: metrics).addRoutes(to: router)
