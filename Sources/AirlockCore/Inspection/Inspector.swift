@@ -62,6 +62,8 @@ public final class Inspector: Sendable {
     /// Uploads on which the scanner recently died or overran: a repeat is inspected only after its last byte, when
     /// its digest is known and the remembered verdict answers, so it cannot crash the scanner while received.
     private let recentlyFailed = Mutex(RecentHeads(capacity: 1024))
+    /// The scanners' scratch directory when it was made for this inspector alone (removed at shutdown).
+    private let ownScratch: String?
     private let logger: Logger
 
     private init(
@@ -72,8 +74,10 @@ public final class Inspector: Sendable {
         threadPool: NIOThreadPool,
         receivingPool: NIOThreadPool,
         receivingSlots: Int,
+        ownScratch: String?,
         logger: Logger
     ) {
+        self.ownScratch = ownScratch
         self.signatures = signatures
         self.policy = policy
         self.host = host
@@ -102,8 +106,12 @@ public final class Inspector: Sendable {
         do {
             let host: ParserHost
             let signatures: SignatureInfo
+            var ownScratch: String?
             if isolated {
-                let scratch = temporaryDirectory ?? (NSTemporaryDirectory() as NSString).appendingPathComponent("airlock-scanner-\(getpid())")
+                if temporaryDirectory == nil {
+                    ownScratch = (NSTemporaryDirectory() as NSString).appendingPathComponent("airlock-scanner-\(getpid())-\(UUID().uuidString.prefix(8))")
+                }
+                let scratch = temporaryDirectory ?? ownScratch!
                 let supervisors = try await threadPool.runIfActive {
                     try (0..<scanner.processes).map { index in
                         try ScannerSupervisor(
@@ -146,6 +154,7 @@ public final class Inspector: Sendable {
                 threadPool: threadPool,
                 receivingPool: receivingPool,
                 receivingSlots: scanner.effectiveWorkers,
+                ownScratch: ownScratch,
                 logger: logger
             )
         } catch {
@@ -158,10 +167,14 @@ public final class Inspector: Sendable {
     /// Stops the worker threads once queued inspections finish, then the scanner processes.
     public func shutdown() async throws {
         try await self.receivingPool.shutdownGracefully()
-        try await self.threadPool.shutdownGracefully()
         if case .isolated(let supervisors) = self.host {
-            supervisors.forEach { $0.shutdown() }
+            let scratch = self.ownScratch
+            try await self.threadPool.runIfActive {
+                supervisors.forEach { $0.shutdown() }
+                if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
+            }
         }
+        try await self.threadPool.shutdownGracefully()
     }
 
     /// Calls `observer` on every scanner process event (crash, overrun, restart); nothing happens without isolation.

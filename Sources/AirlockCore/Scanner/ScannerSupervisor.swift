@@ -35,6 +35,8 @@ final class ScannerSupervisor: @unchecked Sendable {
     private let logger: Logger
     private let nextId = Atomic<UInt64>(1)
     private let observers: Mutex<[@Sendable (ScannerEvent) -> Void]>
+    /// Signalled when the supervising thread has reaped the last process.
+    private let finished = DispatchSemaphore(value: 0)
     /// The loaded signatures, as the first process reported them.
     let signatures: SignatureInfo
     /// What the first process reported about its confinement.
@@ -60,7 +62,10 @@ final class ScannerSupervisor: @unchecked Sendable {
         self.signatures = hello.signatures
         self.confinement = hello
         self.connection = connection
-        Thread.detachNewThread { self.supervise(connection) }
+        Thread.detachNewThread {
+            self.supervise(connection)
+            self.finished.signal()
+        }
     }
 
     /// Calls `observer` for every event from now on.
@@ -82,7 +87,7 @@ final class ScannerSupervisor: @unchecked Sendable {
         return self.connection?.inFlight ?? 0
     }
 
-    /// Stops the scanner: it sees the end of its socket and exits; requests still waiting fail.
+    /// Stops the scanner and waits until it has exited: it sees the end of its socket; requests still waiting fail.
     func shutdown() {
         self.condition.lock()
         self.shuttingDown = true
@@ -90,6 +95,7 @@ final class ScannerSupervisor: @unchecked Sendable {
         self.condition.broadcast()
         self.condition.unlock()
         connection?.closeForShutdown()
+        self.finished.wait()
     }
 
     // MARK: - Requests
