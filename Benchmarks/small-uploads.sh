@@ -107,8 +107,12 @@ run_wrk() {
     wrk_cpu=$(awk -v n="$requests" '{ printf "%.0f", ($1 + $2) * 1e6 / n }' "$bench_work/$name.time")
     echo "$rate $requests $status_errors $socket_errors $p50 $p99 $wrk_cpu"
 }
-# cpu_seconds PID: user + system CPU time the process has used so far.
-cpu_seconds() { awk -v tick="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / tick }' "/proc/$1/stat"; }
+# cpu_seconds PID: user + system CPU time the process and its children (Airlock's scanner process) have used so far.
+cpu_seconds() {
+    local files=("/proc/$1/stat") child
+    for child in $(pgrep -P "$1"); do files+=("/proc/$child/stat"); done
+    awk -v tick="$(getconf CLK_TCK)" '{ sum += $14 + $15 } END { printf "%.2f", sum / tick }' "${files[@]}" 2> /dev/null
+}
 # cpu_per_request PID CPU_BEFORE REQUESTS: µs of the process's CPU per request since CPU_BEFORE (cpu_seconds).
 cpu_per_request() {
     python3 -c "import sys; print(f'{(float(sys.argv[2]) - float(sys.argv[1])) * 1e6 / int(sys.argv[3]):.0f}')" \

@@ -67,9 +67,16 @@ extension Airlock {
             func run() async throws {
                 let (admin, configuration, logger) = try await self.options.open()
                 let inspector = try await Inspector.start(configuration: configuration, logger: logger)
-                defer { Task { try? await inspector.shutdown() } }
+                let released: Result<Administration.RescanOutcome, any Error>
                 do {
-                    let outcome = try await admin.release(id: self.id, reason: self.reason ?? "", force: self.force, inspector: inspector)
+                    released = .success(try await admin.release(id: self.id, reason: self.reason ?? "", force: self.force, inspector: inspector))
+                } catch {
+                    released = .failure(error)
+                }
+                // Before anything can exit: the scanner process stops and its scratch directory goes.
+                try? await inspector.shutdown()
+                do {
+                    let outcome = try released.get()
                     if self.options.json {
                         try self.options.printJSON(RescanLine(outcome, state: .released))
                     } else {

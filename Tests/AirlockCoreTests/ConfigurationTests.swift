@@ -64,6 +64,23 @@ struct ConfigurationTests {
         #expect(shipped.tokens.keys["dev"]?.count == 32)
     }
 
+    @Test func scannerIsolationIsOnByDefaultAndItsKeysAreChecked() throws {
+        let defaults = try self.load("{}")
+        #expect(defaults.scanner.isolation == .init(enabled: true, user: "nobody", memoryLimitBytes: 8 << 30))
+        #expect(defaults.scanner.processes == 1)
+        let set = try self.load(
+            #"{"scanner": {"processes": 2, "isolation": {"user": "airlock-scan", "memoryLimitBytes": 0}}}"#,
+            environment: ["AIRLOCK_SCANNER_ISOLATION_ENABLED": "false"]
+        )
+        #expect(set.scanner.isolation == .init(enabled: false, user: "airlock-scan", memoryLimitBytes: 0))
+        #expect(set.scanner.processes == 2)
+        let tooSmall = self.error(#"{"scanner": {"isolation": {"memoryLimitBytes": 1048576}}}"#)
+        #expect(tooSmall?.key == "scanner.isolation.memoryLimitBytes")
+        #expect(tooSmall?.description.contains("256 MiB") == true)
+        #expect(self.error(#"{"scanner": {"isolation": {"user": ""}}}"#)?.key == "scanner.isolation.user")
+        #expect(self.error(#"{"scanner": {"processes": 0}}"#)?.key == "scanner.processes")
+    }
+
     @Test func environmentNamesFollowTheKeyPath() {
         #expect(ConfigurationReader.environmentName(for: "http.port") == "AIRLOCK_HTTP_PORT")
         #expect(ConfigurationReader.environmentName(for: "storage.dataDirectory") == "AIRLOCK_STORAGE_DATA_DIRECTORY")

@@ -380,6 +380,29 @@ struct LedgerContractTests {
     // MARK: Reads
 
     @Test(arguments: LedgerBackend.available)
+    func aScannerFailureIsRememberedForTheContentBesideCleanVerdicts(backend: LedgerBackend) async throws {
+        try await self.withLedger(backend) { ledger in
+            let crash = Verdict.unscannable(reason: "the scanner crashed while parsing this file")
+            var entry = Self.handOff("crasher", verdict: crash, sha256: Self.digest(9), cacheVerdict: true)
+            entry.transfer.detectedType = nil
+            entry.transfer.typeDescription = nil
+            try await Self.record(entry, in: ledger)
+            let cached = try await ledger.cachedVerdict(sha256: Self.digest(9), signatureVersion: "sigs-27001")
+            #expect(cached?.scannerFailure == "the scanner crashed while parsing this file")
+            #expect(cached?.detectedType == "")
+            // A clean verdict has none, and an unclean verdict without the cache decision writes no row.
+            try await Self.record(Self.handOff("clean", sha256: Self.digest(10), cacheVerdict: true), in: ledger)
+            let clean = try await ledger.cachedVerdict(sha256: Self.digest(10), signatureVersion: "sigs-27001")
+            #expect(clean != nil && clean?.scannerFailure == nil)
+            try await Self.record(Self.handOff("infected", verdict: .infected(signature: "Eicar"), sha256: Self.digest(11)), in: ledger)
+            #expect(try await ledger.cachedVerdict(sha256: Self.digest(11), signatureVersion: "sigs-27001") == nil)
+            // And it travels with `ledger copy`.
+            let snapshot = try await ledger.exportSnapshot()
+            #expect(snapshot.verdictCache.contains { $0.sha256 == Self.digest(9) && $0.scannerFailure == crash.reason })
+        }
+    }
+
+    @Test(arguments: LedgerBackend.available)
     func cachedVerdictIsKeyedBySha256AndSignatureVersion(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
             try await Self.record(Self.handOff("v1", sha256: Self.digest(7), signatureVersion: "sigs-1", cacheVerdict: true), in: ledger)
