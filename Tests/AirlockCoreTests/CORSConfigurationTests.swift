@@ -38,7 +38,9 @@ struct CORSConfigurationTests {
 
     @Test func originsAreHeldAsBrowsersSendThem() throws {
         #expect(
-            try self.origins(["HTTPS://Chat.Example.org:443", "http://127.0.0.1:5280", "http://localhost:80", "https://[::1]:8443", "https://chat.example.org"])
+            try self.origins([
+                "HTTPS://Chat.Example.org:443", "http://127.0.0.1:5280", "http://localhost:80", "https://[::1]:8443", "https://chat.example.org",
+            ])
                 == ["https://chat.example.org", "http://127.0.0.1:5280", "http://localhost", "https://[::1]:8443"]
         )
         // An empty list lets no page in.

@@ -39,7 +39,9 @@ struct CORSTests {
             #expect(upload.status == .noContent)
             #expect(upload.headers[.accessControlAllowOrigin] == "*")
             #expect(upload.headers[.accessControlAllowMethods] == "PUT, GET, HEAD, OPTIONS")
-            let allowedHeaders = Set((upload.headers[.accessControlAllowHeaders] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
+            let allowedHeaders = Set(
+                (upload.headers[.accessControlAllowHeaders] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+            )
             #expect(allowedHeaders.isSuperset(of: ["authorization", "content-type"]))
             #expect(upload.headers[.accessControlMaxAge].flatMap(Int.init).map { $0 > 0 } == true)
             // Capability URLs, no cookies: credentials are never allowed, and `*` does not vary by origin.
@@ -74,7 +76,9 @@ struct CORSTests {
             #expect(fetched.status == .ok)
             #expect(fetched.bytes == body)
             #expect(fetched.headers[.accessControlAllowOrigin] == "*")
-            let exposed = Set((fetched.headers[.accessControlExposeHeaders] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+            let exposed = Set(
+                (fetched.headers[.accessControlExposeHeaders] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            )
             #expect(exposed.isSuperset(of: ["Content-Disposition", "Content-Length"]))
             let head = try await client.execute(uri: XEP0363Tests.uri(["web", "note.txt"]), method: .head, headers: origin)
             #expect(head.status == .ok && head.headers[.accessControlAllowOrigin] == "*")

@@ -118,7 +118,8 @@ final class WebClientOrigin: Sendable {
             throw NoReport(description: "chromium exited with status \(code) before the page reported:\n\(browser.log)")
         case nil:
             throw NoReport(
-                description: "no report from the page within \(timeout) (chromium closed with status \(status.map(String.init) ?? "killed")):\n\(browser.log)"
+                description:
+                    "no report from the page within \(timeout) (chromium closed with status \(status.map(String.init) ?? "killed")):\n\(browser.log)"
             )
         }
     }
