@@ -9,14 +9,25 @@ import Testing
 /// XEP-0363 URLs on another origin with `fetch()` and downloads the bytes back, in headless Chromium; and the browser
 /// refuses a page whose origin is outside `http.cors.allowedOrigins`. The calls and their URLs are made here, the
 /// HMACs and JWTs computed from DESIGN §3's formulas (as in ``XEP0363Tests``), and the bytes checked here.
-@Suite("CORS in a real browser (headless Chromium)", .enabled(if: HeadlessChromium.isAvailable))
+///
+/// `.enabled(if:)` leaves the suite out only where chromium is missing and not required (plain `swift test`);
+/// `scripts/test` and CI require it, and each test then fails without it. One browser at a time (`.serialized`).
+@Suite("CORS in a real browser (headless Chromium)", .serialized, .enabled(if: HeadlessChromium.isAvailable))
 struct BrowserCORSTests {
     /// Every byte value, so that nothing in the round trip may treat the body as text.
     static let sample = Data((0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 / 256) })
 
-    /// A v2-signed XEP-0363 upload URL of `slot/filename` on `airlock`.
-    static func signedUpload(_ airlock: String, _ slot: String, _ filename: String, _ body: Data, contentType: String) -> String {
-        airlock + CORSTests.signedUpload(slot, filename, body, contentType: contentType)
+    /// The page's `PUT` of ``sample`` to `slot/sample.bin` on `airlock`, signed in the URL with v2's HMAC (as
+    /// `mod_http_upload_external` does): a preflight for PUT with Content-Type.
+    static func putSample(_ name: String, _ airlock: String, slot: String) -> WebClientOrigin.Call {
+        let type = "application/octet-stream"
+        let url = airlock + CORSTests.signedUpload(slot, "sample.bin", Self.sample, contentType: type)
+        return .init(name, "PUT", url, headers: ["Content-Type": type], body: Self.sample)
+    }
+
+    /// The page's `GET` of `slot/filename` on `airlock`.
+    static func get(_ name: String, _ airlock: String, slot: String, filename: String = "sample.bin") -> WebClientOrigin.Call {
+        .init(name, "GET", airlock + XEP0363Tests.uri([slot, filename]))
     }
 
     /// A Prosody `mod_http_file_share` JWT for `slot/filename`.
@@ -42,13 +53,11 @@ struct BrowserCORSTests {
                 #expect(airlock != origin)
                 let note = Data("written in the browser\n".utf8)
                 let token = Self.fileShareToken(harness, slot: "browser-jwt", filename: "note.txt", size: note.count, type: "text/plain")
-                let sampleURL = Self.signedUpload(airlock, "browser-v2", "sample.bin", Self.sample, contentType: "application/octet-stream")
                 let outcomes = try await web.visit(
                     origin: origin,
                     making: [
-                        // HMAC in the URL (mod_http_upload_external v2): a preflight for PUT with Content-Type.
-                        .init("put-hmac", "PUT", sampleURL, headers: ["Content-Type": "application/octet-stream"], body: Self.sample),
-                        .init("get-hmac", "GET", airlock + XEP0363Tests.uri(["browser-v2", "sample.bin"])),
+                        Self.putSample("put-hmac", airlock, slot: "browser-v2"),
+                        Self.get("get-hmac", airlock, slot: "browser-v2"),
                         // Prosody's JWT in Authorization: the preflight must allow that header.
                         .init(
                             "put-jwt",
@@ -57,10 +66,10 @@ struct BrowserCORSTests {
                             headers: ["Authorization": "Bearer \(token)", "Content-Type": "text/plain"],
                             body: note
                         ),
-                        .init("get-jwt", "GET", airlock + XEP0363Tests.uri(["browser-jwt", "note.txt"])),
+                        Self.get("get-jwt", airlock, slot: "browser-jwt", filename: "note.txt"),
                         // Error answers are readable too.
-                        .init("put-again", "PUT", sampleURL, headers: ["Content-Type": "application/octet-stream"], body: Self.sample),
-                        .init("get-missing", "GET", airlock + XEP0363Tests.uri(["browser-v2", "missing.bin"])),
+                        Self.putSample("put-again", airlock, slot: "browser-v2"),
+                        Self.get("get-missing", airlock, slot: "browser-v2", filename: "missing.bin"),
                     ]
                 )
                 #expect(outcomes.count == 6)
@@ -95,24 +104,16 @@ struct BrowserCORSTests {
                 let harness = try ServerHarness { $0.http.cors.allowedOrigins = [listedOrigin] }
                 try await harness.run { (client: any TestClientProtocol) async throws -> Void in
                     let airlock = "http://127.0.0.1:\(try #require(client.port))"
-                    let listedURL = Self.signedUpload(airlock, "listed", "sample.bin", Self.sample, contentType: "application/octet-stream")
                     let allowed = try await listed.visit(
                         origin: listedOrigin,
-                        making: [
-                            .init("put", "PUT", listedURL, headers: ["Content-Type": "application/octet-stream"], body: Self.sample),
-                            .init("get", "GET", airlock + XEP0363Tests.uri(["listed", "sample.bin"])),
-                        ]
+                        making: [Self.putSample("put", airlock, slot: "listed"), Self.get("get", airlock, slot: "listed")]
                     )
                     #expect(allowed["put"]?.rejected == nil && allowed["put"]?.status == 201)
                     #expect(allowed["get"]?.rejected == nil && allowed["get"]?.bytes == Self.sample)
 
-                    let otherURL = Self.signedUpload(airlock, "other", "sample.bin", Self.sample, contentType: "application/octet-stream")
                     let refused = try await other.visit(
                         origin: otherOrigin,
-                        making: [
-                            .init("put", "PUT", otherURL, headers: ["Content-Type": "application/octet-stream"], body: Self.sample),
-                            .init("get", "GET", airlock + XEP0363Tests.uri(["listed", "sample.bin"])),
-                        ]
+                        making: [Self.putSample("put", airlock, slot: "other"), Self.get("get", airlock, slot: "listed")]
                     )
                     // fetch() rejects (a TypeError), and the page never sees a status or a byte.
                     for name in ["put", "get"] {
