@@ -100,6 +100,8 @@ public struct AirlockConfiguration: Sendable, Equatable {
         /// for `idleTimeoutSeconds`, it is cut off with 408 if its average rate is lower, so a client trickling
         /// body bytes just fast enough to dodge the idle timeout cannot hold a connection for hours.
         public var minimumUploadBytesPerSecond: Int
+        /// `http.cors`: which browser origins may upload and download on the XEP-0363 and download paths.
+        public var cors: CORS
     }
 
     /// `http.tls`: all paths optional; certificate and key go together.
@@ -469,6 +471,7 @@ extension AirlockConfiguration.HTTP {
         self.idleTimeoutSeconds = try reader.int("http.idleTimeoutSeconds", default: 30, in: 1...86400)
         self.maxConnections = try reader.int("http.maxConnections", default: 1024, in: 1...1_000_000)
         self.minimumUploadBytesPerSecond = try reader.int("http.minimumUploadBytesPerSecond", default: 1024, in: 0...Int(Int32.max))
+        self.cors = try AirlockConfiguration.CORS(&reader)
         guard !self.host.isEmpty else {
             throw ConfigurationError(key: "http.host", message: "must not be empty")
         }
