@@ -32,55 +32,6 @@ binary=$(airlock_binary)
 # Each server is killed after this many seconds whatever happens to this script.
 node_limit=$((300 + 3 * seconds * $(wc -w <<< "$bodies")))
 
-cat > "$bench_work/upload.lua" <<'LUA'
--- Benchmarks/small-uploads.sh's bodies, with BENCH_TAG (the node's name) in the tag and the file name.
-local counter = 0
-thread_id = 0
-local threads = {}
-local header = ""
-local filler
-local prefix = os.getenv("BENCH_TAG") or ""
-
-function setup(thread)
-    thread:set("thread_id", #threads + 1)
-    table.insert(threads, thread)
-end
-
-function init(args)
-    math.randomseed(thread_id * 7919)
-    local kind = os.getenv("BENCH_BODY")
-    local parts = {}
-    if kind == "text" then
-        local alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \n"
-        for i = 1, 8192 do
-            local k = math.random(1, #alphabet)
-            parts[i] = alphabet:sub(k, k)
-        end
-    else
-        for i = 1, 8192 do
-            parts[i] = string.char(math.random(0, 255))
-        end
-        if kind == "image" then
-            header = "\255\216\255\224\0\16JFIF\0\1\1\0\0\1\0\1\0\0"
-        end
-    end
-    filler = table.concat(parts)
-end
-
-request = function()
-    counter = counter + 1
-    local tag = string.format("upload %s%d-%d ", prefix, thread_id, counter)
-    local body = header .. tag .. filler:sub(#header + #tag + 1)
-    local path = string.gsub(os.getenv("BENCH_PATH"), "{n}", prefix .. thread_id .. "-" .. counter)
-    return wrk.format("POST", path, nil, body)
-end
-
-done = function(summary, latency, requests)
-    io.write(string.format("RESULT %d %d %d %.1f %.1f\n", summary.requests, summary.errors.status,
-        summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-        latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
-LUA
 
 count_files() { { find "$1" -type f 2> /dev/null || true; } | wc -l; }
 body_extension() { case $1 in image) echo jpg ;; text) echo txt ;; *) echo bin ;; esac; }
@@ -192,7 +143,7 @@ measure() {
             BENCH_PATH="/v1/transfers?sender=alice@example.org&recipient=bob@example.org&filename={n}.$extension" \
             /usr/bin/time -o "$run.$index.time" -f "%U %S" \
             wrk -t1 -c"$share" -d"${seconds}s" --timeout 10s -H "Authorization: Bearer $api_key" \
-            -H "Content-Type: $(body_type "$body")" -s "$bench_work/upload.lua" "${node_urls[$index]}" > "$run.$index.wrk" 2>&1 &
+            -H "Content-Type: $(body_type "$body")" -s "$bench_root/Benchmarks/upload-bodies.lua" "${node_urls[$index]}" > "$run.$index.wrk" 2>&1 &
         wrk_pids+=($!)
     done
     for pid in "${wrk_pids[@]}"; do wait "$pid"; done

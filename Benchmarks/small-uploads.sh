@@ -32,59 +32,12 @@ need_packages wrk nginx-light curl time
 airlock_binary > /dev/null
 cost_binary > /dev/null
 
-# Every request gets its own body: 8 KiB of the kind named by BENCH_BODY, whose first bytes after any header are
-# the thread and request number.
+# Every request gets its own body (Benchmarks/upload-bodies.lua): 8 KiB of the kind named by BENCH_BODY, whose first
+# bytes after any header are the thread and request number.
 #   image   a JPEG (JFIF header, then random bytes): the most common file in a chat
 #   random  random bytes: what an end-to-end encrypted upload (OMEMO, aesgcm://) looks like
 #   text    letters, digits, spaces and newlines: the worst case for libmagic, whose text tests are regular
 #           expressions run over the whole buffer
-cat > "$bench_work/upload.lua" <<'LUA'
-local counter = 0
-thread_id = 0
-local threads = {}
-local header = ""
-local filler
-
-function setup(thread)
-    thread:set("thread_id", #threads + 1)
-    table.insert(threads, thread)
-end
-
-function init(args)
-    math.randomseed(thread_id * 7919)
-    local kind = os.getenv("BENCH_BODY")
-    local parts = {}
-    if kind == "text" then
-        local alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 \n"
-        for i = 1, 8192 do
-            local k = math.random(1, #alphabet)
-            parts[i] = alphabet:sub(k, k)
-        end
-    else
-        for i = 1, 8192 do
-            parts[i] = string.char(math.random(0, 255))
-        end
-        if kind == "image" then
-            header = "\255\216\255\224\0\16JFIF\0\1\1\0\0\1\0\1\0\0"
-        end
-    end
-    filler = table.concat(parts)
-end
-
-request = function()
-    counter = counter + 1
-    local tag = string.format("upload %d-%d ", thread_id, counter)
-    local body = header .. tag .. filler:sub(#header + #tag + 1)
-    local path = string.gsub(os.getenv("BENCH_PATH"), "{n}", thread_id .. "-" .. counter)
-    return wrk.format(os.getenv("BENCH_METHOD"), path, nil, body)
-end
-
-done = function(summary, latency, requests)
-    io.write(string.format("RESULT %d %d %d %.1f %.1f\n", summary.requests, summary.errors.status,
-        summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-        latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
-LUA
 
 # count_files DIR: regular files under DIR (0 when it does not exist yet).
 count_files() { { find "$1" -type f 2> /dev/null || true; } | wc -l; }
@@ -99,7 +52,7 @@ run_wrk() {
     for header in "$@"; do headers+=(-H "$header"); done
     BENCH_METHOD=$method BENCH_PATH=$path /usr/bin/time -o "$bench_work/$name.time" -f "%U %S" \
         wrk -t2 -c"$connections" -d"${seconds}s" --timeout 10s "${headers[@]}" \
-        -s "$bench_work/upload.lua" "$url" > "$bench_work/$name.wrk" 2>&1
+        -s "$bench_root/Benchmarks/upload-bodies.lua" "$url" > "$bench_work/$name.wrk" 2>&1
     local rate wrk_cpu
     rate=$(awk '/Requests\/sec/ { print $2 }' "$bench_work/$name.wrk")
     read -r _ requests status_errors socket_errors p50 p99 < <(grep '^RESULT' "$bench_work/$name.wrk")

@@ -184,7 +184,7 @@ static int add_path_rule(int ruleset, const char *path, uint64_t access, uint64_
     return status == 0 ? 0 : -1;
 }
 
-int airlock_landlock(const char *scratch, const char *const readable[], int readable_count) {
+int airlock_landlock(const char *scratch, char *const readable[], int readable_count) {
     long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, AIRLOCK_LANDLOCK_CREATE_RULESET_VERSION);
     if (abi < 0) return (errno == ENOSYS || errno == EOPNOTSUPP) ? 0 : -1;
     struct airlock_landlock_ruleset_attr attributes = {0};

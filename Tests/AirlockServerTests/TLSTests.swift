@@ -29,19 +29,25 @@ struct TLSTests {
         try openssl(["req", "-x509"] + key + ["-keyout", "rogue.key", "-out", "rogue.pem", "-days", "2", "-subj", "/CN=rogue"])
     }
 
-    @Test func httpsWithClientCertificatesRequiredForTheIMServerAPIOnly() async throws {
-        let certificates = try TemporaryDirectory()
-        try self.makeCertificates(in: certificates)
-        let harness = try ServerHarness {
+    /// A server on HTTPS that requires client certificates from `certificates`' CA for the IM-server API; prosody's
+    /// certificate carries the name `prosody`, ejabberd's `xmpp-b.example.org`.
+    func mutualTLSHarness(_ certificates: TemporaryDirectory, prosody: String) throws -> ServerHarness {
+        try ServerHarness {
             $0.http.tls = .init(
                 certificateFile: certificates.file("server.pem"),
                 privateKeyFile: certificates.file("server.key"),
                 clientCAFile: certificates.file("ca.pem")
             )
-            // The client certificate has no subjectAltName: its CN names the server.
-            $0.servers["prosody"]?.certificateNames = ["client"]
+            $0.servers["prosody"]?.certificateNames = [prosody]
             $0.servers["ejabberd"]?.certificateNames = ["xmpp-b.example.org"]
         }
+    }
+
+    @Test func httpsWithClientCertificatesRequiredForTheIMServerAPIOnly() async throws {
+        let certificates = try TemporaryDirectory()
+        try self.makeCertificates(in: certificates)
+        // The client certificate has no subjectAltName: its CN names the server.
+        let harness = try self.mutualTLSHarness(certificates, prosody: "client")
         try await harness.run(scheme: TestHTTPScheme.https) { client in
             let base = "https://127.0.0.1:\(try #require(client.port))"
             let handOff = "\(base)/v1/transfers?sender=a@example.org&recipient=b@example.org&filename=n.txt"
@@ -73,15 +79,7 @@ struct TLSTests {
     @Test func theClientCertificateNamesTheServer() async throws {
         let certificates = try TemporaryDirectory()
         try self.makeCertificates(in: certificates)
-        let harness = try ServerHarness {
-            $0.http.tls = .init(
-                certificateFile: certificates.file("server.pem"),
-                privateKeyFile: certificates.file("server.key"),
-                clientCAFile: certificates.file("ca.pem")
-            )
-            $0.servers["prosody"]?.certificateNames = ["xmpp-a.example.org"]
-            $0.servers["ejabberd"]?.certificateNames = ["xmpp-b.example.org"]
-        }
+        let harness = try self.mutualTLSHarness(certificates, prosody: "xmpp-a.example.org")
         try await harness.run(scheme: TestHTTPScheme.https) { client in
             let base = "https://127.0.0.1:\(try #require(client.port))"
             let handOff = "\(base)/v1/transfers?sender=a@example.org&recipient=b@example.org&filename=n.txt"

@@ -122,7 +122,7 @@ public final class Broker: Sendable {
             switch event {
             case .crashed(let pid, let cause, let inFlight):
                 action = "scanner.crashed"
-                details = ["pid": "\(pid)", "cause": cause, "scansInFlight": "\(inFlight)"]
+                details = ["pid": "\(pid)", "cause": "\(cause)", "scansInFlight": "\(inFlight)"]
             case .timedOut(let pid, let inFlight):
                 action = "scanner.timedOut"
                 details = ["pid": "\(pid)", "scansInFlight": "\(inFlight)"]

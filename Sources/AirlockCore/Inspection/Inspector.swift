@@ -9,28 +9,67 @@ import Synchronization
     import Glibc
 #endif
 
-/// Where libclamav and libmagic run: in the confined scanner process(es), or (isolation off) in this one.
+/// Where libclamav and libmagic run: in the confined scanner process(es), or (isolation off) in this one. Every
+/// method blocks: call them on threads of their own.
 enum ParserHost: Sendable {
     case inProcess(Parsers)
     case isolated([ScannerSupervisor])
 
-    /// The least busy scanner process.
+    /// The least busy scanner process; nil without isolation.
     var supervisor: ScannerSupervisor? {
         guard case .isolated(let supervisors) = self else { return nil }
-        return supervisors.count == 1 ? supervisors[0] : supervisors.min { $0.load < $1.load }
+        return Self.leastBusy(supervisors)
+    }
+
+    private static func leastBusy(_ supervisors: [ScannerSupervisor]) -> ScannerSupervisor {
+        supervisors.count == 1 ? supervisors[0] : supervisors.min { $0.load < $1.load }!
     }
 
     func inspect(bytes: UnsafeRawBufferPointer, declaredType: String?, describe: Bool) -> ParserReport {
         switch self {
         case .inProcess(let parsers): parsers.inspect(bytes: bytes, declaredType: declaredType, describe: describe)
-        case .isolated: self.supervisor!.inspect(bytes: bytes, declaredType: declaredType, describe: describe)
+        case .isolated(let supervisors): Self.leastBusy(supervisors).inspect(bytes: bytes, declaredType: declaredType, describe: describe)
         }
     }
 
     func inspect(descriptor: Int32, name: String, declaredType: String?, describe: Bool) -> ParserReport {
         switch self {
         case .inProcess(let parsers): parsers.inspect(descriptor: descriptor, name: name, declaredType: declaredType, describe: describe)
-        case .isolated: self.supervisor!.inspect(descriptor: descriptor, name: name, declaredType: declaredType, describe: describe)
+        case .isolated(let supervisors):
+            Self.leastBusy(supervisors).inspect(descriptor: descriptor, name: name, declaredType: declaredType, describe: describe)
+        }
+    }
+
+    /// Inspects an upload while it is received (the staging file at `descriptor` grows as `progress` says); nil
+    /// when the inspection could not finish (the upload ended short, or `stop`).
+    func inspectWhileReceiving(
+        descriptor: Int32,
+        length: Int,
+        name: String,
+        progress: StagingProgress,
+        stop: StopSignal,
+        declaredType: String?
+    ) -> ParserReport? {
+        guard case .inProcess(let parsers) = self else {
+            return self.supervisor!.inspectWhileReceiving(
+                descriptor: descriptor,
+                length: length,
+                name: name,
+                progress: progress,
+                stop: stop,
+                declaredType: declaredType
+            )
+        }
+        // Blocks until the requested bytes are on disk; -1 (the scan fails, the result is discarded) when the
+        // upload ends short or the inspection is no longer wanted.
+        return parsers.inspect(length: length, name: name, declaredType: declaredType) { buffer, offset in
+            guard progress.wait(forLength: Int64(offset + buffer.count), stop: { stop.isStopped }) else {
+                // libclamav logs the errno with the failed read: "pread error: Operation canceled".
+                errno = ECANCELED
+                return -1
+            }
+            let count = Parsers.readFully(descriptor, buffer, offset: offset)
+            return count == buffer.count ? count : -1
         }
     }
 }
@@ -46,8 +85,6 @@ public final class Inspector: Sendable {
     public let signatures: SignatureInfo
     /// The type policy.
     public let policy: TypePolicy
-    /// Whether the parsers run in confined scanner processes.
-    public var isolated: Bool { self.host.supervisor != nil }
     let host: ParserHost
     private let maxFileSize: Int
     private let threadPool: NIOThreadPool
@@ -109,7 +146,9 @@ public final class Inspector: Sendable {
             var ownScratch: String?
             if isolated {
                 if temporaryDirectory == nil {
-                    ownScratch = (NSTemporaryDirectory() as NSString).appendingPathComponent("airlock-scanner-\(getpid())-\(UUID().uuidString.prefix(8))")
+                    ownScratch = (NSTemporaryDirectory() as NSString).appendingPathComponent(
+                        "airlock-scanner-\(getpid())-\(UUID().uuidString.prefix(8))"
+                    )
                 }
                 let scratch = temporaryDirectory ?? ownScratch!
                 let supervisors = try await threadPool.runIfActive {
@@ -118,8 +157,7 @@ public final class Inspector: Sendable {
                             settings: ScannerSettings(
                                 scanner: scanner,
                                 policy: configuration.policy,
-                                scratchDirectory: (scratch as NSString).appendingPathComponent("scanner-\(index)"),
-                                confine: true
+                                scratchDirectory: (scratch as NSString).appendingPathComponent("scanner-\(index)")
                             ),
                             logger: logger
                         )
@@ -190,10 +228,10 @@ public final class Inspector: Sendable {
         return supervisors.compactMap(\.pid)
     }
 
-    /// The confinement the first scanner process reported: its uid, Landlock ABI, seccomp; nil without isolation.
-    public var scannerConfinement: (uid: UInt32, landlockABI: Int32, seccomp: Bool)? {
+    /// The confinement the first scanner process reported: its uid and Landlock ABI; nil without isolation.
+    public var scannerConfinement: (uid: UInt32, landlockABI: Int32)? {
         guard let hello = self.host.supervisor?.confinement else { return nil }
-        return (hello.uid, hello.landlockABI, hello.seccomp)
+        return (hello.uid, hello.landlockABI)
     }
 
     /// Has a scanner process try what its confinement must stop (open `path` for reading, connect to
@@ -303,22 +341,8 @@ public final class Inspector: Sendable {
         let key = RecentHeads.Key(size: Int64(length), head: head)
         guard !self.recentlyClean.withLock({ $0.contains(key) }), !self.recentlyFailed.withLock({ $0.contains(key) }) else { return nil }
 
-        let report: ParserReport?
-        switch self.host {
-        case .inProcess(let parsers):
-            // Blocks until the requested bytes are on disk; -1 (the scan fails, the result is discarded) when the
-            // upload ends short or the inspection is no longer wanted.
-            report = parsers.inspect(length: length, name: name, declaredType: declaredType) { buffer, offset in
-                guard progress.wait(forLength: Int64(offset + buffer.count), stop: { stop.isStopped }) else {
-                    // libclamav logs the errno with the failed read: "pread error: Operation canceled".
-                    errno = ECANCELED
-                    return -1
-                }
-                let count = Parsers.readFully(descriptor, buffer, offset: offset)
-                return count == buffer.count ? count : -1
-            }
-        case .isolated:
-            report = self.host.supervisor!.inspectWhileReceiving(
+        guard
+            let report = self.host.inspectWhileReceiving(
                 descriptor: descriptor,
                 length: length,
                 name: name,
@@ -326,8 +350,7 @@ public final class Inspector: Sendable {
                 stop: stop,
                 declaredType: declaredType
             )
-        }
-        guard let report else { return nil }
+        else { return nil }
         if report.verdict == .clean {
             self.recentlyClean.withLock { $0.insert(key) }
         } else if report.scannerFailure {

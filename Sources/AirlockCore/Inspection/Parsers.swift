@@ -63,19 +63,31 @@ public final class Parsers: Sendable {
             scanVerdict = self.scan(name: "upload") { (engine) throws(ClamAVError) in try engine.scan(bytes: bytes, name: nil) }
         }
         let verdict = self.decide(scanVerdict, detected, declaredType)
-        return ParserReport(size: Int64(bytes.count), detectedType: self.described(detected, head: head, verdict: verdict, always: describe), verdict: verdict)
+        return ParserReport(
+            size: Int64(bytes.count),
+            detectedType: self.described(detected, head: head, verdict: verdict, always: describe),
+            verdict: verdict
+        )
     }
 
     /// Inspects an open regular file from its start (the descriptor's offset is moved).
     public func inspect(descriptor: Int32, name: String, declaredType: String?, describe: Bool) -> ParserReport {
         let size = lseek(descriptor, 0, SEEK_END)
         guard size >= 0 else {
-            return ParserReport(size: 0, detectedType: nil, verdict: .unscannable(reason: "cannot read the file: \(String(cString: strerror(errno)))"))
+            return ParserReport(
+                size: 0,
+                detectedType: nil,
+                verdict: .unscannable(reason: "cannot read the file: \(String(cString: strerror(errno)))")
+            )
         }
         var head = [UInt8](repeating: 0, count: min(MagicPool.sniffLength, Int(size)))
         let count = head.withUnsafeMutableBytes { Self.readFully(descriptor, $0, offset: 0) }
         guard count == head.count else {
-            return ParserReport(size: Int64(size), detectedType: nil, verdict: .unscannable(reason: "cannot read the file: it changed while it was read"))
+            return ParserReport(
+                size: Int64(size),
+                detectedType: nil,
+                verdict: .unscannable(reason: "cannot read the file: it changed while it was read")
+            )
         }
         let detected = self.identify(head)
         let scanVerdict: Verdict
@@ -96,7 +108,9 @@ public final class Parsers: Sendable {
 
     /// Inspects `length` bytes delivered by `read(buffer, offset)` (which may wait for them, and returns -1 to give
     /// up): an upload still being received. Nil when a read gave up, so the result means nothing.
-    public func inspect(length: Int, name: String, declaredType: String?, read: @escaping (UnsafeMutableRawBufferPointer, Int) -> Int) -> ParserReport? {
+    public func inspect(length: Int, name: String, declaredType: String?, read: @escaping (UnsafeMutableRawBufferPointer, Int) -> Int)
+        -> ParserReport?
+    {
         var failed = false
         let reader: (UnsafeMutableRawBufferPointer, Int) -> Int = { buffer, offset in
             let count = read(buffer, offset)

@@ -358,17 +358,7 @@ public final class PostgresLedger: Ledger {
         }
         try await Self.offThePool(inTransaction)
         if let cached = entry.cachedVerdict {
-            try await connection.query(
-                """
-                INSERT INTO verdict_cache (sha256, signature_version, detected_type, type_description, created_at, scanner_failure)
-                VALUES (\(cached.sha256), \(cached.signatureVersion), \(cached.detectedType), \(cached.typeDescription),
-                \(Self.milliseconds(cached.createdAt)), \(cached.scannerFailure))
-                ON CONFLICT (sha256, signature_version) DO UPDATE SET detected_type = EXCLUDED.detected_type,
-                type_description = EXCLUDED.type_description, created_at = EXCLUDED.created_at,
-                scanner_failure = EXCLUDED.scanner_failure
-                """,
-                logger: self.logger
-            )
+            try await Self.save(cached, connection, self.logger)
         }
         try await Self.insert(transfer, connection, self.logger)
         for recipient in entry.recipients {
@@ -552,6 +542,21 @@ public final class PostgresLedger: Ledger {
             INSERT INTO token_issuance (token_id, transfer_id, recipient, key_id, issued_at, expires_at, used_at)
             VALUES (\(issuance.tokenId), \(issuance.transferId), \(issuance.recipient), \(issuance.keyId),
             \(Self.milliseconds(issuance.issuedAt)), \(Self.milliseconds(issuance.expiresAt)), \(issuance.usedAt.map(Self.milliseconds)))
+            """,
+            logger: logger
+        )
+    }
+
+    /// Inserts or replaces the row, as SQLite's `INSERT OR REPLACE` does.
+    private static func save(_ verdict: VerdictCacheRecord, _ connection: PostgresConnection, _ logger: Logger) async throws {
+        try await connection.query(
+            """
+            INSERT INTO verdict_cache (sha256, signature_version, detected_type, type_description, created_at, scanner_failure)
+            VALUES (\(verdict.sha256), \(verdict.signatureVersion), \(verdict.detectedType), \(verdict.typeDescription),
+            \(Self.milliseconds(verdict.createdAt)), \(verdict.scannerFailure))
+            ON CONFLICT (sha256, signature_version) DO UPDATE SET detected_type = EXCLUDED.detected_type,
+            type_description = EXCLUDED.type_description, created_at = EXCLUDED.created_at,
+            scanner_failure = EXCLUDED.scanner_failure
             """,
             logger: logger
         )
@@ -807,14 +812,7 @@ extension PostgresLedger {
             }
             progress(.uploadSlots, snapshot.uploadSlots.count)
             for verdict in snapshot.verdictCache {
-                try await connection.query(
-                    """
-                    INSERT INTO verdict_cache (sha256, signature_version, detected_type, type_description, created_at, scanner_failure)
-                    VALUES (\(verdict.sha256), \(verdict.signatureVersion), \(verdict.detectedType), \(verdict.typeDescription),
-                    \(Self.milliseconds(verdict.createdAt)), \(verdict.scannerFailure))
-                    """,
-                    logger: self.logger
-                )
+                try await Self.save(verdict, connection, self.logger)
             }
             progress(.verdictCache, snapshot.verdictCache.count)
             for entry in snapshot.auditLog {

@@ -1,6 +1,7 @@
 import CAirlockSandbox
 import Foundation
 public import Logging
+import NIOPosix
 import Synchronization
 
 #if canImport(Glibc)
@@ -67,12 +68,10 @@ public enum ScannerService {
             throw ScannerStartError("cannot enter the scanner's scratch directory \(settings.scratchDirectory): \(String(cString: strerror(errno)))")
         }
         close(scratch)
-        if settings.confine {
-            _ = airlock_limit(Int32(RLIMIT_CORE.rawValue), 0)
-            if settings.scanner.isolation.memoryLimitBytes > 0 {
-                guard airlock_limit(Int32(RLIMIT_AS.rawValue), UInt64(settings.scanner.isolation.memoryLimitBytes)) == 0 else {
-                    throw ScannerStartError("cannot set scanner.isolation.memoryLimitBytes: \(String(cString: strerror(errno)))")
-                }
+        _ = airlock_limit(Int32(RLIMIT_CORE.rawValue), 0)
+        if settings.scanner.isolation.memoryLimitBytes > 0 {
+            guard airlock_limit(Int32(RLIMIT_AS.rawValue), UInt64(settings.scanner.isolation.memoryLimitBytes)) == 0 else {
+                throw ScannerStartError("cannot set scanner.isolation.memoryLimitBytes: \(String(cString: strerror(errno)))")
             }
         }
         // libclamav's per-scan directories go beneath the working directory, which is the scratch directory: no
@@ -84,34 +83,28 @@ public enum ScannerService {
             throw ScannerStartError("\(error)")
         }
         var uid = getuid()
-        var landlock: Int32 = 0
-        if settings.confine {
-            if uid == 0 {
-                let user = settings.scanner.isolation.user
-                guard airlock_switch_user(user, &uid) == 0 else {
-                    let reason = errno == ENOENT ? "no such user" : String(cString: strerror(errno))
-                    throw ScannerStartError("cannot switch the scanner to scanner.isolation.user \(user): \(reason); create the user or name another")
-                }
+        if uid == 0 {
+            let user = settings.scanner.isolation.user
+            guard airlock_switch_user(user, &uid) == 0 else {
+                let reason = errno == ENOENT ? "no such user" : String(cString: strerror(errno))
+                throw ScannerStartError("cannot switch the scanner to scanner.isolation.user \(user): \(reason); create the user or name another")
             }
-            // Descriptors: a few per archive level libclamav opens, the handed-over uploads, the socket.
-            _ = airlock_limit(Int32(RLIMIT_NOFILE.rawValue), 256)
-            let readable = settings.scanner.signatureDirectories + [
+        }
+        // Descriptors: a few per archive level libclamav opens, the handed-over uploads, the socket.
+        _ = airlock_limit(Int32(RLIMIT_NOFILE.rawValue), 256)
+        let readable =
+            settings.scanner.signatureDirectories + [
                 "/usr", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/localtime", "/dev/null", "/dev/urandom", "/sys/devices/system/cpu",
             ]
-            landlock = Self.withCStrings(readable) { airlock_landlock(".", $0, Int32(readable.count)) }
-            guard landlock >= 0 else { throw ScannerStartError("cannot restrict the scanner with Landlock: \(String(cString: strerror(errno)))") }
-            if landlock == 0 {
-                logger.warning("this kernel has no Landlock: the scanner's file access is bounded by its user only")
-            }
-            guard airlock_seccomp() == 0 else { throw ScannerStartError("cannot install the scanner's seccomp filter: \(String(cString: strerror(errno)))") }
+        let landlock = withCStringArray(readable) { airlock_landlock(".", $0, Int32(readable.count)) }
+        guard landlock >= 0 else { throw ScannerStartError("cannot restrict the scanner with Landlock: \(String(cString: strerror(errno)))") }
+        if landlock == 0 {
+            logger.warning("this kernel has no Landlock: the scanner's file access is bounded by its user only")
         }
-        return (parsers, ScannerHello(signatures: parsers.signatures.info, uid: uid, landlockABI: landlock, seccomp: settings.confine))
-    }
-
-    private static func withCStrings<Result>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> Result) -> Result {
-        let pointers = strings.map { UnsafePointer(strdup($0)) }
-        defer { pointers.forEach { free(UnsafeMutablePointer(mutating: $0)) } }
-        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+        guard airlock_seccomp() == 0 else {
+            throw ScannerStartError("cannot install the scanner's seccomp filter: \(String(cString: strerror(errno)))")
+        }
+        return (parsers, ScannerHello(signatures: parsers.signatures.info, uid: uid, landlockABI: landlock))
     }
 
     private static let sendLock = Mutex(())
@@ -125,11 +118,10 @@ public enum ScannerService {
 
     /// The request loop: reads messages and hands scans to worker threads; returns when the broker goes away.
     private static func serve(_ parsers: Parsers, workers: Int, buffer: UnsafeMutableRawBufferPointer, logger: Logger) {
-        let queue = JobQueue()
-        for _ in 0..<workers {
-            Thread.detachNewThread { queue.work() }
-        }
-        let streams = Mutex<[UInt64: StreamFeed]>([:])
+        let pool = NIOThreadPool(numberOfThreads: workers)
+        pool.start()
+        // The lengths of the streamed uploads the broker reports, as the broker's own staging files track them.
+        let streams = Mutex<[UInt64: StagingProgress]>([:])
         while true {
             var descriptor: Int32 = -1
             let count = airlock_receive_message(Self.socket, buffer.baseAddress, buffer.count, &descriptor)
@@ -145,7 +137,7 @@ public enum ScannerService {
                     let declared = try reader.string()
                     let describe = try reader.bool()
                     let bytes = Array(try reader.data())
-                    queue.add {
+                    pool.submit { _ in
                         Self.started(id)
                         let report = bytes.withUnsafeBytes { parsers.inspect(bytes: $0, declaredType: declared, describe: describe) }
                         Self.reply(id, report)
@@ -157,7 +149,7 @@ public enum ScannerService {
                     guard descriptor >= 0 else { throw WireReader.Malformed() }
                     let file = descriptor
                     descriptor = -1
-                    queue.add {
+                    pool.submit { _ in
                         defer { close(file) }
                         Self.started(id)
                         Self.reply(id, parsers.inspect(descriptor: file, name: name, declaredType: declared, describe: describe))
@@ -169,7 +161,7 @@ public enum ScannerService {
                     guard descriptor >= 0, length >= 0 else { throw WireReader.Malformed() }
                     let file = descriptor
                     descriptor = -1
-                    let feed = StreamFeed()
+                    let feed = StagingProgress()
                     streams.withLock { $0[id] = feed }
                     // A stream waits on the network: a thread of its own, never a scan worker.
                     Thread.detachNewThread {
@@ -179,7 +171,7 @@ public enum ScannerService {
                         }
                         Self.started(id)
                         let report = parsers.inspect(length: length, name: name, declaredType: declared) { buffer, offset in
-                            guard feed.wait(forLength: offset + buffer.count) else {
+                            guard feed.wait(forLength: Int64(offset + buffer.count), stop: { false }) else {
                                 errno = ECANCELED
                                 return -1
                             }
@@ -192,10 +184,10 @@ public enum ScannerService {
                         }
                     }
                 case .streamAvailable:
-                    let available = Int(try reader.integer(Int64.self))
+                    let available: Int64 = try reader.integer()
                     streams.withLock { $0[id] }?.advance(to: available)
                 case .streamAbandon:
-                    streams.withLock { $0[id] }?.abandon()
+                    streams.withLock { $0[id] }?.end(complete: false)
                 case .probe:
                     let path = try reader.string() ?? "/"
                     let port = Int32(try reader.integer(UInt16.self))
@@ -235,65 +227,5 @@ struct ScannerStartError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) {
         self.description = description
-    }
-}
-
-/// Scan jobs for the worker threads.
-private final class JobQueue: @unchecked Sendable {
-    // Invariant that makes this Sendable: `jobs` is read and written with `condition` locked.
-    private let condition = NSCondition()
-    private var jobs: [@Sendable () -> Void] = []
-
-    func add(_ job: @escaping @Sendable () -> Void) {
-        self.condition.lock()
-        self.jobs.append(job)
-        self.condition.signal()
-        self.condition.unlock()
-    }
-
-    func work() -> Never {
-        while true {
-            self.condition.lock()
-            while self.jobs.isEmpty {
-                self.condition.wait()
-            }
-            // Few jobs wait at a time (the broker bounds them), so taking the first is cheap.
-            let job = self.jobs.removeFirst()
-            self.condition.unlock()
-            job()
-        }
-    }
-}
-
-/// How much of a streamed upload the broker says is on disk.
-private final class StreamFeed: @unchecked Sendable {
-    // Invariant that makes this Sendable: every field is read and written with `condition` locked.
-    private let condition = NSCondition()
-    private var available = 0
-    private var abandoned = false
-
-    func advance(to available: Int) {
-        self.condition.lock()
-        self.available = max(self.available, available)
-        self.condition.broadcast()
-        self.condition.unlock()
-    }
-
-    func abandon() {
-        self.condition.lock()
-        self.abandoned = true
-        self.condition.broadcast()
-        self.condition.unlock()
-    }
-
-    /// Waits until `length` bytes are available (true) or the upload was abandoned (false).
-    func wait(forLength length: Int) -> Bool {
-        self.condition.lock()
-        defer { self.condition.unlock() }
-        while self.available < length {
-            if self.abandoned { return false }
-            self.condition.wait()
-        }
-        return true
     }
 }

@@ -10,11 +10,31 @@ import Synchronization
 /// Something that happened to a scanner process, for logs, metrics and the audit log.
 public enum ScannerEvent: Sendable {
     /// It died (a signal, an exit, the memory limit) with scans in flight; they are retried once.
-    case crashed(pid: Int32, cause: String, scansInFlight: Int)
+    case crashed(pid: Int32, cause: ScannerExit, scansInFlight: Int)
     /// A scan went over `scanner.scanTimeoutSeconds`: the process was killed.
     case timedOut(pid: Int32, scansInFlight: Int)
     /// A (new) scanner process is serving.
     case started(pid: Int32)
+}
+
+/// How a scanner process ended.
+public struct ScannerExit: Sendable, CustomStringConvertible {
+    /// The signal that ended it, if one did.
+    public var signal: Int32?
+    /// Its exit status, if it exited.
+    public var status: Int32?
+
+    /// A short label (`signal 11`, `exit status 2`, `unknown`), for metrics.
+    public var label: String {
+        if let signal { return "signal \(signal)" }
+        if let status { return "exit status \(status)" }
+        return "unknown"
+    }
+
+    public var description: String {
+        if let signal { return "signal \(signal) (\(String(cString: strsignal(signal))))" }
+        return self.label
+    }
 }
 
 /// The broker's side of one scanner process: starts it, passes it files (as descriptors, or small bodies in the
@@ -102,29 +122,33 @@ final class ScannerSupervisor: @unchecked Sendable {
 
     /// Inspects bytes held in memory (they travel in the message).
     func inspect(bytes: UnsafeRawBufferPointer, declaredType: String?, describe: Bool) -> ParserReport {
+        // Only a stream is ever abandoned.
         self.withRetry { id in
             var message = WireWriter(.scanBytes, id: id)
             message.string(declaredType)
             message.bool(describe)
             message.data(bytes)
             return (message, -1)
-        }
+        }!
     }
 
     /// Inspects an open file (its descriptor is passed; no byte is copied).
     func inspect(descriptor: Int32, name: String, declaredType: String?, describe: Bool) -> ParserReport {
+        // Only a stream is ever abandoned.
         self.withRetry { id in
             var message = WireWriter(.scanFile, id: id)
             message.string(declaredType)
             message.bool(describe)
             message.string(name)
             return (message, descriptor)
-        }
+        }!
     }
 
     /// Inspects an upload while it is received: the scanner reads the staging file as the broker reports it
     /// growing. Nil when the inspection could not finish (the upload ended short, or `stop`).
-    func inspectWhileReceiving(descriptor: Int32, length: Int, name: String, progress: StagingProgress, stop: StopSignal, declaredType: String?) -> ParserReport? {
+    func inspectWhileReceiving(descriptor: Int32, length: Int, name: String, progress: StagingProgress, stop: StopSignal, declaredType: String?)
+        -> ParserReport?
+    {
         var abandoned = false
         let report = self.withRetry(
             { id in
@@ -155,7 +179,8 @@ final class ScannerSupervisor: @unchecked Sendable {
             },
             wake: { progress.wakeWaiters() }
         )
-        return abandoned || report == nil ? nil : report
+        // Given up by the broker: whatever the scanner made of a partial upload means nothing.
+        return abandoned ? nil : report
     }
 
     /// Asks the scanner to try what its confinement should stop: open `path`, connect to 127.0.0.1:`port`, execute
@@ -179,35 +204,27 @@ final class ScannerSupervisor: @unchecked Sendable {
         _ message: (UInt64) -> (WireWriter, Int32),
         feed: ((ScannerConnection, UInt64, ScannerWaiter) -> Void)? = nil,
         wake: (@Sendable () -> Void)? = nil
-    ) -> ParserReport! {
+    ) -> ParserReport? {
         var failures = 0
         var freeRetries = 0
         while true {
-            switch self.exchange(message, feed: feed, wake: wake) {
+            let outcome = self.exchange(message, feed: feed, wake: wake)
+            switch outcome {
             case .report(let report):
                 return report
             case .abandoned:
                 return nil
+            case .unavailable(let reason):
+                return ParserReport(size: -1, detectedType: nil, verdict: .unscannable(reason: "scanner unavailable: \(reason)"))
             case .lost(started: false) where freeRetries < 3:
                 // Queued, not yet started, when the process died: this file is not to blame.
                 freeRetries += 1
-            case .lost:
+            case .lost, .timedOut:
                 failures += 1
-                if failures >= 2 {
-                    return ParserReport(size: -1, detectedType: nil, verdict: .unscannable(reason: Self.crashReason), scannerFailure: true)
-                }
-            case .timedOut:
-                failures += 1
-                if failures >= 2 {
-                    return ParserReport(
-                        size: -1,
-                        detectedType: nil,
-                        verdict: .unscannable(reason: Self.timeoutReason(self.settings.scanner.scanTimeoutSeconds)),
-                        scannerFailure: true
-                    )
-                }
-            case .unavailable(let reason):
-                return ParserReport(size: -1, detectedType: nil, verdict: .unscannable(reason: "scanner unavailable: \(reason)"))
+                guard failures >= 2 else { continue }
+                let reason =
+                    if case .timedOut = outcome { Self.timeoutReason(self.settings.scanner.scanTimeoutSeconds) } else { Self.crashReason }
+                return ParserReport(size: -1, detectedType: nil, verdict: .unscannable(reason: reason), scannerFailure: true)
             }
         }
     }
@@ -241,9 +258,10 @@ final class ScannerSupervisor: @unchecked Sendable {
         connection.send(request, descriptor: descriptor)
         feed?(connection, id, waiter)
         let sentAt = ContinuousClock.now
+        // `started` may arrive while waiting and move the deadline.
+        let deadline = { (waiter.startedAt.map { max($0, sentAt) } ?? sentAt) + self.timeout }
         while true {
-            let deadline = (waiter.startedAt.map { max($0, sentAt) } ?? sentAt) + self.timeout
-            switch waiter.wait(until: deadline) {
+            switch waiter.wait(until: deadline()) {
             case .report(let report):
                 return .report(report)
             case .abandoned:
@@ -253,7 +271,7 @@ final class ScannerSupervisor: @unchecked Sendable {
             case .probe:
                 return .lost(started: false)
             case nil:
-                if ContinuousClock.now < (waiter.startedAt.map { max($0, sentAt) } ?? sentAt) + self.timeout { continue }
+                if ContinuousClock.now < deadline() { continue }
                 // Over the limit: libclamav's own limit is cooperative and misses loops inside parsers.
                 waiter.timedOut = true
                 connection.kill(timedOut: true)
@@ -296,7 +314,9 @@ final class ScannerSupervisor: @unchecked Sendable {
                 ? .timedOut(pid: connection.pid, scansInFlight: victims)
                 : .crashed(pid: connection.pid, cause: status, scansInFlight: victims)
             self.logger.error(
-                connection.killedForTimeout ? "a scan overran scanner.scanTimeoutSeconds: the scanner was killed and is restarted" : "the scanner process died; restarting it",
+                connection.killedForTimeout
+                    ? "a scan overran scanner.scanTimeoutSeconds: the scanner was killed and is restarted"
+                    : "the scanner process died; restarting it",
                 metadata: ["pid": "\(connection.pid)", "cause": "\(status)", "scansInFlight": "\(victims)"]
             )
             self.notify(event)
@@ -318,7 +338,10 @@ final class ScannerSupervisor: @unchecked Sendable {
                 do {
                     let (next, hello) = try Self.spawn(settings: self.settings, executable: self.executable, logger: self.logger)
                     if hello.signatures != self.signatures {
-                        self.logger.warning("the restarted scanner loaded other signatures than the first", metadata: ["version": "\(hello.signatures.version)"])
+                        self.logger.warning(
+                            "the restarted scanner loaded other signatures than the first",
+                            metadata: ["version": "\(hello.signatures.version)"]
+                        )
                     }
                     connection = next
                     self.condition.lock()
@@ -355,8 +378,8 @@ final class ScannerSupervisor: @unchecked Sendable {
         let arguments = [executable, "scanner-process", "--parent", "\(getpid())"]
         // No configuration, no environment: nothing secret crosses.
         let environment = ["LANG=C", "SWIFT_BACKTRACE=enable=no"]
-        let pid = Self.withCStringArray(arguments) { argv in
-            Self.withCStringArray(environment) { envp in airlock_spawn_scanner(executable, argv, envp, pair[1]) }
+        let pid = withCStringArray(arguments) { argv in
+            withCStringArray(environment) { envp in airlock_spawn_scanner(executable, argv, envp, pair[1]) }
         }
         let spawnError = errno
         close(pair[1])
@@ -374,7 +397,7 @@ final class ScannerSupervisor: @unchecked Sendable {
             logger.info(
                 "scanner process ready",
                 metadata: [
-                    "pid": "\(pid)", "uid": "\(hello.uid)", "landlock": "\(hello.landlockABI)", "seccomp": "\(hello.seccomp)",
+                    "pid": "\(pid)", "uid": "\(hello.uid)", "landlock": "\(hello.landlockABI)",
                     "signatures": "\(hello.signatures.signatureCount)",
                 ]
             )
@@ -401,7 +424,7 @@ final class ScannerSupervisor: @unchecked Sendable {
                 throw ScannerStartError("cannot create the scanner's scratch directory \(path): \(error.localizedDescription)")
             }
         }
-        if settings.confine, getuid() == 0 {
+        if getuid() == 0 {
             guard let entry = getpwnam(settings.scanner.isolation.user) else {
                 throw ScannerStartError(
                     "scanner.isolation.user \(settings.scanner.isolation.user) does not exist: create it (useradd --system) or name another user"
@@ -428,12 +451,14 @@ final class ScannerSupervisor: @unchecked Sendable {
         return beside
     }
 
-    private static func withCStringArray<Result>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> Result) -> Result {
-        var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
-        pointers.append(nil)
-        defer { pointers.forEach { free($0) } }
-        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
-    }
+}
+
+/// Lends `strings` to C as a NULL-terminated `char *const []`.
+func withCStringArray<Result>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> Result) -> Result {
+    var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+    pointers.append(nil)
+    defer { pointers.forEach { free($0) } }
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
 }
 
 extension Duration {
@@ -646,18 +671,18 @@ final class ScannerConnection: @unchecked Sendable {
         }
     }
 
-    /// Waits for the process to end; describes how it did.
-    func reap() -> String {
+    /// Waits for the process to end; says how it did.
+    func reap() -> ScannerExit {
         var status: Int32 = 0
         while waitpid(self.pid, &status, 0) < 0 {
-            guard errno == EINTR else { return "unknown (\(String(cString: strerror(errno))))" }
+            guard errno == EINTR else { return ScannerExit() }
         }
         // WIFSIGNALED / WTERMSIG / WEXITSTATUS, which Swift does not import.
         let signal = status & 0x7f
         if signal != 0, signal != 0x7f {
-            return "signal \(signal) (\(String(cString: strsignal(signal))))"
+            return ScannerExit(signal: signal)
         }
-        return "exit status \((status >> 8) & 0xff)"
+        return ScannerExit(status: (status >> 8) & 0xff)
     }
 
     /// The process is gone: every waiter is told; returns how many scans were in flight.

@@ -32,9 +32,6 @@ struct ScannerSettings: Codable, Sendable {
     var policy: AirlockConfiguration.Policy
     /// Its private directory for what libclamav extracts.
     var scratchDirectory: String
-    /// Whether to confine itself (false only with `scanner.isolation.enabled` off, which never starts a process,
-    /// and in tests of the protocol).
-    var confine: Bool
 }
 
 /// What the scanner reports once it is ready.
@@ -44,8 +41,6 @@ struct ScannerHello: Codable, Sendable {
     var uid: UInt32
     /// The Landlock ABI it enforces (0: the kernel has none).
     var landlockABI: Int32
-    /// Whether seccomp and no-new-privileges are on.
-    var seccomp: Bool
 }
 
 /// The messages between broker and scanner: one SOCK_SEQPACKET datagram each, a kind byte, a request id, then

@@ -91,8 +91,8 @@ final class AirlockMetrics: Sendable {
                 )
             ).increment()
             return
-        case .crashed(_, let reason, _):
-            cause = reason.hasPrefix("signal") ? String(reason.prefix { $0 != "(" }.dropLast()) : reason
+        case .crashed(_, let exit, _):
+            cause = exit.label
         case .timedOut:
             cause = "timeout"
         }

@@ -34,7 +34,7 @@ int airlock_limit(int resource, unsigned long long value);
 /// each of `readable`, make no TCP connection or bind, and signal no process outside its domain (where the
 /// kernel's Landlock ABI knows these). Returns the ABI version enforced (>= 1), 0 when the kernel has no Landlock,
 /// or -1 with errno set.
-int airlock_landlock(const char *scratch, const char *const readable[], int readable_count);
+int airlock_landlock(const char *scratch, char *const readable[], int readable_count);
 
 /// Sets PR_SET_NO_NEW_PRIVS and installs the seccomp filter: no new sockets (socket, socketpair, connect, bind,
 /// listen, accept), no execve/execveat, no ptrace or process_vm_*, no namespaces or mounts, no io_uring, no
