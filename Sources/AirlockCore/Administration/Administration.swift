@@ -110,7 +110,7 @@ public struct Administration: Sendable {
             id: record.id,
             previous: record.fullVerdict,
             current: report.verdict,
-            signatureVersion: inspector.signatures.version
+            signatureVersion: report.signatureVersion ?? inspector.signatures.version
         )
         return (outcome, staging)
     }

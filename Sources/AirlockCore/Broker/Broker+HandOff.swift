@@ -269,6 +269,9 @@ extension Broker {
         var cached: Bool
         /// Whether the scanner died or overran on these bytes (remembered for their digest).
         var scannerFailure: Bool
+        /// The signatures that scanned them, when a scan ran (a reload may have swapped them since the verdict
+        /// cache was asked).
+        var signatureVersion: String?
 
         /// An inspection's finding; bytes that changed size while inspected are unscannable.
         init(_ report: InspectionReport, size: Int64) {
@@ -277,6 +280,7 @@ extension Broker {
             self.verdict = report.size == size ? report.verdict : .unscannable(reason: "content changed while it was inspected")
             self.cached = false
             self.scannerFailure = report.scannerFailure && report.size == size
+            self.signatureVersion = report.signatureVersion
         }
 
         init(detectedType: String?, typeDescription: String?, verdict: Verdict) {
@@ -285,6 +289,7 @@ extension Broker {
             self.verdict = verdict
             self.cached = true
             self.scannerFailure = false
+            self.signatureVersion = nil
         }
     }
 
@@ -337,7 +342,7 @@ extension Broker {
             signature: verdict.signature,
             reason: verdict.reason,
             state: verdict.isClean ? .stored : .quarantined,
-            signatureVersion: signatureVersion,
+            signatureVersion: finding.signatureVersion ?? signatureVersion,
             createdAt: now,
             updatedAt: now,
             node: self.configuration.node.id

@@ -164,6 +164,27 @@ public struct AirlockConfiguration: Sendable, Equatable {
         public var processes: Int
         /// `scanner.isolation`: the confined scanner process.
         public var isolation: Isolation
+        /// `scanner.reloadCheckSeconds` (60; 0 = on request only): how often `serve` looks for changed signature
+        /// files, as clamd's SelfCheck does.
+        public var reloadCheckSeconds: Int
+        /// `scanner.reloadMode`: how a reload replaces the engine.
+        public var reloadMode: ReloadMode
+
+        /// `scanner.reloadMode`.
+        public enum ReloadMode: String, Sendable, Equatable, Codable {
+            /// The new engine compiles beside the old one (memory for two), then takes over: no upload waits.
+            case concurrent
+            /// The old engine is freed first (memory for one); uploads that arrive meanwhile wait for the new one.
+            case blocking
+        }
+
+        /// These settings without the keys that only say when and how to reload: what an engine is built from.
+        public var engineSettings: Self {
+            var settings = self
+            settings.reloadCheckSeconds = 0
+            settings.reloadMode = .concurrent
+            return settings
+        }
 
         /// `scanner.isolation`: libclamav and libmagic parse uploads in a supervised, confined child process.
         public struct Isolation: Sendable, Equatable, Codable {
@@ -542,6 +563,15 @@ extension AirlockConfiguration.Scanner {
         self.scanTimeoutSeconds = try reader.int("scanner.scanTimeoutSeconds", default: 120, in: 1...(Int(Int32.max) / 1000))
         self.workers = try reader.int("scanner.workers", default: 0, in: 0...1024)
         self.processes = try reader.int("scanner.processes", default: 1, in: 1...64)
+        self.reloadCheckSeconds = try reader.int("scanner.reloadCheckSeconds", default: 60, in: 0...86_400)
+        let mode = try reader.string("scanner.reloadMode", default: "concurrent")
+        guard let reloadMode = ReloadMode(rawValue: mode) else {
+            throw ConfigurationError(
+                key: "scanner.reloadMode",
+                message: "must be \"concurrent\" (memory for two engines while reloading) or \"blocking\" (memory for one), got \"\(mode)\""
+            )
+        }
+        self.reloadMode = reloadMode
         self.isolation = Isolation(
             enabled: try reader.bool("scanner.isolation.enabled", default: true),
             user: try reader.string("scanner.isolation.user", default: "nobody"),

@@ -13,13 +13,16 @@ public struct InspectionReport: Sendable, Equatable {
     /// Whether the verdict says the scanner process died or overran its time limit on this content (remembered for
     /// its digest: see ``ParserReport/scannerFailure``).
     public var scannerFailure: Bool
+    /// The version of the signatures that scanned it; nil when none did (the file could not be read, say).
+    public var signatureVersion: String?
 
     /// Creates a report.
-    public init(size: Int64, sha256: String?, detectedType: FileType?, verdict: Verdict, scannerFailure: Bool = false) {
+    public init(size: Int64, sha256: String?, detectedType: FileType?, verdict: Verdict, scannerFailure: Bool = false, signatureVersion: String? = nil) {
         self.size = size
         self.sha256 = sha256
         self.detectedType = detectedType
         self.verdict = verdict
         self.scannerFailure = scannerFailure
+        self.signatureVersion = signatureVersion
     }
 }

@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+public import Foundation
 import LibMagic
 public import Logging
 import NIOPosix
@@ -27,14 +27,14 @@ enum ParserHost: Sendable {
 
     func inspect(bytes: UnsafeRawBufferPointer, declaredType: String?, describe: Bool) -> ParserReport {
         switch self {
-        case .inProcess(let parsers): parsers.inspect(bytes: bytes, declaredType: declaredType, describe: describe)
+        case .inProcess(let parsers): parsers.inspect(bytes: bytes, declaredType: declaredType, describe: describe).stamped(parsers)
         case .isolated(let supervisors): Self.leastBusy(supervisors).inspect(bytes: bytes, declaredType: declaredType, describe: describe)
         }
     }
 
     func inspect(descriptor: Int32, name: String, declaredType: String?, describe: Bool) -> ParserReport {
         switch self {
-        case .inProcess(let parsers): parsers.inspect(descriptor: descriptor, name: name, declaredType: declaredType, describe: describe)
+        case .inProcess(let parsers): parsers.inspect(descriptor: descriptor, name: name, declaredType: declaredType, describe: describe).stamped(parsers)
         case .isolated(let supervisors):
             Self.leastBusy(supervisors).inspect(descriptor: descriptor, name: name, declaredType: declaredType, describe: describe)
         }
@@ -70,7 +70,16 @@ enum ParserHost: Sendable {
             }
             let count = Parsers.readFully(descriptor, buffer, offset: offset)
             return count == buffer.count ? count : -1
-        }
+        }?.stamped(parsers)
+    }
+}
+
+extension ParserReport {
+    /// The report with the version of the signatures that produced it.
+    fileprivate func stamped(_ parsers: Parsers) -> ParserReport {
+        var report = self
+        report.signatureVersion = parsers.signatures.version
+        return report
     }
 }
 
@@ -80,13 +89,11 @@ enum ParserHost: Sendable {
 /// With `scanner.isolation.enabled` (the default) the parsers run in supervised, confined scanner processes
 /// (``ScannerService``) that get each file as a descriptor; this process only hashes. Blocking work runs on
 /// dedicated `NIOThreadPool`s, never on Swift's cooperative pool.
+///
+/// The parsers are replaced whole by a reload (``reload(_:)``): each inspection leases the generation that is
+/// current when it starts and finishes on it.
 public final class Inspector: Sendable {
-    /// The loaded signatures.
-    public let signatures: SignatureInfo
-    /// The type policy.
-    public let policy: TypePolicy
-    let host: ParserHost
-    private let maxFileSize: Int
+    let slot: GenerationSlot
     private let threadPool: NIOThreadPool
     /// Threads for scans that read an upload while it is received; they may wait on the network, so they are
     /// kept apart from `threadPool` and their number bounds how many such scans run at once.
@@ -95,35 +102,54 @@ public final class Inspector: Sendable {
     private let receivingInFlight = Atomic<Int>(0)
     /// Uploads recently scanned clean, by size and the digest of their start: a new upload that matches is
     /// probably a repeat that the verdict cache will answer, so no scan is started while it is received.
-    private let recentlyClean = Mutex(RecentHeads(capacity: 4096))
+    let recentlyClean = Mutex(RecentHeads(capacity: 4096))
     /// Uploads on which the scanner recently died or overran: a repeat is inspected only after its last byte, when
     /// its digest is known and the remembered verdict answers, so it cannot crash the scanner while received.
     private let recentlyFailed = Mutex(RecentHeads(capacity: 1024))
     /// The scanners' scratch directory when it was made for this inspector alone (removed at shutdown).
     private let ownScratch: String?
-    private let logger: Logger
+    /// Where each generation's scanner processes get their scratch directories.
+    let scratchBase: String?
+    /// How long an inspection waits for parsers while a blocking reload compiles (`scanner.scanTimeoutSeconds`).
+    let waitForParsers: TimeInterval
+    /// One thread for reloads: they are serialised, and a compile never takes a scan worker.
+    let reloadPool: NIOThreadPool
+    /// Retired generations being drained and shut down.
+    let retiring = DispatchGroup()
+    let reloadState: Mutex<ReloadState>
+    let observers = Mutex<[@Sendable (ScannerEvent) -> Void]>([])
+    let logger: Logger
 
     private init(
-        signatures: SignatureInfo,
-        policy: TypePolicy,
-        host: ParserHost,
-        maxFileSize: Int,
+        first: ParserGeneration,
         threadPool: NIOThreadPool,
         receivingPool: NIOThreadPool,
+        reloadPool: NIOThreadPool,
         receivingSlots: Int,
         ownScratch: String?,
+        scratchBase: String?,
+        configuration: AirlockConfiguration,
+        fingerprint: SignatureFingerprint,
         logger: Logger
     ) {
+        self.slot = GenerationSlot(first)
         self.ownScratch = ownScratch
-        self.signatures = signatures
-        self.policy = policy
-        self.host = host
-        self.maxFileSize = maxFileSize
+        self.scratchBase = scratchBase
         self.threadPool = threadPool
         self.receivingPool = receivingPool
+        self.reloadPool = reloadPool
         self.receivingSlots = receivingSlots
+        self.waitForParsers = TimeInterval(configuration.scanner.scanTimeoutSeconds)
+        self.reloadState = Mutex(ReloadState(configuration: configuration, fingerprint: fingerprint))
         self.logger = logger
     }
+
+    /// The signatures that serve now (during a blocking reload, the ones being replaced).
+    public var signatures: SignatureInfo { self.slot.newest.signatures }
+    /// The type policy that judges now.
+    public var policy: TypePolicy { self.slot.newest.policy }
+    /// When the signatures that serve now finished compiling.
+    public var signaturesLoadedAt: Date { self.slot.newest.loadedAt }
 
     /// Starts the worker threads and the scanner processes (or, with isolation off, loads the signatures here);
     /// call ``shutdown()`` when done.
@@ -140,38 +166,28 @@ public final class Inspector: Sendable {
         threadPool.start()
         let receivingPool = NIOThreadPool(numberOfThreads: scanner.effectiveWorkers)
         receivingPool.start()
+        let reloadPool = NIOThreadPool(numberOfThreads: 1)
+        reloadPool.start()
         do {
-            let host: ParserHost
-            let signatures: SignatureInfo
             var ownScratch: String?
-            if isolated {
-                if temporaryDirectory == nil {
-                    ownScratch = (NSTemporaryDirectory() as NSString).appendingPathComponent(
-                        "airlock-scanner-\(getpid())-\(UUID().uuidString.prefix(8))"
-                    )
-                }
-                let scratch = temporaryDirectory ?? ownScratch!
-                let supervisors = try await threadPool.runIfActive {
-                    try (0..<scanner.processes).map { index in
-                        try ScannerSupervisor(
-                            settings: ScannerSettings(
-                                scanner: scanner,
-                                policy: configuration.policy,
-                                scratchDirectory: (scratch as NSString).appendingPathComponent("scanner-\(index)")
-                            ),
-                            logger: logger
-                        )
-                    }
-                }
-                host = .isolated(supervisors)
-                signatures = supervisors[0].signatures
-            } else {
-                let parsers = try await threadPool.runIfActive {
-                    try Parsers(scanner: scanner, policy: TypePolicy(configuration.policy), temporaryDirectory: temporaryDirectory, logger: logger)
-                }
-                host = .inProcess(parsers)
-                signatures = parsers.signatures.info
+            if isolated, temporaryDirectory == nil {
+                ownScratch = (NSTemporaryDirectory() as NSString).appendingPathComponent(
+                    "airlock-scanner-\(getpid())-\(UUID().uuidString.prefix(8))"
+                )
             }
+            let scratchBase = temporaryDirectory ?? ownScratch
+            let (first, fingerprint) = try await reloadPool.runIfActive {
+                let fingerprint = SignatureFingerprint(directories: scanner.signatureDirectories)
+                let generation = try Self.buildGeneration(
+                    number: 1,
+                    configuration: configuration,
+                    scratchBase: scratchBase,
+                    observers: [],
+                    logger: logger
+                )
+                return (generation, fingerprint)
+            }
+            let signatures = first.signatures
             if signatures.onlyTestSignatures {
                 let banner = String(repeating: "*", count: 78)
                 logger.warning(
@@ -185,60 +201,141 @@ public final class Inspector: Sendable {
                 )
             }
             return Inspector(
-                signatures: signatures,
-                policy: TypePolicy(configuration.policy),
-                host: host,
-                maxFileSize: scanner.maxFileSize,
+                first: first,
                 threadPool: threadPool,
                 receivingPool: receivingPool,
+                reloadPool: reloadPool,
                 receivingSlots: scanner.effectiveWorkers,
                 ownScratch: ownScratch,
+                scratchBase: scratchBase,
+                configuration: configuration,
+                fingerprint: fingerprint,
                 logger: logger
             )
         } catch {
             try? await threadPool.shutdownGracefully()
             try? await receivingPool.shutdownGracefully()
+            try? await reloadPool.shutdownGracefully()
             throw error
         }
+    }
+
+    /// Builds a generation of parsers: scanner processes that load and compile the signatures (or, with isolation
+    /// off, an engine here). Blocking: the compile takes as long as the database needs.
+    static func buildGeneration(
+        number: Int,
+        configuration: AirlockConfiguration,
+        scratchBase: String?,
+        observers: [@Sendable (ScannerEvent) -> Void],
+        logger: Logger
+    ) throws -> ParserGeneration {
+        let scanner = configuration.scanner
+        let policy = TypePolicy(configuration.policy)
+        if scanner.isolation.enabled {
+            // Each generation's processes get their own scratch directories: an old one may still be scanning.
+            let suffix = number == 1 ? "" : ".g\(number)"
+            let directories = (0..<scanner.processes).map { index in
+                ((scratchBase ?? NSTemporaryDirectory()) as NSString).appendingPathComponent("scanner-\(index)\(suffix)")
+            }
+            var supervisors: [ScannerSupervisor] = []
+            do {
+                for directory in directories {
+                    let supervisor = try ScannerSupervisor(
+                        settings: ScannerSettings(scanner: scanner, policy: configuration.policy, scratchDirectory: directory),
+                        logger: logger
+                    )
+                    observers.forEach { supervisor.observe($0) }
+                    supervisors.append(supervisor)
+                }
+            } catch {
+                supervisors.forEach { $0.shutdown() }
+                if number > 1 {
+                    directories.forEach { try? FileManager.default.removeItem(atPath: $0) }
+                }
+                throw error
+            }
+            return ParserGeneration(
+                number: number,
+                host: .isolated(supervisors),
+                signatures: supervisors[0].signatures,
+                policy: policy,
+                maxFileSize: scanner.maxFileSize,
+                loadedAt: Date(),
+                scratchDirectories: number == 1 ? [] : directories
+            )
+        }
+        let parsers = try Parsers(scanner: scanner, policy: policy, temporaryDirectory: scratchBase, logger: logger)
+        return ParserGeneration(
+            number: number,
+            host: .inProcess(parsers),
+            signatures: parsers.signatures.info,
+            policy: policy,
+            maxFileSize: scanner.maxFileSize,
+            loadedAt: Date(),
+            scratchDirectories: []
+        )
     }
 
     /// Stops the worker threads once queued inspections finish, then the scanner processes.
     public func shutdown() async throws {
         try await self.receivingPool.shutdownGracefully()
-        if case .isolated(let supervisors) = self.host {
-            let scratch = self.ownScratch
-            try await self.threadPool.runIfActive {
-                supervisors.forEach { $0.shutdown() }
-                if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
-            }
+        // A reload in progress finishes first; then the generations it retired are drained.
+        try await self.reloadPool.shutdownGracefully()
+        let scratch = self.ownScratch
+        try await self.threadPool.runIfActive {
+            self.retiring.wait()
+            self.slot.install(nil)?.shutdown()
+            if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
         }
         try await self.threadPool.shutdownGracefully()
     }
 
-    /// Calls `observer` on every scanner process event (crash, overrun, restart); nothing happens without isolation.
+    /// Calls `observer` on every scanner process event (crash, overrun, restart), in this generation of scanner
+    /// processes and those later reloads start; nothing happens without isolation.
     public func observeScanner(_ observer: @escaping @Sendable (ScannerEvent) -> Void) {
-        if case .isolated(let supervisors) = self.host {
+        self.observers.withLock { $0.append(observer) }
+        if case .isolated(let supervisors) = self.slot.newest.host {
             supervisors.forEach { $0.observe(observer) }
         }
     }
 
     /// The pids of the scanner processes serving now (empty without isolation, or while one restarts).
     public var scannerPIDs: [Int32] {
-        guard case .isolated(let supervisors) = self.host else { return [] }
+        guard case .isolated(let supervisors) = self.slot.newest.host else { return [] }
         return supervisors.compactMap(\.pid)
     }
 
     /// The confinement the first scanner process reported: its uid and Landlock ABI; nil without isolation.
     public var scannerConfinement: (uid: UInt32, landlockABI: Int32)? {
-        guard let hello = self.host.supervisor?.confinement else { return nil }
+        guard let hello = self.slot.newest.host.supervisor?.confinement else { return nil }
         return (hello.uid, hello.landlockABI)
     }
 
     /// Has a scanner process try what its confinement must stop (open `path` for reading, connect to
     /// 127.0.0.1:`port`, execute `program`); each result is 0 when it worked, else its errno. Nil without isolation.
     public func probeScannerConfinement(path: String, port: Int, program: String) async throws -> (open: Int32, connect: Int32, exec: Int32)? {
-        guard let supervisor = self.host.supervisor else { return nil }
-        return try await self.threadPool.runIfActive { supervisor.probe(path: path, port: port, program: program) }
+        try await self.threadPool.runIfActive {
+            self.slot.withGeneration(until: Date(timeIntervalSinceNow: self.waitForParsers), unavailable: { nil }) { generation in
+                generation.host.supervisor?.probe(path: path, port: port, program: program)
+            }
+        }
+    }
+
+    /// Runs `body` with a lease on the parsers that serve now, waiting while a blocking reload compiles; an
+    /// `unscannable` report when none come within `scanner.scanTimeoutSeconds`. Blocking.
+    func withParsers(_ body: (ParserGeneration) -> ParserReport) -> ParserReport {
+        self.slot.withGeneration(until: Date(timeIntervalSinceNow: self.waitForParsers), unavailable: Self.reloading, body)
+    }
+
+    static func reloading() -> ParserReport {
+        ParserReport(
+            size: -1,
+            detectedType: nil,
+            verdict: .unscannable(
+                reason: "scanner unavailable: the signatures were being reloaded (scanner.reloadMode blocking) for longer "
+                    + "than scanner.scanTimeoutSeconds; send the file again"
+            )
+        )
     }
 
     /// Inspects the file at `path`. Never throws: anything that goes wrong becomes an `unscannable` verdict.
@@ -271,7 +368,7 @@ public final class Inspector: Sendable {
     ///   - declaredType: the type the sender declared, checked for a mismatch; nil skips that check.
     ///   - sha256: the content's digest, computed by the caller.
     public func inspectSynchronously(bytes: UnsafeRawBufferPointer, declaredType: String?, sha256: String) -> InspectionReport {
-        let report = self.host.inspect(bytes: bytes, declaredType: declaredType, describe: false)
+        let report = self.withParsers { $0.host.inspect(bytes: bytes, declaredType: declaredType, describe: false) }
         return InspectionReport(report, size: Int64(bytes.count), sha256: sha256)
     }
 
@@ -285,7 +382,8 @@ public final class Inspector: Sendable {
     /// under ``minimumSizeToInspectWhileReceiving`` or over `scanner.maxFileSize`, or when every receiving slot (one per scan worker) is busy: a slow
     /// sender can hold a receiving slot, never a scan worker.
     public func beginInspection(of staging: StagingFile, declaredType: String?) -> InspectionInProgress? {
-        guard let expected = staging.expectedSize, expected >= Self.minimumSizeToInspectWhileReceiving, expected <= Int64(self.maxFileSize)
+        guard let expected = staging.expectedSize, expected >= Self.minimumSizeToInspectWhileReceiving,
+            expected <= Int64(self.slot.newest.maxFileSize)
         else { return nil }
         var current = self.receivingInFlight.load(ordering: .relaxed)
         while true {
@@ -341,8 +439,10 @@ public final class Inspector: Sendable {
         let key = RecentHeads.Key(size: Int64(length), head: head)
         guard !self.recentlyClean.withLock({ $0.contains(key) }), !self.recentlyFailed.withLock({ $0.contains(key) }) else { return nil }
 
+        guard let generation = self.slot.acquire(until: Date(timeIntervalSinceNow: self.waitForParsers)) else { return nil }
+        defer { self.slot.release(generation) }
         guard
-            let report = self.host.inspectWhileReceiving(
+            let report = generation.host.inspectWhileReceiving(
                 descriptor: descriptor,
                 length: length,
                 name: name,
@@ -398,7 +498,7 @@ public final class Inspector: Sendable {
             sha256 = hasher.finalize().hexString
         }
 
-        let report = self.host.inspect(descriptor: descriptor, name: path, declaredType: declaredType, describe: describe)
+        let report = self.withParsers { $0.host.inspect(descriptor: descriptor, name: path, declaredType: declaredType, describe: describe) }
         // Only sizes that can be inspected while received are ever looked up.
         if size >= Self.minimumSizeToInspectWhileReceiving, report.verdict == .clean || report.scannerFailure {
             var head = [UInt8](repeating: 0, count: Int(min(Int64(MagicPool.sniffLength), size)))
@@ -427,7 +527,8 @@ extension InspectionReport {
             sha256: sha256,
             detectedType: report.detectedType,
             verdict: report.verdict,
-            scannerFailure: report.scannerFailure
+            scannerFailure: report.scannerFailure,
+            signatureVersion: report.signatureVersion
         )
     }
 }
@@ -485,6 +586,12 @@ struct RecentHeads: ~Copyable {
 
     init(capacity: Int) {
         self.capacity = capacity
+    }
+
+    mutating func removeAll() {
+        self.keys.removeAll()
+        self.order.removeAll()
+        self.next = 0
     }
 
     func contains(_ key: Key) -> Bool {

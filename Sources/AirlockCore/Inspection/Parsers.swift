@@ -19,13 +19,17 @@ public struct ParserReport: Sendable, Equatable {
     /// Whether the scanner process died (twice) or overran its time limit while parsing this content: such a
     /// verdict is remembered for the content's digest, so the same bytes cannot crash the scanner again and again.
     public var scannerFailure: Bool
+    /// The version of the signatures that scanned it (set by the side that knows the engine); nil when no engine
+    /// answered.
+    public var signatureVersion: String?
 
     /// Creates a report.
-    public init(size: Int64, detectedType: FileType?, verdict: Verdict, scannerFailure: Bool = false) {
+    public init(size: Int64, detectedType: FileType?, verdict: Verdict, scannerFailure: Bool = false, signatureVersion: String? = nil) {
         self.size = size
         self.detectedType = detectedType
         self.verdict = verdict
         self.scannerFailure = scannerFailure
+        self.signatureVersion = signatureVersion
     }
 }
 

@@ -262,7 +262,8 @@ final class ScannerSupervisor: @unchecked Sendable {
         let deadline = { (waiter.startedAt.map { max($0, sentAt) } ?? sentAt) + self.timeout }
         while true {
             switch waiter.wait(until: deadline()) {
-            case .report(let report):
+            case .report(var report):
+                report.signatureVersion = connection.signatures?.version
                 return .report(report)
             case .abandoned:
                 return .abandoned
@@ -394,6 +395,7 @@ final class ScannerSupervisor: @unchecked Sendable {
             json.withUnsafeBytes { message.data($0) }
             connection.send(message)
             let hello = try connection.awaitHello()
+            connection.signatures = hello.signatures
             logger.info(
                 "scanner process ready",
                 metadata: [
@@ -549,6 +551,8 @@ final class ScannerConnection: @unchecked Sendable {
     // Invariant that makes this Sendable: `waiters`, `lost` and `killedForTimeout` are read and written with `lock`
     // held; sends are serialised by `sendLock`; the socket is closed only after the reader has stopped.
     let pid: Int32
+    /// The signatures this process loaded: set once, from its hello, before the connection is used.
+    var signatures: SignatureInfo?
     private let socket: Int32
     private let lock = NSLock()
     private let sendLock = NSLock()
