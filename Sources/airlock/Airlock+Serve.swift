@@ -33,7 +33,12 @@ extension Airlock {
                     """
                 )
             }
-            let app = try await buildApplication(configuration: configuration, logger: logger)
+            let file = self.options.config
+            let app = try await buildApplication(
+                configuration: configuration,
+                logger: logger,
+                configurationSource: { try AirlockConfiguration.load(file: file) }
+            )
             var lifecycle = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
             // In-flight requests get this long to finish; then they are cancelled and their staging files removed.
             lifecycle.maximumGracefulShutdownDuration = .seconds(30)

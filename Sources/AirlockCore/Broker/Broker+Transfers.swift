@@ -32,12 +32,30 @@ extension Broker {
         public var signatureVersion: String
         /// The ledger's schema version.
         public var databaseVersion: String
+        /// When the serving signatures finished compiling (ISO 8601).
+        public var signaturesLoadedAt: String
+        /// The last reload's error; nil once one succeeds (the previous signatures keep serving meanwhile).
+        public var lastReloadError: String?
     }
 
-    /// Checks that the ledger answers and reports the loaded signatures.
+    /// Checks that the ledger answers and that parsers serve, and reports the loaded signatures.
+    ///
+    /// - Throws: ``BrokerError/unavailable(_:)`` while no parsers serve (a blocking reload compiles, or failed).
     public func readiness() async throws -> Readiness {
         let schema = try await self.ledger.schemaVersion()
+        guard self.inspector.isServing else {
+            throw BrokerError.unavailable(
+                "no signatures serve: a blocking reload is compiling"
+                    + (self.inspector.lastReloadError.map { " or failed (\($0)); fix the signature files" } ?? "")
+            )
+        }
         let signatures = self.inspector.signatures
-        return Readiness(signatures: signatures.signatureCount, signatureVersion: signatures.version, databaseVersion: schema)
+        return Readiness(
+            signatures: signatures.signatureCount,
+            signatureVersion: signatures.version,
+            databaseVersion: schema,
+            signaturesLoadedAt: AuditLog.timestamp(self.inspector.signaturesLoadedAt),
+            lastReloadError: self.inspector.lastReloadError
+        )
     }
 }

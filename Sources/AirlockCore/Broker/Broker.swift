@@ -1,6 +1,7 @@
 import Crypto
 public import Foundation
 import LibMagic
+import Synchronization
 public import Logging
 public import NIOCore
 public import NIOPosix
@@ -12,8 +13,10 @@ public import NIOPosix
 /// The broker's domain logic, independent of HTTP: receive, inspect, store and record transfers; mint and
 /// check download tokens; delete.
 public final class Broker: Sendable {
-    /// The configuration it runs on.
-    public let configuration: AirlockConfiguration
+    /// The configuration in force now (a reload replaces it).
+    public var configuration: AirlockConfiguration { self.transfers.live.current.configuration }
+    /// The configuration in force now and what is derived from it.
+    public var live: LiveConfiguration { self.transfers.live }
     /// The inspection pipeline.
     public let inspector: Inspector
     /// The bytes on disk.
@@ -32,6 +35,10 @@ public final class Broker: Sendable {
     private let ioPool: NIOThreadPool?
     /// The clock (injectable for tests).
     public let now: @Sendable () -> Date
+    /// Called after every reload.
+    let reloadObservers = Mutex<[@Sendable (ReloadReport) -> Void]>([])
+    /// Counts this process's reloads (`reload-status.json`).
+    let reloadSequence = Atomic<Int>(0)
     let logger: Logger
 
     private init(
@@ -45,7 +52,6 @@ public final class Broker: Sendable {
         now: @escaping @Sendable () -> Date,
         logger: Logger
     ) {
-        self.configuration = configuration
         self.inspector = inspector
         self.store = store
         self.transfers = transfers

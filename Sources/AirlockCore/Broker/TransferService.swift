@@ -3,16 +3,19 @@ public import Foundation
 /// What the server and the admin commands do with transfers on top of the ledger and the store: look them up,
 /// mint download URLs, delete them and remove their bytes.
 public struct TransferService: Sendable {
-    /// The configuration.
-    public let configuration: AirlockConfiguration
+    /// The configuration in force and the token keys made from it (replaced by a configuration reload).
+    public let live: LiveConfiguration
     /// The ledger.
     public let ledger: any Ledger
     /// The bytes on disk.
     public let store: FileStore
-    /// Download tokens.
-    public let tokens: DownloadTokens
     /// The clock.
     public let now: @Sendable () -> Date
+
+    /// The configuration in force now.
+    public var configuration: AirlockConfiguration { self.live.current.configuration }
+    /// Download tokens with the keys in force now.
+    public var tokens: DownloadTokens { self.live.current.tokens }
 
     /// Creates the service over an open ledger.
     public init(
@@ -22,10 +25,9 @@ public struct TransferService: Sendable {
         tokens: DownloadTokens,
         now: @escaping @Sendable () -> Date
     ) {
-        self.configuration = configuration
+        self.live = LiveConfiguration(configuration, tokens: tokens)
         self.ledger = ledger
         self.store = store
-        self.tokens = tokens
         self.now = now
     }
 
@@ -78,20 +80,24 @@ public struct TransferService: Sendable {
     /// Mints a download token and its issuance record, without writing anything: the caller records it, in its
     /// own transaction.
     func mintDownload(transferId: String, recipient: String, ttlSeconds: Int? = nil, now: Date) throws -> (DownloadGrant, TokenIssuanceRecord) {
-        let ttl = ttlSeconds ?? self.configuration.tokens.ttlSeconds
-        let (token, claims) = try self.tokens.issue(transferId: transferId, recipient: recipient, ttl: ttl, now: now)
+        // One state of the configuration for the whole URL, whatever a reload does meanwhile.
+        let settings = self.live.current
+        let configuration = settings.configuration
+        let tokens = settings.tokens
+        let ttl = ttlSeconds ?? configuration.tokens.ttlSeconds
+        let (token, claims) = try tokens.issue(transferId: transferId, recipient: recipient, ttl: ttl, now: now)
         let issuance = TokenIssuanceRecord(
             tokenId: claims.jti,
             transferId: transferId,
             recipient: recipient,
-            keyId: self.tokens.activeKeyId,
+            keyId: tokens.activeKeyId,
             issuedAt: now,
             expiresAt: claims.exp,
             usedAt: nil
         )
         let base =
-            self.configuration.http.publicBaseURL.hasSuffix("/")
-            ? String(self.configuration.http.publicBaseURL.dropLast()) : self.configuration.http.publicBaseURL
+            configuration.http.publicBaseURL.hasSuffix("/")
+            ? String(configuration.http.publicBaseURL.dropLast()) : configuration.http.publicBaseURL
         return (DownloadGrant(recipient: recipient, url: "\(base)/v1/files/\(token)", expiresAt: claims.exp), issuance)
     }
 

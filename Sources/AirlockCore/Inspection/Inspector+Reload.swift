@@ -69,6 +69,9 @@ struct SignatureFingerprint: Sendable, Equatable {
 }
 
 extension Inspector {
+    /// Whether parsers serve (false only while a blocking reload compiles, or after one failed).
+    public var isServing: Bool { self.slot.isServing }
+
     /// The last reload's error, nil when it succeeded (or none was tried).
     public var lastReloadError: String? {
         self.reloadState.withLock { $0.lastError }
@@ -84,10 +87,13 @@ extension Inspector {
     /// A failed reload keeps the serving generation (in concurrent mode) and names the file libclamav refused;
     /// the same files are not tried again until they change. Reloads run one at a time.
     ///
-    /// - Parameter configuration: the configuration to build with; nil keeps the current one.
-    public func reload(_ configuration: AirlockConfiguration? = nil, force: Bool = false) async -> SignatureReload {
+    /// - Parameters:
+    ///   - configuration: the configuration to build with; nil keeps the current one.
+    ///   - force: build a new generation even when nothing changed.
+    ///   - retryFailed: try files again that failed to load last time (an operator's request, not a periodic check).
+    public func reload(_ configuration: AirlockConfiguration? = nil, force: Bool = false, retryFailed: Bool = false) async -> SignatureReload {
         do {
-            return try await self.reloadPool.runIfActive { self.reloadBlocking(configuration, force: force) }
+            return try await self.reloadPool.runIfActive { self.reloadBlocking(configuration, force: force, retryFailed: retryFailed) }
         } catch {
             let newest = self.slot.newest
             return SignatureReload(
@@ -99,7 +105,7 @@ extension Inspector {
         }
     }
 
-    private func reloadBlocking(_ requested: AirlockConfiguration?, force: Bool) -> SignatureReload {
+    private func reloadBlocking(_ requested: AirlockConfiguration?, force: Bool, retryFailed: Bool) -> SignatureReload {
         let started = ContinuousClock.now
         let state = self.reloadState.withLock { $0 }
         let configuration = requested ?? state.configuration
@@ -107,7 +113,8 @@ extension Inspector {
         let sameSettings =
             configuration.scanner.engineSettings == state.configuration.scanner.engineSettings && configuration.policy == state.configuration.policy
         let serving = self.slot.newest
-        if !force, sameSettings, fingerprint == state.fingerprint || fingerprint == state.failedFingerprint {
+        // Without serving parsers (a blocking reload failed) every check tries again.
+        if !force, self.slot.isServing, sameSettings, fingerprint == state.fingerprint || (!retryFailed && fingerprint == state.failedFingerprint) {
             return SignatureReload(outcome: .unchanged, signatures: serving.signatures, loadedAt: serving.loadedAt, duration: .zero)
         }
 

@@ -465,7 +465,7 @@ func withCStringArray<Result>(_ strings: [String], _ body: (UnsafePointer<Unsafe
 
 extension Duration {
     /// The duration in seconds, as a floating-point number.
-    var seconds: Double {
+    public var seconds: Double {
         let (seconds, attoseconds) = self.components
         return Double(seconds) + Double(attoseconds) / 1e18
     }

@@ -23,6 +23,10 @@ public struct FileStore: Sendable {
     public let scanningDirectory: String
     /// This node's `node.id`.
     public let node: String
+    /// `var/run/<node>`: this node's pid file and reload status, where `airlock reload` finds them.
+    public var runDirectory: String {
+        ((self.dataDirectory as NSString).appendingPathComponent("run") as NSString).appendingPathComponent(self.node)
+    }
     /// `storage.quarantineDirectory`.
     public let quarantineDirectory: String
     /// The quarantine keys and the id of the active one.
@@ -62,6 +66,7 @@ public struct FileStore: Sendable {
         for directory in [
             self.dataDirectory, self.stagingRoot, self.stagingDirectory, self.filesDirectory,
             (self.scanningDirectory as NSString).deletingLastPathComponent, self.scanningDirectory, self.quarantineDirectory,
+            (self.runDirectory as NSString).deletingLastPathComponent, self.runDirectory,
         ] {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             chmod(directory, 0o700)

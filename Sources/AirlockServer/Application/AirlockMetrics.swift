@@ -1,4 +1,5 @@
 import AirlockCore
+import Foundation
 import Prometheus
 
 /// The broker's Prometheus metrics, rendered by `GET /metrics`.
@@ -105,6 +106,58 @@ final class AirlockMetrics: Sendable {
             ),
             labels: [("cause", cause)]
         ).increment()
+    }
+
+    /// Counts a reload: `airlock_signature_reloads_total{outcome}` (`reloaded`, `failed`; a check that found nothing
+    /// changed is not counted), `airlock_configuration_reloads_total{outcome}` (`applied`, `invalid`), and sets
+    /// `airlock_signatures_loaded_timestamp_seconds` and `airlock_signature_reload_duration_seconds`.
+    func countReload(_ report: ReloadReport) {
+        let outcome: String?
+        switch report.signatures.outcome {
+        case .unchanged: outcome = nil
+        case .reloaded: outcome = "reloaded"
+        case .failed: outcome = "failed"
+        }
+        if let outcome {
+            self.registry.makeCounter(
+                descriptor: MetricNameDescriptor(
+                    namespace: "airlock",
+                    metricName: "signature_reloads",
+                    unitName: "total",
+                    helpText: "Signature reloads, by outcome (failed: the previous signatures kept serving)."
+                ),
+                labels: [("outcome", outcome)]
+            ).increment()
+            self.registry.makeGauge(
+                descriptor: MetricNameDescriptor(
+                    namespace: "airlock",
+                    metricName: "signature_reload_duration",
+                    unitName: "seconds",
+                    helpText: "How long the last signature reload took (compile included)."
+                )
+            ).set(report.signatures.duration.seconds)
+        }
+        self.registry.makeGauge(
+            descriptor: MetricNameDescriptor(
+                namespace: "airlock",
+                metricName: "signatures_loaded_timestamp",
+                unitName: "seconds",
+                helpText: "When the serving signatures finished compiling (Unix time)."
+            )
+        ).set(report.signatures.loadedAt.timeIntervalSince1970)
+        let configuration: String? =
+            report.configurationError != nil ? "invalid" : (report.configuration.map { $0.changed.isEmpty ? nil : "applied" } ?? nil)
+        if let configuration {
+            self.registry.makeCounter(
+                descriptor: MetricNameDescriptor(
+                    namespace: "airlock",
+                    metricName: "configuration_reloads",
+                    unitName: "total",
+                    helpText: "Configuration reloads, by outcome (invalid: the file was refused and nothing changed)."
+                ),
+                labels: [("outcome", configuration)]
+            ).increment()
+        }
     }
 
     /// Counts one refused request on an upload or download path; `upload` also counts it in `uploads_refused`.

@@ -10,15 +10,20 @@ import ServiceLifecycle
 
 /// Builds the broker's HTTP application on a configuration: loads signatures, opens the ledger, prepares the store.
 ///
-/// - Parameter now: the clock, injectable for tests.
+/// - Parameters:
+///   - configurationSource: reads the configuration again for a reload (SIGHUP, `airlock reload`); nil reloads
+///     signatures only.
+///   - now: the clock, injectable for tests.
 public func buildApplication(
     configuration: AirlockConfiguration,
     logger: Logger,
+    configurationSource: (@Sendable () throws -> AirlockConfiguration)? = nil,
     now: @escaping @Sendable () -> Date = { Date() }
 ) async throws -> some ApplicationProtocol {
     let broker = try await Broker.start(configuration: configuration, logger: logger, now: now)
     let metrics = AirlockMetrics()
     broker.inspector.observeScanner { metrics.countScannerEvent($0) }
+    broker.observeReloads { metrics.countReload($0) }
     let router = Router(context: AirlockRequestContext.self)
     // Outermost, so that it sees every answer on the browser-facing paths, errors included (already mapped to APIError).
     router.add(middleware: CORSMiddleware(configuration: configuration))
@@ -28,20 +33,22 @@ public func buildApplication(
     let files = FileResponder(broker: broker, metrics: metrics, fileIO: FileIO(threadPool: broker.threadPool))
     router.addRoutes(DownloadController(broker: broker, metrics: metrics, logger: logger, files: files).endpoints, atPath: "/v1/files")
     if configuration.xep0363.enabled {
-        let upload = await XEP0363Controller(broker: broker, metrics: metrics, logger: logger, files: files)
+        let upload = XEP0363Controller(broker: broker, metrics: metrics, logger: logger, files: files)
         router.addRoutes(upload.endpoints, atPath: RouterPath(String(configuration.xep0363.pathPrefix.dropLast())))
     }
 
     // Slow clients: a connection that sends no complete request header and no body bytes for
     // `http.idleTimeoutSeconds` is closed, and at most `http.maxConnections` are served at once.
-    let maxBodyBytes = configuration.limits.maxUploadBytes
+    // Read per connection: `limits` is reloaded without a restart.
     let http1 = HTTP1Channel.Configuration(
-        additionalChannelHandlers: [ExpectContinueHandler(maxBodyBytes: maxBodyBytes)],
+        additionalChannelHandlers: [ExpectContinueHandler(maxBodyBytes: broker.configuration.limits.maxUploadBytes)],
         idleTimeout: .seconds(Int64(configuration.http.idleTimeoutSeconds))
     )
     let server: HTTPServerBuilder
+    var certificate: LiveCertificate?
     if let tls = try TLSSettings(configuration.http.tls) {
         server = try .tls(.http1(configuration: http1), tlsConfiguration: tls.configuration)
+        certificate = tls.certificate
     } else {
         server = .http1(configuration: http1)
     }
@@ -58,7 +65,10 @@ public func buildApplication(
         },
         logger: logger
     )
-    app.addServices(BrokerService(broker: broker))
+    app.addServices(
+        BrokerService(broker: broker),
+        ReloadService(broker: broker, configurationSource: configurationSource, certificate: certificate, logger: logger)
+    )
     return app
 }
 
@@ -77,12 +87,18 @@ struct BrokerService: Service {
 struct TLSSettings {
     let configuration: TLSConfiguration
 
+    /// The certificate and key, read again at each configuration reload.
+    let certificate: LiveCertificate
+
     init?(_ tls: AirlockConfiguration.TLS) throws {
         guard let certificateFile = tls.certificateFile, let privateKeyFile = tls.privateKeyFile else { return nil }
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) },
             privateKey: .privateKey(try NIOSSLPrivateKey(file: privateKeyFile, format: .pem))
         )
+        // Every handshake asks for the certificate in force, so a renewal needs no restart.
+        self.certificate = try LiveCertificate(tls)
+        configuration.sslContextCallback = self.certificate.callback
         // TLS 1.0 and 1.1 are deprecated (RFC 8996); every IM server and client in use speaks 1.2.
         configuration.minimumTLSVersion = .tlsv12
         if let clientCAFile = tls.clientCAFile {

@@ -26,9 +26,10 @@ struct OperationsController {
         for path in ["healthz", "readyz", "metrics"] {
             router.methodNotAllowed(RouterPath(path), allowing: [.get, .head])
         }
-        let bearer = self.broker.configuration.metrics.bearerToken.map { Data(SHA256.hash(data: Data($0.utf8))) }
+        // `metrics.bearerToken` is reloaded without a restart.
+        let bearerDigest = Derived(self.broker.live) { $0.metrics.bearerToken.map { Data(SHA256.hash(data: Data($0.utf8))) } }
         router.get("metrics") { request, _ in
-            if let bearer {
+            if let bearer = bearerDigest.current {
                 // Compared as digests in constant time, as the API keys are.
                 let presented = request.headers[.authorization].flatMap { header -> String? in
                     header.lowercased().hasPrefix("bearer ") ? header.dropFirst(7).trimmingCharacters(in: .whitespaces) : nil

@@ -18,7 +18,7 @@ struct TransferController {
         routes.add(middleware: RefusalMiddleware(kind: "transfers", metrics: self.metrics, logger: self.logger))
         routes.add(
             middleware: ServerAuthenticationMiddleware(
-                servers: self.broker.configuration.servers,
+                live: self.broker.live,
                 mutualTLS: self.broker.configuration.http.tls.clientCAFile != nil
             )
         )

@@ -15,20 +15,33 @@ struct XEP0363Controller {
     let metrics: AirlockMetrics
     let logger: Logger
     let files: FileResponder
-    let jwtKeys: JWTKeyCollection
-    let signature: XEP0363Signature
+    /// The XEP-0363 secret's verifiers, made again when a reload changes `xep0363.secret`.
+    let secret: Derived<Verifiers>
     let prefix: String
 
-    init(broker: Broker, metrics: AirlockMetrics, logger: Logger, files: FileResponder) async {
+    /// What checks an upload URL made with one secret.
+    struct Verifiers: Sendable {
+        let signature: XEP0363Signature
+        /// JWTKit's key collection is an actor, filled asynchronously: made once per secret.
+        let jwtKeys: Task<JWTKeyCollection, Never>
+
+        init(secret: String) {
+            self.signature = XEP0363Signature(secret: secret)
+            let key = SymmetricKey(data: Data(secret.utf8))
+            self.jwtKeys = Task {
+                let keys = JWTKeyCollection()
+                await keys.add(hmac: HMACKey(key: key), digestAlgorithm: .sha256)
+                return keys
+            }
+        }
+    }
+
+    init(broker: Broker, metrics: AirlockMetrics, logger: Logger, files: FileResponder) {
         self.broker = broker
         self.metrics = metrics
         self.logger = logger
         self.files = files
-        let secret = Data(broker.configuration.xep0363.secret.utf8)
-        self.signature = XEP0363Signature(secret: broker.configuration.xep0363.secret)
-        let keys = JWTKeyCollection()
-        await keys.add(hmac: HMACKey(key: SymmetricKey(data: secret)), digestAlgorithm: .sha256)
-        self.jwtKeys = keys
+        self.secret = Derived(broker.live) { Verifiers(secret: $0.xep0363.secret) }
         self.prefix = broker.configuration.xep0363.pathPrefix
     }
 
@@ -100,7 +113,7 @@ struct XEP0363Controller {
             let token = String(authorization.dropFirst(7)).trimmingCharacters(in: .whitespaces)
             let claims: FileShareClaims
             do {
-                claims = try await self.jwtKeys.verify(token, as: FileShareClaims.self)
+                claims = try await self.secret.current.jwtKeys.value.verify(token, as: FileShareClaims.self)
             } catch {
                 throw APIError(.unauthorized, "invalid_token", "the upload token is not valid")
             }
@@ -120,7 +133,7 @@ struct XEP0363Controller {
         guard let (version, presented) = XEP0363Signature.presented(v: query["v"], v2: query["v2"], token: query["token"]) else {
             throw APIError(.forbidden, "missing_signature", "the upload URL carries no v, v2 or token signature")
         }
-        guard self.signature.isValid(presented, version, path: slot.path, length: length, contentType: contentType) else {
+        guard self.secret.current.signature.isValid(presented, version, path: slot.path, length: length, contentType: contentType) else {
             throw APIError(.forbidden, "bad_signature", "the upload signature does not match")
         }
         return slot.segments.count == 3 ? slot.segments[0] : "unknown"

@@ -13,12 +13,13 @@ import X509
 /// server (`servers.NAME.certificateNames`); an API key sent as well must belong to that same server.
 struct ServerAuthenticationMiddleware: RouterMiddleware {
     typealias Context = AirlockRequestContext
-    let credentials: ServerCredentials
+    /// The credentials of the servers configured now (`servers` is reloaded without a restart).
+    let credentials: Derived<ServerCredentials>
     /// Whether IM servers must present a client certificate (`http.tls.clientCAFile`; mutual TLS).
     let mutualTLS: Bool
 
-    init(servers: [String: AirlockConfiguration.Server], mutualTLS: Bool) {
-        self.credentials = ServerCredentials(servers)
+    init(live: LiveConfiguration, mutualTLS: Bool) {
+        self.credentials = Derived(live) { ServerCredentials($0.servers) }
         self.mutualTLS = mutualTLS
     }
 
@@ -31,17 +32,18 @@ struct ServerAuthenticationMiddleware: RouterMiddleware {
             presentedKey = authorization.dropFirst(7).trimmingCharacters(in: .whitespaces)
         }
         let server: String
+        let credentials = self.credentials.current
         if self.mutualTLS {
             // The TLS handshake already validated any certificate presented against clientCAFile.
             guard let certificate = try? await context.channel.nioSSL_peerCertificate().get() else {
                 throw APIError(.forbidden, "client_certificate_required", "this API requires a client certificate signed by http.tls.clientCAFile")
             }
-            server = try self.credentials.server(certificateNames: CertificateNames.of(certificate), apiKey: presentedKey)
+            server = try credentials.server(certificateNames: CertificateNames.of(certificate), apiKey: presentedKey)
         } else {
             guard let presentedKey else {
                 throw APIError(.unauthorized, "unauthorized", "missing API key: send Authorization: Bearer <servers.NAME.apiKey>")
             }
-            guard let match = self.credentials.server(apiKey: presentedKey) else {
+            guard let match = credentials.server(apiKey: presentedKey) else {
                 throw APIError(.unauthorized, "unauthorized", "unknown API key")
             }
             server = match
