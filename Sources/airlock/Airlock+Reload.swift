@@ -26,11 +26,19 @@ extension Airlock {
         var timeout: Int = 600
 
         func run() async throws {
-            let configuration = try self.options.loadConfiguration()
+            let configuration: AirlockConfiguration
+            do {
+                configuration = try self.options.loadConfiguration()
+            } catch {
+                throw ValidationError(
+                    "\(error)\nThe server was not asked to reload: fix the file (airlock config check) and run airlock reload again."
+                )
+            }
             let store = FileStore(configuration.storage, node: configuration.node.id)
             let pidFile = (store.runDirectory as NSString).appendingPathComponent("airlock.pid")
             let statusFile = (store.runDirectory as NSString).appendingPathComponent("reload-status.json")
-            guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+            guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+                let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
             else {
                 throw ValidationError(
                     "no running server found: \(pidFile) is missing. Start it with `airlock serve` (same --config), or check storage.dataDirectory and node.id"
@@ -56,7 +64,9 @@ extension Airlock {
                 }
                 let now = ContinuousClock.now
                 guard started.duration(to: now) < .seconds(self.timeout) else {
-                    throw ValidationError("the server (pid \(pid)) did not report within \(self.timeout) s; see its log, or wait longer with --timeout")
+                    throw ValidationError(
+                        "the server (pid \(pid)) did not report within \(self.timeout) s; see its log, or wait longer with --timeout"
+                    )
                 }
                 guard kill(pid, 0) == 0 else {
                     throw ValidationError("the server (pid \(pid)) stopped while reloading; see its log")
@@ -137,7 +147,10 @@ extension Airlock {
                     do {
                         _ = try NIOSSLCertificate.fromPEMFile(certificateFile)
                     } catch {
-                        throw ConfigurationError(key: "http.tls.certificateFile", message: "\(certificateFile) is not a readable PEM certificate: \(error)")
+                        throw ConfigurationError(
+                            key: "http.tls.certificateFile",
+                            message: "\(certificateFile) is not a readable PEM certificate: \(error)"
+                        )
                     }
                     do {
                         _ = try NIOSSLPrivateKey(file: keyFile, format: .pem)
@@ -157,7 +170,9 @@ extension Airlock {
                 }
                 let source = self.options.config ?? "Config/airlock.json (or the built-in defaults)"
                 print("configuration OK: \(source)")
-                print("  listener: \(configuration.http.host):\(configuration.http.port)\(configuration.http.tls.certificateFile == nil ? "" : " (TLS)")")
+                print(
+                    "  listener: \(configuration.http.host):\(configuration.http.port)\(configuration.http.tls.certificateFile == nil ? "" : " (TLS)")"
+                )
                 let ledger = if case .postgresql = configuration.ledger.backend { "PostgreSQL" } else { "SQLite" }
                 print("  ledger: \(ledger); data: \(configuration.storage.dataDirectory)")
                 print("  signatures from: \(withSignatures.joined(separator: ", "))")

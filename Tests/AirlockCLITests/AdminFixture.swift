@@ -18,11 +18,12 @@ final class AdminFixture: Sendable {
     var quarantineDirectory: String { self.directory.file("Quarantine") }
     var databasePath: String { self.directory.file("var/airlock.sqlite") }
 
-    func startServer(extra: [String: String] = [:]) async throws -> ServerProcess {
+    func startServer(extra: [String: String] = [:], arguments: [String] = []) async throws -> ServerProcess {
         try await ServerProcess.start(
             executable: AirlockCommand.executable,
             directory: Fixtures.packageRoot.path,
-            environment: self.environment.merging(extra) { $1 }
+            environment: self.environment.merging(extra) { $1 },
+            arguments: arguments
         )
     }
 

@@ -12,9 +12,9 @@ public final class ServerProcess: @unchecked Sendable {
 
     /// Starts `executable serve` in `directory` with `environment` added, and waits (at most `timeout` seconds)
     /// for the line that says it is serving.
-    public init(executable: String, directory: String, environment: [String: String], timeout: TimeInterval = 60) throws {
+    public init(executable: String, directory: String, environment: [String: String], arguments: [String] = [], timeout: TimeInterval = 60) throws {
         self.process.executableURL = URL(fileURLWithPath: executable)
-        self.process.arguments = ["serve"]
+        self.process.arguments = ["serve"] + arguments
         self.process.currentDirectoryURL = URL(fileURLWithPath: directory)
         var env = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         env["AIRLOCK_HTTP_HOST"] = "127.0.0.1"
@@ -50,10 +50,12 @@ public final class ServerProcess: @unchecked Sendable {
     }
 
     /// Starts the server like `init`, waiting on a thread of its own rather than on a cooperative thread.
-    public static func start(executable: String, directory: String, environment: [String: String]) async throws -> ServerProcess {
+    public static func start(executable: String, directory: String, environment: [String: String], arguments: [String] = []) async throws -> ServerProcess {
         try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread {
-                continuation.resume(with: Result { try ServerProcess(executable: executable, directory: directory, environment: environment) })
+                continuation.resume(
+                    with: Result { try ServerProcess(executable: executable, directory: directory, environment: environment, arguments: arguments) }
+                )
             }
         }
     }

@@ -97,7 +97,9 @@ extension Broker {
             details["trigger"] = report.trigger
             details["changed"] = change.changed.joined(separator: ",")
             if !change.needRestart.isEmpty { details["needRestart"] = change.needRestart.joined(separator: ",") }
-            events.append(AuditEvent(at: report.finishedAt, actor: "airlock:reload", action: "configuration.reloaded", transferId: nil, details: details))
+            events.append(
+                AuditEvent(at: report.finishedAt, actor: "airlock:reload", action: "configuration.reloaded", transferId: nil, details: details)
+            )
         }
         switch report.signatures.outcome {
         case .reloaded(let previous):
@@ -106,13 +108,17 @@ extension Broker {
             details["version"] = report.signatures.signatures.version
             details["previousVersion"] = previous.version
             details["signatures"] = "\(report.signatures.signatures.signatureCount)"
-            events.append(AuditEvent(at: report.finishedAt, actor: "airlock:reload", action: "signatures.reloaded", transferId: nil, details: details))
+            events.append(
+                AuditEvent(at: report.finishedAt, actor: "airlock:reload", action: "signatures.reloaded", transferId: nil, details: details)
+            )
         case .failed(let error):
             var details = node
             details["trigger"] = report.trigger
             details["error"] = error
             details["version"] = report.signatures.signatures.version
-            events.append(AuditEvent(at: report.finishedAt, actor: "airlock:reload", action: "signatures.reloadFailed", transferId: nil, details: details))
+            events.append(
+                AuditEvent(at: report.finishedAt, actor: "airlock:reload", action: "signatures.reloadFailed", transferId: nil, details: details)
+            )
         case .unchanged:
             break
         }

@@ -34,7 +34,8 @@ enum ParserHost: Sendable {
 
     func inspect(descriptor: Int32, name: String, declaredType: String?, describe: Bool) -> ParserReport {
         switch self {
-        case .inProcess(let parsers): parsers.inspect(descriptor: descriptor, name: name, declaredType: declaredType, describe: describe).stamped(parsers)
+        case .inProcess(let parsers):
+            parsers.inspect(descriptor: descriptor, name: name, declaredType: declaredType, describe: describe).stamped(parsers)
         case .isolated(let supervisors):
             Self.leastBusy(supervisors).inspect(descriptor: descriptor, name: name, declaredType: declaredType, describe: describe)
         }

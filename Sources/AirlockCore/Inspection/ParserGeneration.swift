@@ -20,7 +20,8 @@ final class ParserGeneration: Sendable {
     /// Scratch directories made for this generation alone, removed once it is shut down.
     let scratchDirectories: [String]
 
-    init(number: Int, host: ParserHost, signatures: SignatureInfo, policy: TypePolicy, maxFileSize: Int, loadedAt: Date, scratchDirectories: [String]) {
+    init(number: Int, host: ParserHost, signatures: SignatureInfo, policy: TypePolicy, maxFileSize: Int, loadedAt: Date, scratchDirectories: [String])
+    {
         self.number = number
         self.host = host
         self.signatures = signatures

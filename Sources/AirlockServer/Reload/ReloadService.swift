@@ -29,7 +29,10 @@ struct ReloadService: Service {
                 try Data(pid.utf8).write(to: URL(fileURLWithPath: pidFile), options: .atomic)
             }
         } catch {
-            self.logger.error("cannot write the pid file: `airlock reload` will not find this server", metadata: ["path": "\(pidFile)", "error": "\(error)"])
+            self.logger.error(
+                "cannot write the pid file: `airlock reload` will not find this server",
+                metadata: ["path": "\(pidFile)", "error": "\(error)"]
+            )
         }
         defer {
             // Only our own: a newer server on the same data directory may have replaced it.
