@@ -93,7 +93,7 @@ enum Output {
             ("sha256", record.sha256), ("declared type", record.declaredType ?? "-"),
             ("detected type", record.detectedType.map { type in record.typeDescription.map { "\(type) (\($0))" } ?? type } ?? "-"),
             ("signature version", record.signatureVersion),
-        ]
+        ] + (record.recalledAt.map { [("recalled", "\(self.time($0)) (delivered clean, found unclean by later signatures)")] } ?? [])
         let width = fields.map(\.0.count).max() ?? 0
         for (name, value) in fields {
             print("\(name.padding(toLength: width, withPad: " ", startingAt: 0))  \(self.escaped(value))")

@@ -25,14 +25,21 @@ extension Airlock {
                     try self.options.printJSON(transfers.map(\.document))
                     return
                 }
+                // Who already has a recalled file: the recipients whose downloads were served.
+                var downloadedBy: [String: String] = [:]
+                for summary in transfers where summary.record.recalledAt != nil {
+                    let served = try await admin.detail(id: summary.record.id).downloads.filter { $0.status == 200 || $0.status == 206 }
+                    downloadedBy[summary.record.id] = Set(served.map { $0.recipient ?? "(XEP-0363 download)" }).sorted().joined(separator: ",")
+                }
                 Output.table(
-                    ["ID", "CREATED", "SENDER", "RECIPIENTS", "FILENAME", "SIZE", "SHA256", "DETECTED TYPE", "VERDICT"],
+                    ["ID", "CREATED", "SENDER", "RECIPIENTS", "FILENAME", "SIZE", "SHA256", "DETECTED TYPE", "VERDICT", "RECALLED", "DOWNLOADED BY"],
                     transfers.map { summary in
                         let record = summary.record
                         return [
                             record.id, Output.time(record.createdAt), record.sender, summary.recipients.joined(separator: ","),
                             record.filename, Output.size(record.size), String(record.sha256.prefix(16)) + "…", record.detectedType ?? "-",
-                            Output.verdict(record),
+                            Output.verdict(record), record.recalledAt.map(Output.time) ?? "-",
+                            downloadedBy[record.id].map { $0.isEmpty ? "nobody" : $0 } ?? "-",
                         ]
                     }
                 )

@@ -63,6 +63,7 @@ extension AirlockConfiguration {
         live("retention", \.retention)
         live("metrics", \.metrics)
         live("scanner", \.scanner)
+        live("retroscan", \.retroscan)
         return ConfigurationChange(applied: applied, changed: changed, needRestart: needRestart)
     }
 }

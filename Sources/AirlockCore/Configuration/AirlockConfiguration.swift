@@ -26,6 +26,17 @@ public struct AirlockConfiguration: Sendable, Equatable {
     public var ledger: LedgerSettings
     /// This node of a cluster.
     public var node: Node
+    /// Rescanning delivered content after a signature change.
+    public var retroscan: Retroscan
+
+    /// `retroscan`: after every signature change, the clean content handed off recently is scanned again with the
+    /// new signatures, and what they detect is recalled.
+    public struct Retroscan: Sendable, Equatable {
+        /// `retroscan.windowHours` (168; 0 = off): how far back.
+        public var windowHours: Int
+        /// `retroscan.workers` (1): scan workers it may use at once; the others stay with live uploads.
+        public var workers: Int
+    }
 
     /// `node`: this process among several on one ledger and one store.
     public struct Node: Sendable, Equatable {
@@ -361,6 +372,10 @@ extension AirlockConfiguration {
         self.metrics = Metrics(bearerToken: try reader.optionalSecret("metrics.bearerToken"))
         self.ledger = try LedgerSettings(&reader)
         self.node = try Node(&reader)
+        self.retroscan = Retroscan(
+            windowHours: try reader.int("retroscan.windowHours", default: 168, in: 0...87_600),
+            workers: try reader.int("retroscan.workers", default: 1, in: 1...64)
+        )
 
         let unknown = reader.unknownFileKeys()
         if let first = unknown.first {

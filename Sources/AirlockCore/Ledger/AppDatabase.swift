@@ -138,6 +138,14 @@ public struct AppDatabase: Sendable {
                 table.add(column: "scannerFailure", .text)
             }
         }
+        migrator.registerMigration("v7") { db in
+            // Recall (issue 15): when a retro-scan found delivered content no longer clean.
+            try db.alter(table: "transfer") { table in
+                table.add(column: "recalledAt", .datetime)
+            }
+            // Retro-scan looks for clean content of a time window that one signature version has not checked yet.
+            try db.create(index: "transferStateCreatedAt", on: "transfer", columns: ["state", "createdAt"])
+        }
         return migrator
     }
 

@@ -104,8 +104,83 @@ public protocol Ledger: Sendable {
     /// nothing is written. `progress` is called after each table with its name and the rows written.
     func importSnapshot(_ snapshot: LedgerSnapshot, progress: @escaping @Sendable (LedgerTable, Int) -> Void) async throws
 
+    // MARK: Retro-scan and recall (issue 15)
+
+    /// Clean content (of `stored` transfers handed off since `since`) that `signatureVersion` has not checked yet
+    /// (it has no verdict cache entry for that version), newest first.
+    func retroscanCandidates(since: Date, signatureVersion: String, limit: Int) async throws -> [RetroscanCandidate]
+
+    /// How far `signatureVersion` has checked the clean content handed off since `since`, and how many transfers of
+    /// that window were recalled.
+    func retroscanProgress(since: Date, signatureVersion: String) async throws -> RetroscanProgress
+
+    /// Records that `verdict.signatureVersion` found `verdict.sha256` clean (a verdict cache entry): a retro-scan's
+    /// progress, kept across restarts.
+    func recordChecked(_ verdict: VerdictCacheRecord) async throws
+
+    /// Recalls content that is no longer clean, in one transaction: every `stored` transfer with `sha256` becomes
+    /// `quarantined` with `verdict`, `signatureVersion` and `recalledAt`; `quarantine` runs for each inside the
+    /// transaction (it encrypts the bytes into the quarantine); the content's clean verdict cache entries go; each
+    /// gets a `transfer.recalled` audit entry by `actor` naming the signature and the recipients who had already
+    /// downloaded it.
+    ///
+    /// - Returns: the recalled transfers as they are now, with their recipients and who downloaded them.
+    func recall(
+        sha256: String,
+        verdict: Verdict,
+        signatureVersion: String,
+        at date: Date,
+        actor: String,
+        quarantine: @escaping @Sendable (TransferRecord) throws -> Void
+    ) async throws -> [RecalledTransfer]
+
     /// Releases the ledger's connections; nothing may be called after.
     func close() async
+}
+
+/// Clean content a retro-scan still has to check.
+public struct RetroscanCandidate: Sendable, Equatable {
+    /// The content's digest.
+    public var sha256: String
+    /// Its size.
+    public var size: Int64
+    /// When the newest transfer of it was handed off.
+    public var newest: Date
+
+    /// Creates a candidate.
+    public init(sha256: String, size: Int64, newest: Date) {
+        self.sha256 = sha256
+        self.size = size
+        self.newest = newest
+    }
+}
+
+/// How far a retro-scan has come (``Ledger/retroscanProgress(since:signatureVersion:)``).
+public struct RetroscanProgress: Sendable, Equatable, Codable {
+    /// Distinct clean contents of the window the version has checked.
+    public var checked: Int
+    /// Distinct clean contents of the window it has not checked yet.
+    public var pending: Int
+    /// Transfers of the window recalled (by any version).
+    public var recalled: Int
+
+    /// Creates progress figures.
+    public init(checked: Int, pending: Int, recalled: Int) {
+        self.checked = checked
+        self.pending = pending
+        self.recalled = recalled
+    }
+}
+
+/// A transfer a recall quarantined.
+public struct RecalledTransfer: Sendable {
+    /// The transfer as it is now (`quarantined`, with `recalledAt`).
+    public var transfer: TransferRecord
+    /// Its recipients.
+    public var recipients: [String]
+    /// The recipients who had already downloaded it (sorted); a download without a known recipient (an XEP-0363 GET)
+    /// counts as `(XEP-0363 download)`.
+    public var downloadedBy: [String]
 }
 
 /// Opens the ledger a configuration names.

@@ -14,7 +14,7 @@ import PostgresNIO
 /// the content lock of every hand-off at once. Migrations run once, under a session-level advisory lock, so nodes
 /// may start together.
 public final class PostgresLedger: Ledger {
-    private let client: PostgresClient
+    let client: PostgresClient
     let logger: Logger
     /// This node's `node.id`, added to every audit entry it appends.
     private let node: String?
@@ -86,6 +86,14 @@ public final class PostgresLedger: Ledger {
             "pg2",
             // Scanner failures (a crash or an overrun while parsing) remembered for the content, beside clean verdicts.
             ["ALTER TABLE verdict_cache ADD COLUMN scanner_failure TEXT"]
+        ),
+        (
+            "pg5",
+            // Recall (issue 15): when a retro-scan found delivered content no longer clean.
+            [
+                "ALTER TABLE transfer ADD COLUMN recalled_at BIGINT",
+                "CREATE INDEX transfer_state_created_at ON transfer (state, created_at)",
+            ]
         ),
     ]
 
@@ -500,7 +508,7 @@ public final class PostgresLedger: Ledger {
     // MARK: Rows
 
     /// Appends `event` to the audit chain inside the caller's transaction, the chain's head locked until it commits.
-    private func append(_ event: AuditEvent, _ connection: PostgresConnection) async throws {
+    func append(_ event: AuditEvent, _ connection: PostgresConnection) async throws {
         try await connection.query("SELECT pg_advisory_xact_lock(\(LockKey.auditHead))", logger: self.logger)
         var lastId: Int64 = 0
         var lastHash = AuditEntry.genesisHash
@@ -526,11 +534,12 @@ public final class PostgresLedger: Ledger {
         try await connection.query(
             """
             INSERT INTO transfer (id, server, sender, filename, original_filename, declared_type, detected_type, type_description,
-            size, sha256, verdict, signature, reason, state, signature_version, created_at, updated_at, node)
+            size, sha256, verdict, signature, reason, state, signature_version, created_at, updated_at, node, recalled_at)
             VALUES (\(transfer.id), \(transfer.server), \(transfer.sender), \(transfer.filename), \(transfer.originalFilename),
             \(transfer.declaredType), \(transfer.detectedType), \(transfer.typeDescription), \(transfer.size), \(transfer.sha256),
             \(transfer.verdict.rawValue), \(transfer.signature), \(transfer.reason), \(transfer.state.rawValue), \(transfer.signatureVersion),
-            \(Self.milliseconds(transfer.createdAt)), \(Self.milliseconds(transfer.updatedAt)), \(transfer.node))
+            \(Self.milliseconds(transfer.createdAt)), \(Self.milliseconds(transfer.updatedAt)), \(transfer.node),
+            \(transfer.recalledAt.map(Self.milliseconds)))
             """,
             logger: logger
         )
@@ -548,7 +557,7 @@ public final class PostgresLedger: Ledger {
     }
 
     /// Inserts or replaces the row, as SQLite's `INSERT OR REPLACE` does.
-    private static func save(_ verdict: VerdictCacheRecord, _ connection: PostgresConnection, _ logger: Logger) async throws {
+    static func save(_ verdict: VerdictCacheRecord, _ connection: PostgresConnection, _ logger: Logger) async throws {
         try await connection.query(
             """
             INSERT INTO verdict_cache (sha256, signature_version, detected_type, type_description, created_at, scanner_failure)
@@ -562,12 +571,12 @@ public final class PostgresLedger: Ledger {
         )
     }
 
-    private static let transferColumns = """
+    static let transferColumns = """
         SELECT id, server, sender, filename, original_filename, declared_type, detected_type, type_description, size, sha256,
-        verdict, signature, reason, state, signature_version, created_at, updated_at, node FROM transfer
+        verdict, signature, reason, state, signature_version, created_at, updated_at, node, recalled_at FROM transfer
         """
 
-    private static func transfers(_ connection: PostgresConnection, _ condition: PostgresQuery, _ logger: Logger) async throws -> [TransferRecord] {
+    static func transfers(_ connection: PostgresConnection, _ condition: PostgresQuery, _ logger: Logger) async throws -> [TransferRecord] {
         var query = PostgresQuery(unsafeSQL: Self.transferColumns + " ")
         query.sql += condition.sql
         query.binds = condition.binds
@@ -575,11 +584,11 @@ public final class PostgresLedger: Ledger {
         for try await row in try await connection.query(query, logger: logger) {
             let (
                 id, server, sender, filename, originalFilename, declaredType, detectedType, typeDescription, size, sha256, verdict, signature,
-                reason, state, signatureVersion, createdAt, updatedAt, node
+                reason, state, signatureVersion, createdAt, updatedAt, node, recalledAt
             ) = try row.decode(
                 (
                     String, String, String, String, String, String?, String?, String?, Int64, String, String, String?, String?, String, String,
-                    Int64, Int64, String?
+                    Int64, Int64, String?, Int64?
                 ).self
             )
             guard let verdictKind = Verdict.Kind(rawValue: verdict), let transferState = TransferState(rawValue: state) else {
@@ -604,14 +613,15 @@ public final class PostgresLedger: Ledger {
                     signatureVersion: signatureVersion,
                     createdAt: Self.date(createdAt),
                     updatedAt: Self.date(updatedAt),
-                    node: node
+                    node: node,
+                    recalledAt: recalledAt.map(Self.date)
                 )
             )
         }
         return records
     }
 
-    private static func recipients(of transferId: String, _ connection: PostgresConnection, _ logger: Logger) async throws -> [String] {
+    static func recipients(of transferId: String, _ connection: PostgresConnection, _ logger: Logger) async throws -> [String] {
         var recipients: [String] = []
         let rows = try await connection.query(
             "SELECT recipient FROM transfer_recipient WHERE transfer_id = \(transferId) ORDER BY recipient COLLATE \"C\"",

@@ -225,7 +225,7 @@ public struct SQLiteLedger: Ledger {
     /// Nothing to release: the pool closes with its last reference.
     public func close() async {}
 
-    private func append(_ event: AuditEvent, _ db: Database) throws {
+    func append(_ event: AuditEvent, _ db: Database) throws {
         try AuditLog.append(
             db,
             at: event.at,

@@ -16,6 +16,8 @@ public struct TransferDocument: Encodable, Sendable {
     public var reason: String?
     public var state: String
     public var createdAt: Date
+    /// When a retro-scan recalled it (issue 15); absent otherwise.
+    public var recalledAt: Date?
     /// On creation: one download URL per recipient when clean.
     public var downloads: [Download]?
 
@@ -49,6 +51,7 @@ public struct TransferDocument: Encodable, Sendable {
         self.reason = record.reason
         self.state = record.state.rawValue
         self.createdAt = record.createdAt
+        self.recalledAt = record.recalledAt
         self.downloads = downloads?.map { Download(recipient: $0.recipient, url: $0.url, expiresAt: $0.expiresAt) }
     }
 
@@ -86,6 +89,9 @@ public struct TransferDocument: Encodable, Sendable {
         }
         guard add("filename", self.filename), add("id", self.id), add("reason", self.reason), let recipients = list(self.recipients)
         else { return nil }
+        if let recalledAt = self.recalledAt {
+            fields.append("\"recalledAt\":\"\(Self.iso8601(recalledAt))\"")
+        }
         fields.append("\"recipients\":" + recipients)
         guard add("sender", self.sender), add("server", self.server), add("sha256", self.sha256), add("signature", self.signature)
         else { return nil }

@@ -60,6 +60,8 @@ public struct TransferRecord: Sendable, Equatable, Codable, FetchableRecord, Per
     public var updatedAt: Date
     /// The node (`node.id`) that received it; nil for transfers from before nodes were recorded.
     public var node: String? = nil
+    /// When a retro-scan found the content no longer clean after it was handed off clean (issue 15); nil otherwise.
+    public var recalledAt: Date? = nil
 
     /// The verdict with its signature or reason.
     public var fullVerdict: Verdict {

@@ -151,6 +151,16 @@ public struct FileStore: Sendable {
         try FileManager.default.removeItem(atPath: stagingPath)
     }
 
+    /// Encrypts the clean content `sha256` into the quarantine as transfer `transferId`'s (a recall): synced and
+    /// in place when this returns. The clean file stays; it is removed once no live transfer shares it.
+    public func quarantineClean(sha256: String, transferId: String) throws {
+        let destination = self.quarantinePath(transferId: transferId)
+        let temporary = (self.quarantineDirectory as NSString).appendingPathComponent(".tmp-\(self.node)-\(transferId)")
+        try self.cipher.encrypt(from: self.cleanPath(sha256: sha256), to: temporary, transferId: transferId)
+        try Self.rename(temporary, to: destination)
+        Self.syncDirectory(self.quarantineDirectory)
+    }
+
     /// Decrypts a quarantined transfer to a new file at `destination` (0600); an existing file or symbolic link
     /// there is refused (``StoreError/destinationExists(path:)``), and a partial file is removed on failure.
     public func exportQuarantined(transferId: String, to destination: String) throws {

@@ -160,6 +160,28 @@ final class AirlockMetrics: Sendable {
         }
     }
 
+    /// Counts retro-scan work: `airlock_retroscan_checked_total` (contents scanned again and still clean),
+    /// `airlock_retroscan_recalled_total` (transfers recalled), and after each pass the gauges
+    /// `airlock_retroscan_pending` and `airlock_retroscan_checked` (contents of the window the serving signatures
+    /// have not / have checked).
+    func countRetroscan(_ event: RetroscanEvent) {
+        func counter(_ name: String, _ help: String) -> Counter {
+            self.registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "airlock", metricName: name, unitName: "total", helpText: help))
+        }
+        func gauge(_ name: String, _ help: String) -> Gauge {
+            self.registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "airlock", metricName: name, helpText: help))
+        }
+        switch event {
+        case .checked:
+            counter("retroscan_checked", "Contents scanned again after a signature change and still clean.").increment()
+        case .recalled(_, _, let transfers):
+            counter("retroscan_recalled", "Transfers recalled: delivered clean, found unclean by later signatures.").increment(by: Int64(transfers.count))
+        case .passFinished(_, let progress):
+            gauge("retroscan_pending", "Clean contents of the retro-scan window the serving signatures have not checked yet.").set(Double(progress.pending))
+            gauge("retroscan_checked", "Clean contents of the retro-scan window the serving signatures have checked.").set(Double(progress.checked))
+        }
+    }
+
     /// Counts one refused request on an upload or download path; `upload` also counts it in `uploads_refused`.
     func countRefusal(path: String, reason: String, status: Int, upload: Bool) {
         self.registry.makeCounter(

@@ -24,6 +24,11 @@ public func buildApplication(
     let metrics = AirlockMetrics()
     broker.inspector.observeScanner { metrics.countScannerEvent($0) }
     broker.observeReloads { metrics.countReload($0) }
+    let retroscanner = Retroscanner(broker: broker)
+    retroscanner.observe { metrics.countRetroscan($0) }
+    broker.observeReloads { report in
+        if case .reloaded = report.signatures.outcome { retroscanner.requestPass() }
+    }
     let router = Router(context: AirlockRequestContext.self)
     // Outermost, so that it sees every answer on the browser-facing paths, errors included (already mapped to APIError).
     router.add(middleware: CORSMiddleware(configuration: configuration))
@@ -67,7 +72,8 @@ public func buildApplication(
     )
     app.addServices(
         BrokerService(broker: broker),
-        ReloadService(broker: broker, configurationSource: configurationSource, certificate: certificate, logger: logger)
+        ReloadService(broker: broker, configurationSource: configurationSource, certificate: certificate, logger: logger),
+        RetroscanService(retroscanner: retroscanner)
     )
     return app
 }
@@ -80,6 +86,19 @@ struct BrokerService: Service {
         // Wait for the shutdown signal without a busy task: the service group cancels or signals us.
         try? await gracefulShutdown()
         try await self.broker.shutdown()
+    }
+}
+
+/// Runs the retro-scanner until the application stops.
+struct RetroscanService: Service {
+    let retroscanner: Retroscanner
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            await self.retroscanner.run()
+        } onGracefulShutdown: {
+            self.retroscanner.finish()
+        }
     }
 }
 

@@ -1,0 +1,110 @@
+public import Foundation
+import PostgresNIO
+
+extension PostgresLedger {
+    public func retroscanCandidates(since: Date, signatureVersion: String, limit: Int) async throws -> [RetroscanCandidate] {
+        let rows = try await self.client.query(
+            """
+            SELECT sha256, MAX(size), MAX(created_at) AS newest FROM transfer
+            WHERE state = 'stored' AND created_at >= \(Self.milliseconds(since))
+            AND NOT EXISTS (SELECT 1 FROM verdict_cache v WHERE v.sha256 = transfer.sha256 AND v.signature_version = \(signatureVersion))
+            GROUP BY sha256 ORDER BY newest DESC, sha256 LIMIT \(Int64(limit))
+            """,
+            logger: self.logger
+        )
+        var candidates: [RetroscanCandidate] = []
+        for try await (sha256, size, newest) in rows.decode((String, Int64, Int64).self) {
+            candidates.append(RetroscanCandidate(sha256: sha256, size: size, newest: Self.date(newest)))
+        }
+        return candidates
+    }
+
+    public func retroscanProgress(since: Date, signatureVersion: String) async throws -> RetroscanProgress {
+        try await self.transaction { connection in
+            var checked = 0
+            var pending = 0
+            let rows = try await connection.query(
+                """
+                SELECT COUNT(DISTINCT sha256) FILTER (WHERE checked), COUNT(DISTINCT sha256) FILTER (WHERE NOT checked) FROM (
+                    SELECT sha256, EXISTS (SELECT 1 FROM verdict_cache v WHERE v.sha256 = transfer.sha256
+                    AND v.signature_version = \(signatureVersion)) AS checked
+                    FROM transfer WHERE state = 'stored' AND created_at >= \(Self.milliseconds(since))) AS window_content
+                """,
+                logger: self.logger
+            )
+            for try await (done, left) in rows.decode((Int64, Int64).self) {
+                checked = Int(done)
+                pending = Int(left)
+            }
+            var recalled = 0
+            let counted = try await connection.query(
+                "SELECT COUNT(*) FROM transfer WHERE recalled_at IS NOT NULL AND created_at >= \(Self.milliseconds(since))",
+                logger: self.logger
+            )
+            for try await count in counted.decode(Int64.self) { recalled = Int(count) }
+            return RetroscanProgress(checked: checked, pending: pending, recalled: recalled)
+        }
+    }
+
+    public func recordChecked(_ verdict: VerdictCacheRecord) async throws {
+        try await self.transaction { connection in
+            try await Self.save(verdict, connection, self.logger)
+        }
+    }
+
+    public func recall(
+        sha256: String,
+        verdict: Verdict,
+        signatureVersion: String,
+        at date: Date,
+        actor: String,
+        quarantine: @escaping @Sendable (TransferRecord) throws -> Void
+    ) async throws -> [RecalledTransfer] {
+        try await self.transaction { connection in
+            // The content lock a hand-off of the same bytes and their removal take: neither interleaves.
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(sha256), 0))", logger: self.logger)
+            let victims = try await Self.transfers(
+                connection,
+                "WHERE sha256 = \(sha256) AND state = 'stored' ORDER BY created_at, id FOR UPDATE",
+                self.logger
+            )
+            var recalled: [RecalledTransfer] = []
+            for var transfer in victims {
+                let original = transfer
+                try await Self.offThePool { try quarantine(original) }
+                transfer.state = .quarantined
+                transfer.verdict = verdict.kind
+                transfer.signature = verdict.signature
+                transfer.reason = verdict.reason
+                transfer.signatureVersion = signatureVersion
+                transfer.recalledAt = date
+                transfer.updatedAt = date
+                try await connection.query(
+                    """
+                    UPDATE transfer SET state = 'quarantined', verdict = \(verdict.kind.rawValue), signature = \(verdict.signature),
+                    reason = \(verdict.reason), signature_version = \(signatureVersion), recalled_at = \(Self.milliseconds(date)),
+                    updated_at = \(Self.milliseconds(date)) WHERE id = \(transfer.id)
+                    """,
+                    logger: self.logger
+                )
+                let recipients = try await Self.recipients(of: transfer.id, connection, self.logger)
+                var downloaded: [String] = []
+                let rows = try await connection.query(
+                    """
+                    SELECT who FROM (SELECT DISTINCT COALESCE(recipient, '(XEP-0363 download)') AS who FROM download
+                    WHERE transfer_id = \(transfer.id) AND status IN (200, 206)) AS served ORDER BY who COLLATE "C"
+                    """,
+                    logger: self.logger
+                )
+                for try await who in rows.decode(String.self) { downloaded.append(who) }
+                try await self.append(RecalledTransfer.auditEvent(transfer, downloadedBy: downloaded, actor: actor), connection)
+                recalled.append(RecalledTransfer(transfer: transfer, recipients: recipients, downloadedBy: downloaded))
+            }
+            try await connection.query(
+                "DELETE FROM verdict_cache WHERE sha256 = \(sha256) AND scanner_failure IS NULL",
+                logger: self.logger
+            )
+            return recalled
+        }
+    }
+}

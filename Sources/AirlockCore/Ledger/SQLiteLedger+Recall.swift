@@ -1,0 +1,106 @@
+public import Foundation
+import GRDB
+
+extension SQLiteLedger {
+    public func retroscanCandidates(since: Date, signatureVersion: String, limit: Int) async throws -> [RetroscanCandidate] {
+        try await self.writer.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT sha256, MAX(size) AS size, MAX(createdAt) AS newest FROM transfer
+                    WHERE state = 'stored' AND createdAt >= ?
+                    AND NOT EXISTS (SELECT 1 FROM verdictCache v WHERE v.sha256 = transfer.sha256 AND v.signatureVersion = ?)
+                    GROUP BY sha256 ORDER BY newest DESC, sha256 LIMIT ?
+                    """,
+                arguments: [since.databaseArgument, signatureVersion, limit]
+            ).map { row in
+                RetroscanCandidate(sha256: row["sha256"], size: row["size"], newest: row["newest"])
+            }
+        }
+    }
+
+    public func retroscanProgress(since: Date, signatureVersion: String) async throws -> RetroscanProgress {
+        try await self.writer.read { db in
+            let row = try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT COUNT(DISTINCT CASE WHEN checked THEN sha256 END) AS checked,
+                    COUNT(DISTINCT CASE WHEN NOT checked THEN sha256 END) AS pending FROM (
+                        SELECT sha256, EXISTS (SELECT 1 FROM verdictCache v WHERE v.sha256 = transfer.sha256 AND v.signatureVersion = ?) AS checked
+                        FROM transfer WHERE state = 'stored' AND createdAt >= ?)
+                    """,
+                arguments: [signatureVersion, since.databaseArgument]
+            )
+            let recalled = try Int.fetchOne(
+                db,
+                sql: "SELECT COUNT(*) FROM transfer WHERE recalledAt IS NOT NULL AND createdAt >= ?",
+                arguments: [since.databaseArgument]
+            )
+            return RetroscanProgress(checked: row?["checked"] ?? 0, pending: row?["pending"] ?? 0, recalled: recalled ?? 0)
+        }
+    }
+
+    public func recordChecked(_ verdict: VerdictCacheRecord) async throws {
+        try await self.writer.write { db in
+            try verdict.saveWithCachedStatement(db)
+        }
+    }
+
+    public func recall(
+        sha256: String,
+        verdict: Verdict,
+        signatureVersion: String,
+        at date: Date,
+        actor: String,
+        quarantine: @escaping @Sendable (TransferRecord) throws -> Void
+    ) async throws -> [RecalledTransfer] {
+        try await self.writer.write { db in
+            let victims = try TransferRecord.filter(Column("sha256") == sha256 && Column("state") == TransferState.stored).order(Column("createdAt"))
+                .fetchAll(db)
+            var recalled: [RecalledTransfer] = []
+            for var transfer in victims {
+                try quarantine(transfer)
+                transfer.state = .quarantined
+                transfer.verdict = verdict.kind
+                transfer.signature = verdict.signature
+                transfer.reason = verdict.reason
+                transfer.signatureVersion = signatureVersion
+                transfer.recalledAt = date
+                transfer.updatedAt = date
+                try transfer.update(db)
+                let recipients = try String.fetchAll(
+                    db,
+                    sql: "SELECT recipient FROM transferRecipient WHERE transferId = ? ORDER BY recipient",
+                    arguments: [transfer.id]
+                )
+                let downloaded = try String.fetchAll(
+                    db,
+                    sql: """
+                        SELECT DISTINCT COALESCE(recipient, '(XEP-0363 download)') FROM download
+                        WHERE transferId = ? AND status IN (200, 206) ORDER BY 1
+                        """,
+                    arguments: [transfer.id]
+                )
+                let event = RecalledTransfer.auditEvent(transfer, downloadedBy: downloaded, actor: actor)
+                try self.append(event, db)
+                recalled.append(RecalledTransfer(transfer: transfer, recipients: recipients, downloadedBy: downloaded))
+            }
+            // The clean verdicts these bytes had are wrong now; remembered scanner failures stay.
+            try db.execute(sql: "DELETE FROM verdictCache WHERE sha256 = ? AND scannerFailure IS NULL", arguments: [sha256])
+            return recalled
+        }
+    }
+}
+
+extension RecalledTransfer {
+    /// The `transfer.recalled` audit entry of a recalled transfer.
+    static func auditEvent(_ transfer: TransferRecord, downloadedBy: [String], actor: String) -> AuditEvent {
+        var details = [
+            "previousState": TransferState.stored.rawValue, "verdict": transfer.verdict.rawValue, "signatureVersion": transfer.signatureVersion,
+            "downloadedBy": downloadedBy.joined(separator: ","), "sha256": transfer.sha256,
+        ]
+        details["signature"] = transfer.signature
+        details["reason"] = transfer.reason
+        return AuditEvent(at: transfer.recalledAt ?? transfer.updatedAt, actor: actor, action: "transfer.recalled", transferId: transfer.id, details: details)
+    }
+}

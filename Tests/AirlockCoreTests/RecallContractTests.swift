@@ -1,0 +1,124 @@
+import Foundation
+import Synchronization
+import Testing
+
+@testable import AirlockCore
+
+/// Issue 15: what every ``Ledger`` promises the retro-scan and recall, on SQLite and PostgreSQL.
+@Suite("ledger contract: retro-scan and recall")
+struct RecallContractTests {
+    typealias Contract = LedgerContractTests
+
+    @Test(arguments: LedgerBackend.available)
+    func candidatesAreUncheckedStoredContentOfTheWindowNewestFirst(backend: LedgerBackend) async throws {
+        try await Contract().withLedger(backend) { ledger in
+            // Two transfers of the same bytes, one older than the window, one quarantined, one checked already.
+            try await Contract.record(Contract.handOff("a1", sha256: Contract.digest(1), created: Contract.at(minutes: 10)), in: ledger)
+            try await Contract.record(Contract.handOff("a2", sha256: Contract.digest(1), created: Contract.at(minutes: 30)), in: ledger)
+            try await Contract.record(Contract.handOff("b1", sha256: Contract.digest(2), created: Contract.at(minutes: 20)), in: ledger)
+            try await Contract.record(Contract.handOff("old", sha256: Contract.digest(3), created: Contract.at(minutes: -120)), in: ledger)
+            try await Contract.record(
+                Contract.handOff("q1", verdict: .infected(signature: "X"), sha256: Contract.digest(4), created: Contract.at(minutes: 40)),
+                in: ledger
+            )
+            try await Contract.record(Contract.handOff("c1", sha256: Contract.digest(5), created: Contract.at(minutes: 50)), in: ledger)
+            let since = Contract.at(minutes: 0)
+            try await ledger.recordChecked(
+                VerdictCacheRecord(
+                    sha256: Contract.digest(5),
+                    signatureVersion: "v2",
+                    detectedType: "application/pdf",
+                    typeDescription: "",
+                    createdAt: Contract.at(minutes: 60)
+                )
+            )
+
+            let candidates = try await ledger.retroscanCandidates(since: since, signatureVersion: "v2", limit: 10)
+            #expect(candidates.map(\.sha256) == [Contract.digest(1), Contract.digest(2)])
+            #expect(candidates.first?.newest == Contract.at(minutes: 30))
+            #expect(candidates.first?.size == 48_213)
+            #expect(try await ledger.retroscanCandidates(since: since, signatureVersion: "v2", limit: 1).count == 1)
+            // Another version has checked none of them.
+            #expect(try await ledger.retroscanCandidates(since: since, signatureVersion: "v3", limit: 10).count == 3)
+
+            let progress = try await ledger.retroscanProgress(since: since, signatureVersion: "v2")
+            #expect(progress == RetroscanProgress(checked: 1, pending: 2, recalled: 0))
+        }
+    }
+
+    @Test(arguments: LedgerBackend.available)
+    func recallQuarantinesEveryStoredTransferOfTheContentAndNamesWhoDownloadedIt(backend: LedgerBackend) async throws {
+        try await Contract().withLedger(backend) { ledger in
+            let bad = Contract.digest(7)
+            try await Contract.record(
+                Contract.handOff("r1", recipients: ["bob@example.org", "carol@example.org"], sha256: bad, cacheVerdict: true),
+                in: ledger
+            )
+            try await Contract.record(Contract.handOff("r2", recipients: ["dave@example.org"], sha256: bad, created: Contract.at(minutes: 5)), in: ledger)
+            try await Contract.record(Contract.handOff("other", sha256: Contract.digest(8)), in: ledger)
+            try await Contract.set("r2", to: .released, at: Contract.at(minutes: 6), in: ledger)
+            try await Contract.record(Contract.handOff("r3", recipients: ["erin@example.org"], sha256: bad, created: Contract.at(minutes: 7)), in: ledger)
+            try await ledger.recordDownload(
+                DownloadRecord(transferId: "r1", recipient: "bob@example.org", at: Contract.at(minutes: 1), remoteAddress: nil, bytes: 10, status: 200)
+            )
+            try await ledger.recordDownload(
+                DownloadRecord(transferId: "r1", recipient: "carol@example.org", at: Contract.at(minutes: 2), remoteAddress: nil, bytes: 0, status: 416)
+            )
+            try await ledger.recordDownload(
+                DownloadRecord(transferId: "r3", recipient: nil, at: Contract.at(minutes: 8), remoteAddress: nil, bytes: 10, status: 200)
+            )
+            #expect(try await ledger.cachedVerdict(sha256: bad, signatureVersion: "sigs-27001") != nil)
+
+            let quarantined = Mutex<[String]>([])
+            let recalled = try await ledger.recall(
+                sha256: bad,
+                verdict: .infected(signature: "Test.Recall"),
+                signatureVersion: "v2",
+                at: Contract.at(minutes: 60),
+                actor: "airlock:retroscan"
+            ) { transfer in
+                quarantined.withLock { $0.append(transfer.id) }
+            }
+
+            // Stored ones only: the released one was an administrator's decision.
+            #expect(recalled.map(\.transfer.id) == ["r1", "r3"])
+            #expect(quarantined.withLock { $0 } == ["r1", "r3"])
+            #expect(recalled.first?.downloadedBy == ["bob@example.org"])
+            #expect(recalled.first?.recipients == ["bob@example.org", "carol@example.org"])
+            #expect(recalled.last?.downloadedBy == ["(XEP-0363 download)"])
+            let (r1, _) = try #require(try await ledger.transfer(id: "r1"))
+            #expect(r1.state == .quarantined)
+            #expect(r1.verdict == .infected)
+            #expect(r1.signature == "Test.Recall")
+            #expect(r1.signatureVersion == "v2")
+            #expect(r1.recalledAt == Contract.at(minutes: 60))
+            #expect(try await ledger.transfer(id: "r2")?.0.state == .released)
+            #expect(try await ledger.transfer(id: "other")?.0.state == .stored)
+            #expect(try await ledger.cachedVerdict(sha256: bad, signatureVersion: "sigs-27001") == nil, "the clean verdict is corrected")
+
+            let entries = try await ledger.auditEntries(transferId: "r1", limit: nil).filter { $0.action == "transfer.recalled" }
+            #expect(entries.count == 1)
+            let details = try Contract.details(try #require(entries.first))
+            #expect(details["downloadedBy"] == "bob@example.org")
+            #expect(details["signature"] == "Test.Recall")
+            #expect(details["previousState"] == "stored")
+            #expect(entries.first?.actor == "airlock:retroscan")
+            Contract.expectIntactChain(try await ledger.auditChain().entries)
+            #expect(try await ledger.retroscanProgress(since: Contract.at(minutes: -1), signatureVersion: "v2").recalled == 2)
+
+            // Nothing left to recall; a failing quarantine rolls back.
+            #expect(try await ledger.recall(sha256: bad, verdict: .infected(signature: "T"), signatureVersion: "v2", at: Contract.at(minutes: 61), actor: "a") { _ in }.isEmpty)
+            await #expect(throws: Contract.Refusal.self) {
+                _ = try await ledger.recall(
+                    sha256: Contract.digest(8),
+                    verdict: .infected(signature: "T"),
+                    signatureVersion: "v2",
+                    at: Contract.at(minutes: 62),
+                    actor: "a"
+                ) { _ in throw Contract.Refusal() }
+            }
+            #expect(try await ledger.transfer(id: "other")?.0.state == .stored)
+            #expect(try await ledger.transfer(id: "other")?.0.recalledAt == nil)
+        }
+    }
+}
