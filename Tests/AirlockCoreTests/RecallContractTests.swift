@@ -54,15 +54,35 @@ struct RecallContractTests {
                 Contract.handOff("r1", recipients: ["bob@example.org", "carol@example.org"], sha256: bad, cacheVerdict: true),
                 in: ledger
             )
-            try await Contract.record(Contract.handOff("r2", recipients: ["dave@example.org"], sha256: bad, created: Contract.at(minutes: 5)), in: ledger)
+            try await Contract.record(
+                Contract.handOff("r2", recipients: ["dave@example.org"], sha256: bad, created: Contract.at(minutes: 5)),
+                in: ledger
+            )
             try await Contract.record(Contract.handOff("other", sha256: Contract.digest(8)), in: ledger)
             try await Contract.set("r2", to: .released, at: Contract.at(minutes: 6), in: ledger)
-            try await Contract.record(Contract.handOff("r3", recipients: ["erin@example.org"], sha256: bad, created: Contract.at(minutes: 7)), in: ledger)
-            try await ledger.recordDownload(
-                DownloadRecord(transferId: "r1", recipient: "bob@example.org", at: Contract.at(minutes: 1), remoteAddress: nil, bytes: 10, status: 200)
+            try await Contract.record(
+                Contract.handOff("r3", recipients: ["erin@example.org"], sha256: bad, created: Contract.at(minutes: 7)),
+                in: ledger
             )
             try await ledger.recordDownload(
-                DownloadRecord(transferId: "r1", recipient: "carol@example.org", at: Contract.at(minutes: 2), remoteAddress: nil, bytes: 0, status: 416)
+                DownloadRecord(
+                    transferId: "r1",
+                    recipient: "bob@example.org",
+                    at: Contract.at(minutes: 1),
+                    remoteAddress: nil,
+                    bytes: 10,
+                    status: 200
+                )
+            )
+            try await ledger.recordDownload(
+                DownloadRecord(
+                    transferId: "r1",
+                    recipient: "carol@example.org",
+                    at: Contract.at(minutes: 2),
+                    remoteAddress: nil,
+                    bytes: 0,
+                    status: 416
+                )
             )
             try await ledger.recordDownload(
                 DownloadRecord(transferId: "r3", recipient: nil, at: Contract.at(minutes: 8), remoteAddress: nil, bytes: 10, status: 200)
@@ -107,7 +127,15 @@ struct RecallContractTests {
             #expect(try await ledger.retroscanProgress(since: Contract.at(minutes: -1), signatureVersion: "v2").recalled == 2)
 
             // Nothing left to recall; a failing quarantine rolls back.
-            #expect(try await ledger.recall(sha256: bad, verdict: .infected(signature: "T"), signatureVersion: "v2", at: Contract.at(minutes: 61), actor: "a") { _ in }.isEmpty)
+            #expect(
+                try await ledger.recall(
+                    sha256: bad,
+                    verdict: .infected(signature: "T"),
+                    signatureVersion: "v2",
+                    at: Contract.at(minutes: 61),
+                    actor: "a"
+                ) { _ in }.isEmpty
+            )
             await #expect(throws: Contract.Refusal.self) {
                 _ = try await ledger.recall(
                     sha256: Contract.digest(8),

@@ -101,6 +101,12 @@ extension RecalledTransfer {
         ]
         details["signature"] = transfer.signature
         details["reason"] = transfer.reason
-        return AuditEvent(at: transfer.recalledAt ?? transfer.updatedAt, actor: actor, action: "transfer.recalled", transferId: transfer.id, details: details)
+        return AuditEvent(
+            at: transfer.recalledAt ?? transfer.updatedAt,
+            actor: actor,
+            action: "transfer.recalled",
+            transferId: transfer.id,
+            details: details
+        )
     }
 }
