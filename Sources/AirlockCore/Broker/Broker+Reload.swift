@@ -142,7 +142,7 @@ extension Broker {
         do {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            try encoder.encode(status).write(to: URL(fileURLWithPath: self.reloadStatusPath), options: .atomic)
+            try FileStore.writePrivately(try encoder.encode(status), to: self.reloadStatusPath)
         } catch {
             self.logger.error("cannot write the reload status", metadata: ["path": "\(self.reloadStatusPath)", "error": "\(error)"])
         }

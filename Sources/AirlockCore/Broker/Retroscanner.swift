@@ -252,7 +252,7 @@ public final class Retroscanner: Sendable {
         let path = Self.statusPath(runDirectory: self.broker.store.runDirectory)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try? encoder.encode(status).write(to: URL(fileURLWithPath: path), options: .atomic)
+        try? FileStore.writePrivately(try encoder.encode(status), to: path)
     }
 }
 

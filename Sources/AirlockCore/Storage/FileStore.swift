@@ -184,6 +184,22 @@ public struct FileStore: Sendable {
     /// never follows a symbolic link (`O_CREAT|O_EXCL|O_NOFOLLOW`).
     ///
     /// - Throws: ``StoreError/destinationExists(path:)`` when something (a file, a directory, a link) is there.
+    /// Replaces `path` with `data` atomically (a private temporary file renamed over it), mode 0600 whatever the
+    /// umask: the small state files of `var/run` (pid, reload and retro-scan status).
+    public static func writePrivately(_ data: Data, to path: String) throws {
+        let temporary = "\(path).tmp-\(getpid())-\(UUID().uuidString.prefix(8))"
+        let handle = try Self.createExclusiveFile(temporary)
+        do {
+            try handle.write(contentsOf: data)
+            try handle.close()
+            try Self.rename(temporary, to: path)
+        } catch {
+            try? handle.close()
+            unlink(temporary)
+            throw error
+        }
+    }
+
     static func createExclusiveFile(_ path: String) throws -> FileHandle {
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {

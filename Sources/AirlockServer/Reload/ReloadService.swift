@@ -26,7 +26,7 @@ struct ReloadService: Service {
         let pid = "\(getpid())\n"
         do {
             try await self.broker.threadPool.runIfActive {
-                try Data(pid.utf8).write(to: URL(fileURLWithPath: pidFile), options: .atomic)
+                try FileStore.writePrivately(Data(pid.utf8), to: pidFile)
             }
         } catch {
             self.logger.error(
