@@ -22,6 +22,8 @@ struct ReloadService: Service {
     }
 
     func run() async throws {
+        // Trapped before the pid file announces us: SIGHUP's default action would end the process.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
         let pidFile = Self.pidFilePath(runDirectory: self.broker.store.runDirectory)
         let pid = "\(getpid())\n"
         do {
@@ -40,7 +42,6 @@ struct ReloadService: Service {
                 unlink(pidFile)
             }
         }
-        let hangups = await UnixSignalsSequence(trapping: .sighup)
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 for await _ in hangups {
