@@ -23,6 +23,17 @@ struct ReloadTests {
         return directory
     }
 
+    /// `airlock serve` on a private copy of the bundled signatures, looking at them every `checkSeconds`.
+    static func serverWithOwnSignatures(
+        _ fixture: AdminFixture,
+        checkSeconds: Int = 1,
+        extra: [String: String] = [:]
+    ) async throws -> (server: ServerProcess, signatures: String) {
+        let signatures = try Self.signatureDirectory(in: fixture)
+        let environment = ["AIRLOCK_SCANNER_SIGNATURE_DIRECTORIES": signatures, "AIRLOCK_SCANNER_RELOAD_CHECK_SECONDS": "\(checkSeconds)"]
+        return (try await fixture.startServer(extra: environment.merging(extra) { $1 }), signatures)
+    }
+
     /// `/readyz`: the HTTP status and the JSON body.
     static func readiness(_ fixture: AdminFixture, _ server: ServerProcess) async throws -> (String, [String: Any]) {
         let (status, body) = try await fixture.fetch("/readyz", server: server)
@@ -79,10 +90,7 @@ struct ReloadTests {
 
     @Test func aNewSignatureIsPickedUpUnderLoadWithoutAFailedUploadAndTheOldScannerIsDrained() async throws {
         let fixture = try AdminFixture()
-        let signatures = try Self.signatureDirectory(in: fixture)
-        let server = try await fixture.startServer(extra: [
-            "AIRLOCK_SCANNER_SIGNATURE_DIRECTORIES": signatures, "AIRLOCK_SCANNER_RELOAD_CHECK_SECONDS": "1",
-        ])
+        let (server, signatures) = try await Self.serverWithOwnSignatures(fixture)
         defer { _ = server.stop() }
         let before = try await Self.readiness(fixture, server) { _ in true }
         let firstVersion = try #require(before["signatureVersion"] as? String)
@@ -131,10 +139,7 @@ struct ReloadTests {
 
     @Test func aCorruptSignatureFileKeepsTheOldSignaturesAndAFixedOneIsPickedUp() async throws {
         let fixture = try AdminFixture()
-        let signatures = try Self.signatureDirectory(in: fixture)
-        let server = try await fixture.startServer(extra: [
-            "AIRLOCK_SCANNER_SIGNATURE_DIRECTORIES": signatures, "AIRLOCK_SCANNER_RELOAD_CHECK_SECONDS": "1",
-        ])
+        let (server, signatures) = try await Self.serverWithOwnSignatures(fixture)
         defer { _ = server.stop() }
         let before = try await Self.readiness(fixture, server) { _ in true }
         let firstVersion = try #require(before["signatureVersion"] as? String)
@@ -167,11 +172,11 @@ struct ReloadTests {
 
     @Test func aBlockingReloadMakesUploadsWaitNeverFail() async throws {
         let fixture = try AdminFixture()
-        let signatures = try Self.signatureDirectory(in: fixture)
-        let server = try await fixture.startServer(extra: [
-            "AIRLOCK_SCANNER_SIGNATURE_DIRECTORIES": signatures, "AIRLOCK_SCANNER_RELOAD_CHECK_SECONDS": "0",
-            "AIRLOCK_SCANNER_RELOAD_MODE": "blocking",
-        ])
+        let (server, signatures) = try await Self.serverWithOwnSignatures(
+            fixture,
+            checkSeconds: 0,
+            extra: ["AIRLOCK_SCANNER_RELOAD_MODE": "blocking"]
+        )
         defer { _ = server.stop() }
         let before = try await Self.readiness(fixture, server) { _ in true }
         let firstScanner = try await ScannerSupervisionTests.scanner(of: server)

@@ -72,13 +72,7 @@ extension PostgresLedger {
             for var transfer in victims {
                 let original = transfer
                 try await Self.offThePool { try quarantine(original) }
-                transfer.state = .quarantined
-                transfer.verdict = verdict.kind
-                transfer.signature = verdict.signature
-                transfer.reason = verdict.reason
-                transfer.signatureVersion = signatureVersion
-                transfer.recalledAt = date
-                transfer.updatedAt = date
+                transfer.recall(verdict: verdict, signatureVersion: signatureVersion, at: date)
                 try await connection.query(
                     """
                     UPDATE transfer SET state = 'quarantined', verdict = \(verdict.kind.rawValue), signature = \(verdict.signature),

@@ -60,13 +60,7 @@ extension SQLiteLedger {
             var recalled: [RecalledTransfer] = []
             for var transfer in victims {
                 try quarantine(transfer)
-                transfer.state = .quarantined
-                transfer.verdict = verdict.kind
-                transfer.signature = verdict.signature
-                transfer.reason = verdict.reason
-                transfer.signatureVersion = signatureVersion
-                transfer.recalledAt = date
-                transfer.updatedAt = date
+                transfer.recall(verdict: verdict, signatureVersion: signatureVersion, at: date)
                 try transfer.update(db)
                 let recipients = try String.fetchAll(
                     db,
@@ -89,6 +83,19 @@ extension SQLiteLedger {
             try db.execute(sql: "DELETE FROM verdictCache WHERE sha256 = ? AND scannerFailure IS NULL", arguments: [sha256])
             return recalled
         }
+    }
+}
+
+extension TransferRecord {
+    /// The row after a recall: quarantined with the new verdict, by `signatureVersion`, at `date`.
+    mutating func recall(verdict: Verdict, signatureVersion: String, at date: Date) {
+        self.state = .quarantined
+        self.verdict = verdict.kind
+        self.signature = verdict.signature
+        self.reason = verdict.reason
+        self.signatureVersion = signatureVersion
+        self.recalledAt = date
+        self.updatedAt = date
     }
 }
 
