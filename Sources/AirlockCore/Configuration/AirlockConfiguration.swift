@@ -26,6 +26,8 @@ public struct AirlockConfiguration: Sendable, Equatable {
     public var ledger: LedgerSettings
     /// This node of a cluster.
     public var node: Node
+    /// Webhooks.
+    public var notifications: Notifications
 
     /// `node`: this process among several on one ledger and one store.
     public struct Node: Sendable, Equatable {
@@ -340,6 +342,7 @@ extension AirlockConfiguration {
         self.metrics = Metrics(bearerToken: try reader.optionalSecret("metrics.bearerToken"))
         self.ledger = try LedgerSettings(&reader)
         self.node = try Node(&reader)
+        self.notifications = try Notifications(&reader)
 
         let unknown = reader.unknownFileKeys()
         if let first = unknown.first {

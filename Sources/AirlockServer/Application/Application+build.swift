@@ -59,6 +59,8 @@ public func buildApplication(
         logger: logger
     )
     app.addServices(BrokerService(broker: broker))
+    // Always running, idle without webhooks: a configuration reload may add some (`NotificationRouter.update`).
+    app.addServices(WebhookDeliveryService(ledger: broker.ledger, settings: configuration.notifications, metrics: metrics.webhooks, logger: logger, now: now))
     return app
 }
 
