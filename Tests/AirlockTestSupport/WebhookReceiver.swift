@@ -38,7 +38,7 @@ public final class WebhookReceiver: Sendable {
     private struct State {
         var requests: [Request] = []
         var status = 204
-        var waiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
+        var waiters: [(condition: @Sendable ([Request]) -> Bool, continuation: CheckedContinuation<Void, Never>)] = []
     }
 
     private let state = Mutex(State())
@@ -109,15 +109,24 @@ public final class WebhookReceiver: Sendable {
     /// Every request received so far, in arrival order.
     public var requests: [Request] { self.state.withLock { $0.requests } }
 
-    /// The requests once at least `count` have arrived; throws after `timeout` (a bound on a hung test, not a wait
-    /// that lets something happen).
+    /// The requests once at least `count` have arrived; throws after `timeout`.
     public func requests(atLeast count: Int, timeout: Duration = .seconds(60)) async throws -> [Request] {
-        let arrived = await withTaskGroup(of: Bool.self) { group in
+        try await self.requests(until: "\(count) requests", timeout: timeout) { $0.count >= count }
+    }
+
+    /// The requests once `condition` holds for them; throws after `timeout` (a bound on a hung test, not a wait
+    /// that lets something happen: the wait ends as soon as a request makes `condition` true).
+    public func requests(
+        until what: String,
+        timeout: Duration = .seconds(60),
+        _ condition: @escaping @Sendable ([Request]) -> Bool
+    ) async throws -> [Request] {
+        let met = await withTaskGroup(of: Bool.self) { group in
             group.addTask {
                 await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                     let ready = self.state.withLock { state -> Bool in
-                        if state.requests.count >= count { return true }
-                        state.waiters.append((count, continuation))
+                        if condition(state.requests) { return true }
+                        state.waiters.append((condition, continuation))
                         return false
                     }
                     if ready { continuation.resume() }
@@ -141,8 +150,8 @@ public final class WebhookReceiver: Sendable {
             return first
         }
         let requests = self.requests
-        guard arrived, requests.count >= count else {
-            throw ReceiverError.tooFew(expected: count, got: requests.map { "\($0.event ?? "?") \($0.delivery ?? "?") \($0.answeredStatus)" })
+        guard met, condition(requests) else {
+            throw ReceiverError.timedOut(waitingFor: what, got: requests.map { "\($0.event ?? "?") \($0.delivery ?? "?") \($0.answeredStatus)" })
         }
         return requests
     }
@@ -162,9 +171,9 @@ public final class WebhookReceiver: Sendable {
                     answeredStatus: state.status
                 )
             )
-            let count = state.requests.count
-            let ready = state.waiters.filter { $0.count <= count }.map(\.continuation)
-            state.waiters.removeAll { $0.count <= count }
+            let requests = state.requests
+            let ready = state.waiters.filter { $0.condition(requests) }.map(\.continuation)
+            state.waiters.removeAll { $0.condition(requests) }
             return (state.status, ready)
         }
         for continuation in ready { continuation.resume() }
@@ -180,12 +189,12 @@ public final class WebhookReceiver: Sendable {
     /// Why the receiver failed a test.
     public enum ReceiverError: Error, CustomStringConvertible {
         case didNotStart(port: Int)
-        case tooFew(expected: Int, got: [String])
+        case timedOut(waitingFor: String, got: [String])
 
         public var description: String {
             switch self {
             case .didNotStart(let port): "the webhook receiver could not listen on 127.0.0.1:\(port)"
-            case .tooFew(let expected, let got): "the webhook receiver expected \(expected) requests in time, got \(got.count): \(got)"
+            case .timedOut(let what, let got): "the webhook receiver waited in vain for \(what); it got \(got.count) requests: \(got)"
             }
         }
     }
