@@ -12,9 +12,11 @@ struct WebhookTests {
     /// The environment that subscribes `receiver` to every event; retries at most a second apart, and the outbox
     /// read every second for rows the admin commands enqueue.
     static func environment(port: Int) -> [String: String] {
-        let events = #"["transfer.quarantined", "transfer.recalled", "quarantine.released", "quarantine.deleted", "signatures.reloaded", "signatures.reloadFailed"]"#
+        let events =
+            #"["transfer.quarantined", "transfer.recalled", "quarantine.released", "quarantine.deleted", "signatures.reloaded", "signatures.reloadFailed"]"#
         return [
-            "AIRLOCK_NOTIFICATIONS_WEBHOOKS": #"[{"url": "http://127.0.0.1:\#(port)/hooks/airlock", "secret": "\#(Self.secret)", "events": \#(events)}]"#,
+            "AIRLOCK_NOTIFICATIONS_WEBHOOKS":
+                #"[{"url": "http://127.0.0.1:\#(port)/hooks/airlock", "secret": "\#(Self.secret)", "events": \#(events)}]"#,
             "AIRLOCK_NOTIFICATIONS_RETRY_MAX_SECONDS": "1",
             "AIRLOCK_NOTIFICATIONS_POLL_SECONDS": "1",
             "AIRLOCK_NOTIFICATIONS_TIMEOUT_SECONDS": "5",
@@ -94,7 +96,11 @@ struct WebhookTests {
 
         #expect(requests.allSatisfy(\.signatureIsValid))
         let events = Self.accepted(requests).map { "\($0.event ?? "?") \(($0.transfer["id"] as? String) ?? "?")" }
-        #expect(Set(events) == ["transfer.quarantined \(first)", "transfer.quarantined \(second)", "quarantine.released \(first)", "quarantine.deleted \(second)"])
+        #expect(
+            Set(events) == [
+                "transfer.quarantined \(first)", "transfer.quarantined \(second)", "quarantine.released \(first)", "quarantine.deleted \(second)",
+            ]
+        )
         let release = try #require(Self.accepted(requests).first { $0.event == "quarantine.released" })
         #expect(release.transfer["state"] as? String == "released")
         #expect((release.json["details"] as? [String: String])?["reason"] == "analyst approved")
@@ -142,7 +148,11 @@ struct WebhookTests {
         let accepted = Self.accepted(requests)
         let events = accepted.map { "\($0.event ?? "?") \(($0.transfer["id"] as? String) ?? "?")" }
         #expect(events.count == 4)
-        #expect(Set(events) == ["transfer.quarantined \(first)", "quarantine.released \(first)", "transfer.quarantined \(second)", "quarantine.deleted \(second)"])
+        #expect(
+            Set(events) == [
+                "transfer.quarantined \(first)", "quarantine.released \(first)", "transfer.quarantined \(second)", "quarantine.deleted \(second)",
+            ]
+        )
         // Every attempt at one event carried one id: the refused first attempt and the accepted one alike.
         var ids: [String: Set<String>] = [:]
         for request in all {
@@ -153,7 +163,9 @@ struct WebhookTests {
         #expect(refused.first?.delivery == accepted.first { $0.event == "transfer.quarantined" && $0.transfer["id"] as? String == first }?.delivery)
         // In order per transfer: nothing about a transfer was posted before its earlier event was accepted.
         for (transfer, later) in [(first, "quarantine.released"), (second, "quarantine.deleted")] {
-            let acceptedAt = try #require(requests.firstIndex { $0.event == "transfer.quarantined" && $0.transfer["id"] as? String == transfer && $0.answeredStatus == 204 })
+            let acceptedAt = try #require(
+                requests.firstIndex { $0.event == "transfer.quarantined" && $0.transfer["id"] as? String == transfer && $0.answeredStatus == 204 }
+            )
             let laterAt = try #require(requests.firstIndex { $0.event == later })
             #expect(acceptedAt < laterAt)
         }

@@ -56,8 +56,16 @@ struct NotificationConfigurationTests {
         ])
         #expect(
             file.notifications.webhooks == [
-                AirlockConfiguration.Webhook(url: "https://im.example.org/airlock-events", secret: Self.secret, events: [.quarantineReleased, .transferQuarantined]),
-                AirlockConfiguration.Webhook(url: "http://127.0.0.1:9000/hook", secret: "file-secret-abcdef0123456789", events: [.signaturesReloadFailed]),
+                AirlockConfiguration.Webhook(
+                    url: "https://im.example.org/airlock-events",
+                    secret: Self.secret,
+                    events: [.quarantineReleased, .transferQuarantined]
+                ),
+                AirlockConfiguration.Webhook(
+                    url: "http://127.0.0.1:9000/hook",
+                    secret: "file-secret-abcdef0123456789",
+                    events: [.signaturesReloadFailed]
+                ),
             ]
         )
         #expect(file.notifications.timeoutSeconds == 3)
@@ -75,7 +83,10 @@ struct NotificationConfigurationTests {
 
     @Test func badWebhooksNameTheKey() {
         let cases: [(Any, String, String)] = [
-            (["webhooks": [Self.webhook(["events": ["transfer.quarantined", "transfer.exploded"]])]], "notifications.webhooks[0].events", "transfer.exploded"),
+            (
+                ["webhooks": [Self.webhook(["events": ["transfer.quarantined", "transfer.exploded"]])]], "notifications.webhooks[0].events",
+                "transfer.exploded"
+            ),
             (["webhooks": [Self.webhook(["events": []])]], "notifications.webhooks[0].events", "missing or empty"),
             (["webhooks": [Self.webhook(["url": "ftp://im.example.org/"])]], "notifications.webhooks[0].url", "http:// or https://"),
             (["webhooks": [Self.webhook(["url": "https://user:pw@im.example.org/"])]], "notifications.webhooks[0].url", "no user"),
@@ -84,7 +95,10 @@ struct NotificationConfigurationTests {
             (["webhooks": [Self.webhook(["secret": String(repeating: "ab", count: 16)])]], "notifications.webhooks[0].secret", "too weak"),
             (["webhooks": [Self.webhook(["secret": nil])]], "notifications.webhooks[0].secret", "openssl rand"),
             (["webhooks": [Self.webhook(["secretFile": "/nonexistent/secret"])]], "notifications.webhooks[0].secret", "both"),
-            (["webhooks": [Self.webhook(["secret": nil, "secretFile": "/nonexistent/secret"])]], "notifications.webhooks[0].secretFile", "cannot read"),
+            (
+                ["webhooks": [Self.webhook(["secret": nil, "secretFile": "/nonexistent/secret"])]], "notifications.webhooks[0].secretFile",
+                "cannot read"
+            ),
             (["webhooks": [Self.webhook(["method": "PUT"])]], "notifications.webhooks[0].method", "not a webhook setting"),
             (["webhooks": [Self.webhook(), Self.webhook()]], "notifications.webhooks[1].url", "repeats"),
             (["webhooks": ["https://im.example.org/"]], "notifications.webhooks", "array of objects"),
@@ -96,7 +110,10 @@ struct NotificationConfigurationTests {
             #expect(error?.description.contains(words) == true, "\(error?.description ?? "loaded") for \(notifications)")
         }
         // From the environment too, naming the key.
-        let error = Self.error(nil, environment: ["AIRLOCK_NOTIFICATIONS_WEBHOOKS": #"[{"url": "https://x.example.org/", "secret": "\#(Self.secret)", "events": ["nope"]}]"#])
+        let error = Self.error(
+            nil,
+            environment: ["AIRLOCK_NOTIFICATIONS_WEBHOOKS": #"[{"url": "https://x.example.org/", "secret": "\#(Self.secret)", "events": ["nope"]}]"#]
+        )
         #expect(error?.key == "notifications.webhooks[0].events")
     }
 }

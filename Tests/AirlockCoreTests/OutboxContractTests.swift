@@ -36,7 +36,12 @@ struct OutboxContractTests {
 
     /// A quarantined hand-off publishing `transfer.quarantined`.
     static func quarantinedHandOff(_ id: String, at date: Date = Contract.at(minutes: 0)) -> (HandOffEntry, NotificationEvent) {
-        var entry = Contract.handOff(id, verdict: .infected(signature: "Eicar-Signature"), recipients: ["bob@example.org", "carol@example.org"], created: date)
+        var entry = Contract.handOff(
+            id,
+            verdict: .infected(signature: "Eicar-Signature"),
+            recipients: ["bob@example.org", "carol@example.org"],
+            created: date
+        )
         let event = NotificationEvent(.transferQuarantined, transferId: id, at: date)
         entry.notifications = [event]
         return (entry, event)
@@ -115,16 +120,24 @@ struct OutboxContractTests {
                 try await ledger.changeTransfer(id: "held-1", event: audit, notify: { _ in [release] }) { _ in throw Contract.Refusal() }
             }
             let skipped = Contract.Observed<String>()
-            try await ledger.changeTransfer(id: "held-1", event: audit, notify: { _ in
-                skipped.append("notify")
-                return [release]
-            }) { _ in .skip }
+            try await ledger.changeTransfer(
+                id: "held-1",
+                event: audit,
+                notify: { _ in
+                    skipped.append("notify")
+                    return [release]
+                }
+            ) { _ in .skip }
             #expect(skipped.values.isEmpty)
             #expect(try await ledger.rowCounts().notificationOutbox == 1)
 
-            let before = try await ledger.changeTransfer(id: "held-1", event: audit, notify: { before in
-                before.state == .quarantined ? [release] : []
-            }) { _ in .setState(.released) }
+            let before = try await ledger.changeTransfer(
+                id: "held-1",
+                event: audit,
+                notify: { before in
+                    before.state == .quarantined ? [release] : []
+                }
+            ) { _ in .setState(.released) }
             #expect(before?.state == .quarantined)
             #expect(try await ledger.rowCounts().notificationOutbox == 2)
             let rows = try await ledger.exportSnapshot().notificationOutbox
@@ -142,13 +155,28 @@ struct OutboxContractTests {
     @Test(arguments: LedgerBackend.available)
     func aTransferEventNamesWhoDownloaded(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { ledger in
-            try await Contract.record(Contract.handOff("clean-1", recipients: ["bob@example.org", "carol@example.org", "dave@example.org"]), in: ledger)
+            try await Contract.record(
+                Contract.handOff("clean-1", recipients: ["bob@example.org", "carol@example.org", "dave@example.org"]),
+                in: ledger
+            )
             for (recipient, status) in [("bob@example.org", 200), ("bob@example.org", 206), ("carol@example.org", 404), (nil, 200)] {
                 try await ledger.recordDownload(
-                    DownloadRecord(transferId: "clean-1", recipient: recipient, at: Contract.at(minutes: 1), remoteAddress: nil, bytes: 10, status: status)
+                    DownloadRecord(
+                        transferId: "clean-1",
+                        recipient: recipient,
+                        at: Contract.at(minutes: 1),
+                        remoteAddress: nil,
+                        bytes: 10,
+                        status: status
+                    )
                 )
             }
-            let recall = NotificationEvent(.transferRecalled, transferId: "clean-1", at: Contract.at(minutes: 2), details: ["signature": "Later.Found"])
+            let recall = NotificationEvent(
+                .transferRecalled,
+                transferId: "clean-1",
+                at: Contract.at(minutes: 2),
+                details: ["signature": "Later.Found"]
+            )
             try await ledger.enqueueNotification(recall)
             await #expect(throws: BrokerError.transferNotFound("nothing")) {
                 try await ledger.enqueueNotification(NotificationEvent(.transferRecalled, transferId: "nothing", at: Contract.at(minutes: 2)))
@@ -204,7 +232,10 @@ struct OutboxContractTests {
             try await ledger.releaseNotificationLeases()
             #expect(try await ledger.claimNotifications(webhooks: alerts, now: retryAt, leaseUntil: retryAt, limit: 10).deliveries.count == 2)
             // Another webhook's rows are not claimed for this one.
-            #expect(try await ledger.claimNotifications(webhooks: ["https://elsewhere.example.org/"], now: retryAt, leaseUntil: retryAt, limit: 10).deliveries.isEmpty)
+            #expect(
+                try await ledger.claimNotifications(webhooks: ["https://elsewhere.example.org/"], now: retryAt, leaseUntil: retryAt, limit: 10)
+                    .deliveries.isEmpty
+            )
         }
     }
 
@@ -224,7 +255,12 @@ struct OutboxContractTests {
                     group.addTask {
                         var idle = 0
                         while idle < 1000 {
-                            let claim = try await ledger.claimNotifications(webhooks: webhooks, now: t0, leaseUntil: t0.addingTimeInterval(60), limit: 5)
+                            let claim = try await ledger.claimNotifications(
+                                webhooks: webhooks,
+                                now: t0,
+                                leaseUntil: t0.addingTimeInterval(60),
+                                limit: 5
+                            )
                             guard !claim.deliveries.isEmpty else {
                                 if try await ledger.pendingNotifications(webhooks: webhooks) == 0 { return }
                                 idle += 1

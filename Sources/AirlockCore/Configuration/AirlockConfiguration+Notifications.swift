@@ -75,7 +75,10 @@ extension AirlockConfiguration.Webhook {
         guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(), ["http", "https"].contains(scheme),
             let host = components.host, !host.isEmpty, components.user == nil, components.password == nil
         else {
-            throw ConfigurationError(key: "\(key).url", message: "must be an http:// or https:// URL with a host and no user or password, got \"\(url)\"")
+            throw ConfigurationError(
+                key: "\(key).url",
+                message: "must be an http:// or https:// URL with a host and no user or password, got \"\(url)\""
+            )
         }
         self.url = url
         self.secret = try Self.secret(entry, key: key)

@@ -52,10 +52,21 @@ extension PostgresLedger {
             logger: self.logger
         ).decode((String?, Int64, String?, Int64, Int32).self) {
             downloads.append(
-                DownloadRecord(transferId: transferId, recipient: recipient, at: Self.date(at), remoteAddress: remoteAddress, bytes: bytes, status: Int(status))
+                DownloadRecord(
+                    transferId: transferId,
+                    recipient: recipient,
+                    at: Self.date(at),
+                    remoteAddress: remoteAddress,
+                    bytes: bytes,
+                    status: Int(status)
+                )
             )
         }
-        return NotificationSubject(record: record, recipients: try await Self.recipients(of: transferId, connection, self.logger), downloads: downloads)
+        return NotificationSubject(
+            record: record,
+            recipients: try await Self.recipients(of: transferId, connection, self.logger),
+            downloads: downloads
+        )
     }
 
     public func enqueueNotification(_ event: NotificationEvent) async throws {

@@ -14,7 +14,7 @@ import PostgresNIO
 /// the content lock of every hand-off at once. Migrations run once, under a session-level advisory lock, so nodes
 /// may start together.
 public final class PostgresLedger: Ledger {
-    private let client: PostgresClient
+    let client: PostgresClient
     let logger: Logger
     /// This node's `node.id`, added to every audit entry it appends.
     let node: String?

@@ -1,4 +1,4 @@
-public import Crypto
+import Crypto
 public import Foundation
 
 /// The JSON body of one event (README, "Notifications"): built inside the transaction that publishes the event and

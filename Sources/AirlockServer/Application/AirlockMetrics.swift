@@ -96,6 +96,7 @@ final class AirlockMetrics: Sendable {
                 descriptor: MetricNameDescriptor(
                     namespace: "airlock",
                     metricName: "webhook_pending",
+                    unitName: "",
                     helpText: "Notification events in the outbox that their webhook has not accepted yet."
                 )
             )

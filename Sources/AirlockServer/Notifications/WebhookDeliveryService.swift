@@ -42,11 +42,10 @@ struct WebhookDeliveryService: Service {
     }
 
     func run() async throws {
-        var configuration = HTTPClient.Configuration(
-            redirectConfiguration: .disallow,
-            timeout: .init(connect: .seconds(Int64(self.settings.timeoutSeconds)), read: .seconds(Int64(self.settings.timeoutSeconds)))
-        )
-        configuration.decompression = .disabled
+        var configuration = HTTPClient.Configuration()
+        // A webhook answers for itself: no redirect is followed.
+        configuration.redirectConfiguration = .disallow
+        configuration.timeout = .init(connect: .seconds(Int64(self.settings.timeoutSeconds)), read: .seconds(Int64(self.settings.timeoutSeconds)))
         let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         await self.releaseLeases()
         await cancelWhenGracefulShutdown {
@@ -61,7 +60,10 @@ struct WebhookDeliveryService: Service {
         do {
             try await self.ledger.releaseNotificationLeases()
         } catch {
-            self.logger.error("cannot release this node's webhook deliveries; they resume once their lease has run out", metadata: ["error": "\(error)"])
+            self.logger.error(
+                "cannot release this node's webhook deliveries; they resume once their lease has run out",
+                metadata: ["error": "\(error)"]
+            )
         }
     }
 
@@ -121,7 +123,7 @@ struct WebhookDeliveryService: Service {
         do {
             let response = try await client.execute(request, timeout: .seconds(Int64(self.settings.timeoutSeconds)))
             _ = try? await response.body.collect(upTo: 64 << 10)
-            failure = (200..<300).contains(response.status.code) ? nil : "HTTP \(response.status.code)"
+            failure = (200..<300).contains(Int(response.status.code)) ? nil : "HTTP \(response.status.code)"
         } catch {
             // Shutting down: the row is released and posted again after the next start.
             if Task.isCancelled { return }
