@@ -81,6 +81,7 @@ struct WebhookDeliveryService: Service {
                     limit: Self.batchSize
                 )
             } catch {
+                if Task.isCancelled { break }
                 self.logger.error("cannot read the webhook outbox; trying again", metadata: ["error": "\(error)"])
                 await self.ledger.notifications.waitForEnqueued(timeout: poll)
                 continue
@@ -144,7 +145,10 @@ struct WebhookDeliveryService: Service {
             self.metrics?.delivered.increment()
         }
         do {
-            try await self.ledger.completeNotification(id: delivery.id, outcome)
+            // Recorded even while shutting down (a task of its own is not cancelled with this one): an event the
+            // webhook accepted is not posted again after the restart.
+            let ledger = self.ledger
+            try await Task { try await ledger.completeNotification(id: delivery.id, outcome) }.value
         } catch {
             // The lease runs out and the row is posted again: at least once.
             self.logger.error("cannot record a webhook delivery", metadata: ["delivery": "\(delivery.eventId)", "error": "\(error)"])
