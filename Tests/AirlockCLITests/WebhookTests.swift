@@ -94,7 +94,7 @@ struct WebhookTests {
         #expect(await server.stopped() == 0)
         await receiver.stop()
 
-        #expect(requests.allSatisfy(\.signatureIsValid))
+        #expect(requests.allSatisfy { $0.signatureIsValid })
         let events = Self.accepted(requests).map { "\($0.event ?? "?") \(($0.transfer["id"] as? String) ?? "?")" }
         #expect(
             Set(events) == [
@@ -144,7 +144,7 @@ struct WebhookTests {
         await receiver.stop()
 
         let all = refused + requests
-        #expect(all.allSatisfy(\.signatureIsValid))
+        #expect(all.allSatisfy { $0.signatureIsValid })
         let accepted = Self.accepted(requests)
         let events = accepted.map { "\($0.event ?? "?") \(($0.transfer["id"] as? String) ?? "?")" }
         #expect(events.count == 4)

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import GRDB
 
 // The notification outbox on SQLite (migration v6). One process writes a SQLite ledger, so a lease only guards
