@@ -284,6 +284,37 @@ struct OutboxContractTests {
         }
     }
 
+    /// Every way of publishing wakes this process's delivery service once committed: each wait below returns only
+    /// on a ring (the hour is never reached; the time limit fails the test instead).
+    @Test(.timeLimit(.minutes(1)), arguments: LedgerBackend.available)
+    func publishingWakesTheDeliveryService(backend: LedgerBackend) async throws {
+        let router = NotificationRouter([Self.alerts, Self.operations])
+        let (ledger, close) = try await backend.open(notifications: router)
+        do {
+            try await ledger.enqueueNotification(.signaturesReloaded(version: "daily-27001", at: Contract.at(minutes: 0)))
+            await router.waitForEnqueued(timeout: .seconds(3600))
+            let (single, _) = Self.quarantinedHandOff("held-1")
+            try await Contract.record(single, in: ledger)
+            await router.waitForEnqueued(timeout: .seconds(3600))
+            let (grouped, _) = Self.quarantinedHandOff("held-2")
+            _ = try await ledger.recordHandOffs([GroupMember(entry: grouped, inTransaction: {})], beforeCommit: {})
+            await router.waitForEnqueued(timeout: .seconds(3600))
+            let audit = AuditEvent(at: Contract.at(minutes: 1), actor: "admin:root", action: "transfer.deleted", transferId: "held-2")
+            let deleted = NotificationEvent(.quarantineDeleted, transferId: "held-2", at: Contract.at(minutes: 1))
+            try await ledger.changeTransfer(id: "held-2", event: audit, notify: { _ in [deleted] }) { _ in .setState(.deleted) }
+            await router.waitForEnqueued(timeout: .seconds(3600))
+            // A ring that comes while the service waits (or just before) wakes it too.
+            async let woken: Void = router.waitForEnqueued(timeout: .seconds(3600))
+            try await ledger.enqueueNotification(.signaturesReloaded(version: "daily-27002", at: Contract.at(minutes: 2)))
+            await woken
+            #expect(try await ledger.rowCounts().notificationOutbox == 5)
+        } catch {
+            try? await close()
+            throw error
+        }
+        try await close()
+    }
+
     @Test(arguments: LedgerBackend.available)
     func aCopyCarriesTheOutbox(backend: LedgerBackend) async throws {
         try await self.withLedger(backend) { source in
