@@ -106,7 +106,9 @@ struct WebhookDeliveryService: Service {
     }
 
     private func updatePending(_ webhooks: [AirlockConfiguration.Webhook]) async {
-        guard let metrics = self.metrics, let pending = try? await self.ledger.pendingNotifications(webhooks: webhooks.map(\.url)) else { return }
+        guard let metrics = self.metrics else { return }
+        guard !webhooks.isEmpty else { return metrics.pending.set(Int64(0)) }
+        guard let pending = try? await self.ledger.pendingNotifications(webhooks: webhooks.map(\.url)) else { return }
         metrics.pending.set(Int64(pending))
     }
 
