@@ -5,7 +5,7 @@ import Testing
 
 /// Notifications (README, "Notifications") end to end: the real `airlock serve` and admin commands, a webhook
 /// receiver on 127.0.0.1 that checks every signature itself.
-@Suite("webhooks")
+@Suite("webhooks", .serialized)
 struct WebhookTests {
     static let secret = "whsec-" + "0f3c9a7d41e2b8c65d0a9e1f7b3c2d4e"
 
