@@ -229,6 +229,13 @@ struct OutboxContractTests {
             let rows = try await ledger.exportSnapshot().notificationOutbox
             #expect(rows.first { $0.eventId == b1.id && $0.webhook == Self.alerts.url }?.lastError == "HTTP 503")
 
+            // Only delivered rows are pruned, and only those delivered before the date.
+            #expect(try await ledger.pruneNotifications(deliveredBefore: t0) == 0)
+            #expect(try await ledger.pruneNotifications(deliveredBefore: t0.addingTimeInterval(1)) == 1)
+            // a1 and b1 also went to the operations webhook (unclaimed here), a2 only to alerts: 5 rows, 4 left.
+            #expect(try await ledger.rowCounts().notificationOutbox == 4)
+            #expect(try await ledger.pendingNotifications(webhooks: alerts) == 2)
+
             // Released leases are claimable at once.
             try await ledger.releaseNotificationLeases()
             #expect(try await ledger.claimNotifications(webhooks: alerts, now: retryAt, leaseUntil: retryAt, limit: 10).deliveries.count == 2)

@@ -116,6 +116,10 @@ public protocol Ledger: Sendable {
     /// How many rows of `webhooks` are not delivered yet.
     func pendingNotifications(webhooks: [String]) async throws -> Int
 
+    /// Removes the rows delivered before `date` (undelivered rows stay whatever their age); returns how many.
+    @discardableResult
+    func pruneNotifications(deliveredBefore date: Date) async throws -> Int
+
     // MARK: Copying a whole ledger (`airlock ledger copy`)
 
     /// How many rows each table holds, counted in one transaction.

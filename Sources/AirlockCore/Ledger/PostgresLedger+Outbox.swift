@@ -140,6 +140,19 @@ extension PostgresLedger {
         )
     }
 
+    @discardableResult
+    public func pruneNotifications(deliveredBefore date: Date) async throws -> Int {
+        let rows = try await self.client.query(
+            """
+            WITH pruned AS (DELETE FROM notification_outbox WHERE delivered_at IS NOT NULL AND delivered_at < \(Self.milliseconds(date)) RETURNING 1)
+            SELECT count(*) FROM pruned
+            """,
+            logger: self.logger
+        )
+        for try await count in rows.decode(Int64.self) { return Int(count) }
+        return 0
+    }
+
     public func pendingNotifications(webhooks: [String]) async throws -> Int {
         let rows = try await self.client.query(
             "SELECT count(*) FROM notification_outbox WHERE delivered_at IS NULL AND webhook = ANY(\(webhooks))",

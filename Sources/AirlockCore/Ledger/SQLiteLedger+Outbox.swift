@@ -106,6 +106,13 @@ extension SQLiteLedger {
         }
     }
 
+    @discardableResult
+    public func pruneNotifications(deliveredBefore date: Date) async throws -> Int {
+        try await self.writer.write { db in
+            try OutboxRecord.filter(Column("deliveredAt") != nil && Column("deliveredAt") < date).deleteAll(db)
+        }
+    }
+
     public func pendingNotifications(webhooks: [String]) async throws -> Int {
         try await self.writer.read { db in
             try OutboxRecord.filter(Column("deliveredAt") == nil && webhooks.contains(Column("webhook"))).fetchCount(db)

@@ -25,6 +25,10 @@ struct WebhookDeliveryService: Service {
 
     /// Most rows posted at once.
     static let batchSize = 32
+    /// How long delivered rows stay in the outbox (for `airlock ledger copy` and inspection) before they are removed.
+    static let keepDelivered: TimeInterval = 7 * 86_400
+    /// How often delivered rows are pruned.
+    static let pruneInterval: TimeInterval = 3600
 
     /// Creates the service; `metrics` counts deliveries when given.
     init(
@@ -69,9 +73,14 @@ struct WebhookDeliveryService: Service {
 
     private func deliverUntilCancelled(_ client: HTTPClient) async {
         let poll = Duration.seconds(self.settings.pollSeconds)
+        var pruned = Date.distantPast
         while !Task.isCancelled {
             let webhooks = self.ledger.notifications.webhooks
             let start = self.now()
+            if start.timeIntervalSince(pruned) >= Self.pruneInterval {
+                pruned = start
+                await self.prune(before: start.addingTimeInterval(-Self.keepDelivered))
+            }
             let claim: OutboxClaim
             do {
                 claim = try await self.ledger.claimNotifications(
@@ -102,6 +111,16 @@ struct WebhookDeliveryService: Service {
                     group.addTask { await self.deliver(delivery, to: webhook, client) }
                 }
             }
+        }
+    }
+
+    /// Removes rows delivered before `date`, so the outbox does not grow without end.
+    private func prune(before date: Date) async {
+        do {
+            let count = try await self.ledger.pruneNotifications(deliveredBefore: date)
+            if count > 0 { self.logger.info("removed delivered webhook events from the outbox", metadata: ["count": "\(count)"]) }
+        } catch {
+            if !Task.isCancelled { self.logger.error("cannot prune the webhook outbox; trying again later", metadata: ["error": "\(error)"]) }
         }
     }
 
