@@ -16,7 +16,7 @@ extension Airlock {
                 discussion: """
                     Run with --config naming the ledger to copy (the SQLite one of a single node) and --to naming the \
                     configuration of the PostgreSQL one. Every row is copied: transfers, recipients, token issuances, \
-                    downloads, XEP-0363 slots, cached verdicts, and the audit log with its ids and hashes, so \
+                    downloads, XEP-0363 slots, cached verdicts, the webhook outbox, and the audit log with its ids and hashes, so \
                     `airlock audit verify` holds on the target, with an anchor taken before the copy too. The target \
                     database must be empty (create it, and start no `airlock serve` on it before the copy); the copy is \
                     one transaction, so an interrupted copy leaves it empty.

@@ -15,12 +15,13 @@ enum LedgerBackend: String, CaseIterable, CustomStringConvertible, Sendable {
 
     var description: String { self.rawValue }
 
-    /// A fresh, empty, migrated ledger of this kind, and a clean-up to call after the test.
-    func open() async throws -> (ledger: any Ledger, close: @Sendable () async throws -> Void) {
+    /// A fresh, empty, migrated ledger of this kind (publishing events as `notifications` routes them), and a
+    /// clean-up to call after the test.
+    func open(notifications: NotificationRouter = NotificationRouter()) async throws -> (ledger: any Ledger, close: @Sendable () async throws -> Void) {
         switch self {
         case .sqlite:
             let directory = try TemporaryDirectory()
-            let ledger = try SQLiteLedger(path: directory.file("ledger.sqlite"))
+            let ledger = try SQLiteLedger(path: directory.file("ledger.sqlite"), notifications: notifications)
             // The directory (and the database in it) is removed when the last reference goes: `close` holds it.
             return (
                 ledger,
@@ -33,7 +34,7 @@ enum LedgerBackend: String, CaseIterable, CustomStringConvertible, Sendable {
             let (url, drop) = try await PostgresTestServer.createDatabase()
             var logger = Logger(label: "airlock.test.postgres")
             logger.logLevel = .warning
-            let ledger = try await PostgresLedger.connect(try AirlockConfiguration.PostgreSQL.parse(url), logger: logger)
+            let ledger = try await PostgresLedger.connect(try AirlockConfiguration.PostgreSQL.parse(url), notifications: notifications, logger: logger)
             return (
                 ledger,
                 {

@@ -75,7 +75,7 @@ struct LedgerCopyTests {
         return [
             try encoded(snapshot.transfers), try encoded(snapshot.recipients), try encoded(snapshot.tokenIssuances),
             try encoded(snapshot.downloads), try encoded(snapshot.uploadSlots), try encoded(snapshot.verdictCache),
-            try encoded(snapshot.auditLog),
+            try encoded(snapshot.auditLog), try encoded(snapshot.notificationOutbox),
         ]
     }
 
@@ -85,7 +85,13 @@ struct LedgerCopyTests {
         _ targetBackend: LedgerBackend,
         _ body: (any Ledger, any Ledger) async throws -> Void
     ) async throws {
-        let (source, closeSource) = try await sourceBackend.open()
+        // The source publishes signature reloads to one webhook, so that the copy has an outbox row to carry.
+        let webhook = AirlockConfiguration.Webhook(
+            url: "https://ops.example.org/hook",
+            secret: "ops-secret-0123456789abc",
+            events: [.signaturesReloaded]
+        )
+        let (source, closeSource) = try await sourceBackend.open(notifications: NotificationRouter([webhook]))
         let target: any Ledger
         let closeTarget: @Sendable () async throws -> Void
         do {
@@ -109,11 +115,21 @@ struct LedgerCopyTests {
     func everyRowArrivesAsItWasAndTheChainStillVerifies(from sourceBackend: LedgerBackend, to targetBackend: LedgerBackend) async throws {
         try await Self.withLedgers(sourceBackend, targetBackend) { source, target in
             try await Self.populate(source)
+            try await source.enqueueNotification(.signaturesReloaded(version: "daily-27001", at: Contract.at(minutes: 9)))
             #expect(try await target.isEmpty())
             let snapshot = try await source.exportSnapshot()
             #expect(
                 snapshot.counts
-                    == LedgerCounts(transfers: 2, recipients: 3, tokenIssuances: 3, downloads: 2, uploadSlots: 1, verdictCache: 1, auditLog: 5)
+                    == LedgerCounts(
+                        transfers: 2,
+                        recipients: 3,
+                        tokenIssuances: 3,
+                        downloads: 2,
+                        uploadSlots: 1,
+                        verdictCache: 1,
+                        auditLog: 5,
+                        notificationOutbox: 1
+                    )
             )
             #expect(try await source.rowCounts() == snapshot.counts)
             let head = try #require(snapshot.auditLog.last)
@@ -123,6 +139,7 @@ struct LedgerCopyTests {
             #expect(
                 written.values == [
                     "transfers 2", "recipients 3", "tokenIssuances 3", "downloads 2", "uploadSlots 1", "verdictCache 1", "auditLog 5",
+                    "notificationOutbox 1",
                 ]
             )
             #expect(try await target.rowCounts() == snapshot.counts)

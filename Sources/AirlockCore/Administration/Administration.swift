@@ -180,8 +180,9 @@ public struct Administration: Sendable {
         details["signature"] = outcome.current.signature
         details["rescanReason"] = outcome.current.reason
         let event = AuditEvent(at: self.now, actor: self.actor, action: "quarantine.released", transferId: id, details: details)
+        let notification = NotificationEvent(.quarantineReleased, transferId: id, at: event.at, details: ["reason": reason, "actor": self.actor])
         do {
-            try await self.ledger.changeTransfer(id: id, event: event) { current in
+            try await self.ledger.changeTransfer(id: id, event: event, notify: { _ in [notification] }) { current in
                 // Decided inside the transaction: a concurrent delete or release wins.
                 guard current.state == .quarantined else {
                     throw AdminError.wrongState(id: id, state: current.state, needed: "quarantined")

@@ -364,7 +364,8 @@ extension Broker {
                 issuances: issuances,
                 verdict: verdict,
                 cacheVerdict: (verdict.isClean || finding.scannerFailure) && !finding.cached,
-                slot: handOff.slot
+                slot: handOff.slot,
+                notifications: transfer.state == .quarantined ? [NotificationEvent(.transferQuarantined, transferId: transfer.id, at: now)] : []
             ),
             result: HandOffResult(transfer: transfer, recipients: recipients, downloads: grants)
         )

@@ -42,6 +42,7 @@ extension Broker {
             let reloading = self.configuration.reloading(to: configuration)
             if !reloading.changed.isEmpty {
                 self.live.replace(with: reloading.applied)
+                self.ledger.notifications.update(reloading.applied.notifications.webhooks)
             }
             change = reloading
         case .failure(let error):
@@ -129,6 +130,42 @@ extension Broker {
                 self.logger.error("cannot audit a reload", metadata: ["action": "\(event.action)", "error": "\(error)"])
             }
         }
+        // Webhooks: `signatures.reloaded`, `signatures.reloadFailed`.
+        let notification: NotificationEvent?
+        switch report.signatures.outcome {
+        case .reloaded(let previous):
+            notification = .signaturesReloaded(
+                version: report.signatures.signatures.version,
+                at: report.finishedAt,
+                details: [
+                    "previousVersion": previous.version, "signatures": "\(report.signatures.signatures.signatureCount)",
+                    "node": self.configuration.node.id, "trigger": report.trigger,
+                ]
+            )
+        case .failed(let error):
+            notification = .signaturesReloadFailed(
+                error: error,
+                file: Self.culprit(in: error),
+                version: report.signatures.signatures.version,
+                at: report.finishedAt
+            )
+        case .unchanged:
+            notification = nil
+        }
+        if let notification {
+            do {
+                try await self.ledger.enqueueNotification(notification)
+            } catch {
+                self.logger.error("cannot queue the reload's webhook event", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// The signature file a load error names (libclamav's culprit, as ``SignatureDatabaseError`` words it).
+    static func culprit(in error: String) -> String? {
+        guard let start = error.range(of: "cannot load signatures: "), let end = error.range(of: " is corrupt", range: start.upperBound..<error.endIndex)
+        else { return nil }
+        return String(error[start.upperBound..<end.lowerBound])
     }
 
     /// `var/run/<node>/reload-status.json`, replaced atomically: what `airlock reload` waits for and prints.

@@ -116,7 +116,12 @@ public struct TransferService: Sendable {
         let event = AuditEvent(at: self.now(), actor: actor, action: "transfer.deleted", transferId: transferId, details: details)
         // Decided on the state as it is inside the transaction: a concurrent release, purge or delete wins or loses
         // as a whole.
-        let previous = try await self.ledger.changeTransfer(id: transferId, event: event) { current in
+        let notification = NotificationEvent(.quarantineDeleted, transferId: transferId, at: event.at, details: details.merging(["actor": actor]) { $1 })
+        let previous = try await self.ledger.changeTransfer(
+            id: transferId,
+            event: event,
+            notify: { before in before.state == .quarantined ? [notification] : [] }
+        ) { current in
             guard current.state != .deleted, current.state != .purged else { return .skip }
             if server != nil, current.state == .quarantined {
                 throw BrokerError.heldInQuarantine(id: transferId)

@@ -64,6 +64,10 @@ extension AirlockConfiguration {
         live("metrics", \.metrics)
         live("scanner", \.scanner)
         live("retroscan", \.retroscan)
+        live("notifications.webhooks", \.notifications.webhooks)
+        restartOnly("notifications.timeoutSeconds", \.notifications.timeoutSeconds)
+        restartOnly("notifications.retryMaxSeconds", \.notifications.retryMaxSeconds)
+        restartOnly("notifications.pollSeconds", \.notifications.pollSeconds)
         return ConfigurationChange(applied: applied, changed: changed, needRestart: needRestart)
     }
 }

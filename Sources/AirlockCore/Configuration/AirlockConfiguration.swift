@@ -37,6 +37,8 @@ public struct AirlockConfiguration: Sendable, Equatable {
         /// `retroscan.workers` (1): scan workers it may use at once; the others stay with live uploads.
         public var workers: Int
     }
+    /// Webhooks.
+    public var notifications: Notifications
 
     /// `node`: this process among several on one ledger and one store.
     public struct Node: Sendable, Equatable {
@@ -376,6 +378,7 @@ extension AirlockConfiguration {
             windowHours: try reader.int("retroscan.windowHours", default: 168, in: 0...87_600),
             workers: try reader.int("retroscan.workers", default: 1, in: 1...64)
         )
+        self.notifications = try Notifications(&reader)
 
         let unknown = reader.unknownFileKeys()
         if let first = unknown.first {

@@ -143,6 +143,23 @@ struct ConfigurationReader {
         }
     }
 
+    /// An array of JSON objects (`notifications.webhooks`); from the environment, a JSON array. Nil when absent.
+    mutating func objects(_ key: String) throws -> [[String: JSONValue]]? {
+        switch try self.raw(key) {
+        case nil, .some((.null, _)):
+            return nil
+        case .some((.array(let items), let source)):
+            return try items.map { item in
+                guard case .object(let object) = item else {
+                    throw ConfigurationError(key: key, message: "must be an array of objects, found \(item.kindName) in it (\(source))")
+                }
+                return object
+            }
+        case .some((let other, let source)):
+            throw self.wrongType(key, expected: "an array of objects", got: other, source: source)
+        }
+    }
+
     /// The entry names of a map-valued key (`servers`, `tokens.keys`, `storage.quarantineKeys`); nil when neither the
     /// environment nor the file has the key.
     ///

@@ -138,6 +138,29 @@ public struct AppDatabase: Sendable {
                 table.add(column: "scannerFailure", .text)
             }
         }
+        migrator.registerMigration("v6") { db in
+            // The notification outbox: one row per event and webhook, written in the transaction of the change it
+            // reports, delivered by `airlock serve` (SQLiteLedger+Outbox.swift).
+            try db.create(table: "notificationOutbox") { table in
+                table.autoIncrementedPrimaryKey("id")
+                table.column("eventId", .text).notNull()
+                table.column("event", .text).notNull()
+                table.column("webhook", .text).notNull()
+                table.column("orderKey", .text).notNull()
+                table.column("payload", .text).notNull()
+                table.column("createdAt", .datetime).notNull()
+                table.column("attempts", .integer).notNull().defaults(to: 0)
+                table.column("nextAttemptAt", .datetime).notNull()
+                table.column("leasedUntil", .datetime)
+                table.column("leasedBy", .text)
+                table.column("deliveredAt", .datetime)
+                table.column("lastError", .text)
+                table.uniqueKey(["eventId", "webhook"])
+            }
+            try db.execute(
+                sql: "CREATE INDEX notificationOutboxPending ON notificationOutbox (webhook, orderKey, id) WHERE deliveredAt IS NULL"
+            )
+        }
         migrator.registerMigration("v7") { db in
             // Recall (issue 15): when a retro-scan found delivered content no longer clean.
             try db.alter(table: "transfer") { table in

@@ -72,13 +72,16 @@ public protocol Ledger: Sendable {
 
     /// Changes one transfer as `decide` says, given the transfer as it is inside the transaction: its state set
     /// (and `updatedAt`), then `event` appended (with `previousState` among its details when the state changed). `decide` may throw to refuse; it runs inside the transaction, so
-    /// it may also move bytes (a release moves them into the store there).
+    /// it may also move bytes (a release moves them into the store there). Unless `decide` skipped, the events
+    /// `notify` returns for the transfer as it was before are published in the same transaction (their bodies
+    /// show the transfer after the change). ``changeTransfer(id:event:_:)`` publishes none.
     ///
     /// - Returns: the transfer as it was before the change; nil when unknown or when `decide` said ``TransferChange/skip``.
     @discardableResult
     func changeTransfer(
         id: String,
         event: AuditEvent,
+        notify: @escaping @Sendable (TransferRecord) -> [NotificationEvent],
         _ decide: @escaping @Sendable (TransferRecord) throws -> TransferChange
     ) async throws -> TransferRecord?
 
@@ -89,6 +92,33 @@ public protocol Ledger: Sendable {
     /// Runs `body` inside a write transaction with what the ledger says must be on disk, so no hand-off commits
     /// meanwhile (start-up's orphan clean-up).
     func withLiveContent<Result: Sendable>(_ body: @escaping @Sendable (LiveContent) throws -> Result) async throws -> Result
+
+    // MARK: Notifications (the outbox; NotificationEvent, README "Notifications")
+
+    /// Which webhooks get which events, and the wake-up of this process's delivery service.
+    var notifications: NotificationRouter { get }
+
+    /// Publishes `event` in a transaction of its own: one outbox row per webhook subscribed to it, the body
+    /// holding the transfer as it is now for a transfer event (``BrokerError/transferNotFound(_:)`` when unknown).
+    func enqueueNotification(_ event: NotificationEvent) async throws
+
+    /// Leases to this node, until `leaseUntil`, up to `limit` undelivered rows of `webhooks` that are due at `now`
+    /// and not leased by a node: for each webhook and transfer only the oldest undelivered row, so one transfer's
+    /// events go out in order. Several nodes never lease the same row at once.
+    func claimNotifications(webhooks: [String], now: Date, leaseUntil: Date, limit: Int) async throws -> OutboxClaim
+
+    /// Records how the attempt on a row this node leased ended, and ends the lease.
+    func completeNotification(id: Int64, _ outcome: OutboxOutcome) async throws
+
+    /// Ends every lease this node holds (at start-up and shutdown: deliveries it was making stopped).
+    func releaseNotificationLeases() async throws
+
+    /// How many rows of `webhooks` are not delivered yet.
+    func pendingNotifications(webhooks: [String]) async throws -> Int
+
+    /// Removes the rows delivered before `date` (undelivered rows stay whatever their age); returns how many.
+    @discardableResult
+    func pruneNotifications(deliveredBefore date: Date) async throws -> Int
 
     // MARK: Copying a whole ledger (`airlock ledger copy`)
 
@@ -183,6 +213,18 @@ public struct RecalledTransfer: Sendable {
     public var downloadedBy: [String]
 }
 
+extension Ledger {
+    /// Changes one transfer as ``changeTransfer(id:event:notify:_:)`` does, publishing no event.
+    @discardableResult
+    public func changeTransfer(
+        id: String,
+        event: AuditEvent,
+        _ decide: @escaping @Sendable (TransferRecord) throws -> TransferChange
+    ) async throws -> TransferRecord? {
+        try await self.changeTransfer(id: id, event: event, notify: { _ in [] }, decide)
+    }
+}
+
 /// Opens the ledger a configuration names.
 public enum LedgerConnector {
     /// The ledger of `configuration`: SQLite at `sqlitePath` (created if absent; opened on a thread of NIO's shared
@@ -192,9 +234,11 @@ public enum LedgerConnector {
         switch configuration.ledger.backend {
         case .sqlite:
             let node = configuration.node.id
-            return try await NIOThreadPool.singleton.runIfActive { try SQLiteLedger(path: sqlitePath, node: node) }
+            let router = NotificationRouter(configuration.notifications.webhooks)
+            return try await NIOThreadPool.singleton.runIfActive { try SQLiteLedger(path: sqlitePath, node: node, notifications: router) }
         case .postgresql(let settings):
-            return try await PostgresLedger.connect(settings, node: configuration.node.id, logger: logger)
+            let router = NotificationRouter(configuration.notifications.webhooks)
+            return try await PostgresLedger.connect(settings, node: configuration.node.id, notifications: router, logger: logger)
         }
     }
 }
@@ -227,6 +271,8 @@ public struct HandOffEntry: Sendable {
     public var cacheVerdict: Bool
     /// The XEP-0363 upload path to claim, if any.
     public var slot: String?
+    /// Events to publish in the same transaction (`transfer.quarantined`); their bodies show this transfer.
+    public var notifications: [NotificationEvent] = []
 
     /// The verdict cache row this hand-off writes, if any.
     var cachedVerdict: VerdictCacheRecord? {

@@ -7,6 +7,7 @@ public enum LedgerTable: String, Sendable, CaseIterable, Codable {
     case uploadSlots
     case verdictCache
     case auditLog
+    case notificationOutbox
 
     /// The name progress lines print: `token issuances`, `audit entries`.
     public var label: String {
@@ -18,6 +19,7 @@ public enum LedgerTable: String, Sendable, CaseIterable, Codable {
         case .uploadSlots: "upload slots"
         case .verdictCache: "cached verdicts"
         case .auditLog: "audit entries"
+        case .notificationOutbox: "webhook deliveries"
         }
     }
 }
@@ -38,6 +40,8 @@ public struct LedgerCounts: Sendable, Equatable, Codable {
     public var verdictCache = 0
     /// Audit log entries.
     public var auditLog = 0
+    /// Notification outbox rows (one per event and webhook).
+    public var notificationOutbox = 0
 
     /// Creates counts (all zero by default).
     public init(
@@ -47,7 +51,8 @@ public struct LedgerCounts: Sendable, Equatable, Codable {
         downloads: Int = 0,
         uploadSlots: Int = 0,
         verdictCache: Int = 0,
-        auditLog: Int = 0
+        auditLog: Int = 0,
+        notificationOutbox: Int = 0
     ) {
         self.transfers = transfers
         self.recipients = recipients
@@ -56,6 +61,7 @@ public struct LedgerCounts: Sendable, Equatable, Codable {
         self.uploadSlots = uploadSlots
         self.verdictCache = verdictCache
         self.auditLog = auditLog
+        self.notificationOutbox = notificationOutbox
     }
 
     /// The count of `table`.
@@ -69,6 +75,7 @@ public struct LedgerCounts: Sendable, Equatable, Codable {
             case .uploadSlots: self.uploadSlots
             case .verdictCache: self.verdictCache
             case .auditLog: self.auditLog
+            case .notificationOutbox: self.notificationOutbox
             }
         }
         set {
@@ -80,6 +87,7 @@ public struct LedgerCounts: Sendable, Equatable, Codable {
             case .uploadSlots: self.uploadSlots = newValue
             case .verdictCache: self.verdictCache = newValue
             case .auditLog: self.auditLog = newValue
+            case .notificationOutbox: self.notificationOutbox = newValue
             }
         }
     }
@@ -104,6 +112,8 @@ public struct LedgerSnapshot: Sendable, Equatable {
     public var verdictCache: [VerdictCacheRecord] = []
     /// The audit log, by id, each entry as it was written (its hash and its predecessor's).
     public var auditLog: [AuditEntry] = []
+    /// The notification outbox, by id, delivered and pending rows alike.
+    public var notificationOutbox: [OutboxRecord] = []
 
     /// Creates an empty snapshot.
     public init() {}
@@ -117,7 +127,8 @@ public struct LedgerSnapshot: Sendable, Equatable {
             downloads: self.downloads.count,
             uploadSlots: self.uploadSlots.count,
             verdictCache: self.verdictCache.count,
-            auditLog: self.auditLog.count
+            auditLog: self.auditLog.count,
+            notificationOutbox: self.notificationOutbox.count
         )
     }
 }

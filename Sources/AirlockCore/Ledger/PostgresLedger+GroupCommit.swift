@@ -2,7 +2,7 @@ import PostgresNIO
 
 extension PostgresLedger {
     public func recordHandOffs(_ group: [GroupMember], beforeCommit: @escaping @Sendable () throws -> Void) async throws -> [Result<Void, any Error>] {
-        try await self.transaction { connection in
+        let outcomes = try await self.transaction { connection in
             try await connection.query("SELECT pg_advisory_xact_lock_shared(\(LockKey.content))", logger: self.logger)
             var outcomes: [Result<Void, any Error>] = []
             for member in group {
@@ -21,5 +21,7 @@ extension PostgresLedger {
             try await Self.offThePool(beforeCommit)
             return outcomes
         }
+        if group.contains(where: { !$0.entry.notifications.isEmpty }) { self.notifications.enqueued() }
+        return outcomes
     }
 }

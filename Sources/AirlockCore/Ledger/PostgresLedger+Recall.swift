@@ -60,7 +60,7 @@ extension PostgresLedger {
         actor: String,
         quarantine: @escaping @Sendable (TransferRecord) throws -> Void
     ) async throws -> [RecalledTransfer] {
-        try await self.transaction { connection in
+        let recalled = try await self.transaction { connection in
             // The content lock a hand-off of the same bytes and their removal take: neither interleaves.
             try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(sha256), 0))", logger: self.logger)
             let victims = try await Self.transfers(
@@ -92,6 +92,7 @@ extension PostgresLedger {
                 )
                 for try await who in rows.decode(String.self) { downloaded.append(who) }
                 try await self.append(RecalledTransfer.auditEvent(transfer, downloadedBy: downloaded, actor: actor), connection)
+                try await self.publish([RecalledTransfer.notification(transfer, downloadedBy: downloaded)], connection)
                 recalled.append(RecalledTransfer(transfer: transfer, recipients: recipients, downloadedBy: downloaded))
             }
             try await connection.query(
@@ -100,5 +101,7 @@ extension PostgresLedger {
             )
             return recalled
         }
+        if !recalled.isEmpty { self.notifications.enqueued() }
+        return recalled
     }
 }

@@ -17,7 +17,9 @@ public final class PostgresLedger: Ledger {
     let client: PostgresClient
     let logger: Logger
     /// This node's `node.id`, added to every audit entry it appends.
-    private let node: String?
+    let node: String?
+    /// Which webhooks get which events.
+    public let notifications: NotificationRouter
     /// `client.run()`: the pool works while it runs. Started at connect and ended by ``close()``: the ledger must
     /// answer during the broker's start-up, before any service group runs.
     private let running: Task<Void, Never>
@@ -87,6 +89,7 @@ public final class PostgresLedger: Ledger {
             // Scanner failures (a crash or an overrun while parsing) remembered for the content, beside clean verdicts.
             ["ALTER TABLE verdict_cache ADD COLUMN scanner_failure TEXT"]
         ),
+        ("pg4", PostgresLedger.outboxMigration),
         (
             "pg5",
             // Recall (issue 15): when a retro-scan found delivered content no longer clean.
@@ -104,9 +107,10 @@ public final class PostgresLedger: Ledger {
         static let content: Int64 = 0x6169_726c_6f63_6b03
     }
 
-    private init(client: PostgresClient, node: String?, logger: Logger) {
+    private init(client: PostgresClient, node: String?, notifications: NotificationRouter, logger: Logger) {
         self.client = client
         self.node = node
+        self.notifications = notifications
         self.logger = logger
         self.running = Task { await client.run() }
     }
@@ -114,7 +118,12 @@ public final class PostgresLedger: Ledger {
     /// Connects to the server `settings` name and brings its schema up to date (once, whichever node comes first).
     ///
     /// - Throws: the connection's or a migration's error.
-    public static func connect(_ settings: AirlockConfiguration.PostgreSQL, node: String? = nil, logger: Logger) async throws -> PostgresLedger {
+    public static func connect(
+        _ settings: AirlockConfiguration.PostgreSQL,
+        node: String? = nil,
+        notifications: NotificationRouter = NotificationRouter(),
+        logger: Logger
+    ) async throws -> PostgresLedger {
         var configuration: PostgresClient.Configuration
         if let directory = settings.socketDirectory {
             configuration = .init(
@@ -146,7 +155,12 @@ public final class PostgresLedger: Ledger {
         }
         configuration.options.maximumConnections = settings.poolSize
         configuration.options.minimumConnections = 0
-        let ledger = PostgresLedger(client: PostgresClient(configuration: configuration, backgroundLogger: logger), node: node, logger: logger)
+        let ledger = PostgresLedger(
+            client: PostgresClient(configuration: configuration, backgroundLogger: logger),
+            node: node,
+            notifications: notifications,
+            logger: logger
+        )
         do {
             try await ledger.migrate()
         } catch {
@@ -348,6 +362,7 @@ public final class PostgresLedger: Ledger {
             // Another node claimed the slot between the check and the insert.
             throw BrokerError.slotTaken(entry.slot ?? "")
         }
+        if !entry.notifications.isEmpty { self.notifications.enqueued() }
     }
 
     /// The rows of one hand-off, inside the caller's transaction (which holds the shared content lock).
@@ -394,6 +409,10 @@ public final class PostgresLedger: Ledger {
             ),
             connection
         )
+        if !entry.notifications.isEmpty {
+            let subject = NotificationSubject(record: transfer, recipients: entry.recipients, downloads: [])
+            try await self.publish(entry.notifications, connection, subject: subject)
+        }
     }
 
     public func recordIssuance(_ issuance: TokenIssuanceRecord, audit: AuditEvent?) async throws {
@@ -432,9 +451,10 @@ public final class PostgresLedger: Ledger {
     public func changeTransfer(
         id: String,
         event: AuditEvent,
+        notify: @escaping @Sendable (TransferRecord) -> [NotificationEvent],
         _ decide: @escaping @Sendable (TransferRecord) throws -> TransferChange
     ) async throws -> TransferRecord? {
-        try await self.transaction { connection in
+        let changed = try await self.transaction { connection -> (TransferRecord, published: Bool)? in
             guard let current = try await Self.transfers(connection, "WHERE id = \(id) FOR UPDATE", self.logger).first else { return nil }
             if current.state.isDownloadable {
                 // Leaving stored/released removes content: the same lock as a removal of that content.
@@ -454,8 +474,12 @@ public final class PostgresLedger: Ledger {
                 event.details["previousState"] = event.details["previousState"] ?? current.state.rawValue
             }
             try await self.append(event, connection)
-            return current
+            let events = notify(current)
+            try await self.publish(events, connection)
+            return (current, !events.isEmpty)
         }
+        if changed?.published == true { self.notifications.enqueued() }
+        return changed?.0
     }
 
     public func removeUnsharedContent(sha256: String, _ remove: @escaping @Sendable () throws -> Void) async throws {
@@ -771,6 +795,7 @@ extension PostgresLedger {
                 )
             }
             snapshot.auditLog = try await Self.auditEntries(connection, "ORDER BY id", self.logger)
+            snapshot.notificationOutbox = try await Self.outboxRows(connection, self.logger)
             return snapshot
         }
     }
@@ -837,6 +862,8 @@ extension PostgresLedger {
                 )
             }
             progress(.auditLog, snapshot.auditLog.count)
+            try await Self.insertOutboxRows(snapshot.notificationOutbox, connection, self.logger)
+            progress(.notificationOutbox, snapshot.notificationOutbox.count)
         }
     }
 
@@ -845,12 +872,12 @@ extension PostgresLedger {
             """
             SELECT (SELECT count(*) FROM transfer), (SELECT count(*) FROM transfer_recipient), (SELECT count(*) FROM token_issuance),
             (SELECT count(*) FROM download), (SELECT count(*) FROM upload_slot), (SELECT count(*) FROM verdict_cache),
-            (SELECT count(*) FROM audit_log)
+            (SELECT count(*) FROM audit_log), (SELECT count(*) FROM notification_outbox)
             """,
             logger: logger
         )
-        for try await (transfers, recipients, issuances, downloads, slots, verdicts, audit) in rows.decode(
-            (Int64, Int64, Int64, Int64, Int64, Int64, Int64).self
+        for try await (transfers, recipients, issuances, downloads, slots, verdicts, audit, outbox) in rows.decode(
+            (Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64).self
         ) {
             return LedgerCounts(
                 transfers: Int(transfers),
@@ -859,7 +886,8 @@ extension PostgresLedger {
                 downloads: Int(downloads),
                 uploadSlots: Int(slots),
                 verdictCache: Int(verdicts),
-                auditLog: Int(audit)
+                auditLog: Int(audit),
+                notificationOutbox: Int(outbox)
             )
         }
         return LedgerCounts()

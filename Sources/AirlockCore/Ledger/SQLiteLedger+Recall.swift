@@ -54,7 +54,7 @@ extension SQLiteLedger {
         actor: String,
         quarantine: @escaping @Sendable (TransferRecord) throws -> Void
     ) async throws -> [RecalledTransfer] {
-        try await self.writer.write { db in
+        let recalled = try await self.writer.write { db in
             let victims = try TransferRecord.filter(Column("sha256") == sha256 && Column("state") == TransferState.stored).order(Column("createdAt"))
                 .fetchAll(db)
             var recalled: [RecalledTransfer] = []
@@ -77,12 +77,15 @@ extension SQLiteLedger {
                 )
                 let event = RecalledTransfer.auditEvent(transfer, downloadedBy: downloaded, actor: actor)
                 try self.append(event, db)
+                try self.publish([RecalledTransfer.notification(transfer, downloadedBy: downloaded)], db)
                 recalled.append(RecalledTransfer(transfer: transfer, recipients: recipients, downloadedBy: downloaded))
             }
             // The clean verdicts these bytes had are wrong now; remembered scanner failures stay.
             try db.execute(sql: "DELETE FROM verdictCache WHERE sha256 = ? AND scannerFailure IS NULL", arguments: [sha256])
             return recalled
         }
+        if !recalled.isEmpty { self.notifications.enqueued() }
+        return recalled
     }
 }
 
@@ -100,6 +103,15 @@ extension TransferRecord {
 }
 
 extension RecalledTransfer {
+    /// The `transfer.recalled` webhook event of a recalled transfer (its body carries the transfer as it is now,
+    /// with its downloads).
+    static func notification(_ transfer: TransferRecord, downloadedBy: [String]) -> NotificationEvent {
+        var details = ["downloadedBy": downloadedBy.joined(separator: ","), "signatureVersion": transfer.signatureVersion]
+        details["signature"] = transfer.signature
+        details["reason"] = transfer.reason
+        return NotificationEvent(.transferRecalled, transferId: transfer.id, at: transfer.recalledAt ?? transfer.updatedAt, details: details)
+    }
+
     /// The `transfer.recalled` audit entry of a recalled transfer.
     static func auditEvent(_ transfer: TransferRecord, downloadedBy: [String], actor: String) -> AuditEvent {
         var details = [

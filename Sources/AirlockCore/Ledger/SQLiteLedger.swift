@@ -7,12 +7,15 @@ public struct SQLiteLedger: Ledger {
     let database: AppDatabase
     /// This node's `node.id`, added to every audit entry it appends.
     let node: String?
+    /// Which webhooks get which events.
+    public let notifications: NotificationRouter
 
     /// Opens (creating if needed, 0600) the ledger at `path` and migrates it; `node` names this node in the audit
-    /// entries it appends.
-    public init(path: String, node: String? = nil) throws {
+    /// entries it appends; `notifications` routes the events it publishes.
+    public init(path: String, node: String? = nil, notifications: NotificationRouter = NotificationRouter()) throws {
         self.database = try AppDatabase(path: path)
         self.node = node
+        self.notifications = notifications
     }
 
     var writer: any DatabaseWriter { self.database.writer }
@@ -123,7 +126,16 @@ public struct SQLiteLedger: Ledger {
     public func recordHandOff(_ entry: HandOffEntry, inTransaction: @escaping @Sendable () throws -> Void) async throws {
         try await self.writer.write { db in
             try Self.insert(entry, db, node: self.node, inTransaction: inTransaction)
+            try self.publish(entry, db)
         }
+        if !entry.notifications.isEmpty { self.notifications.enqueued() }
+    }
+
+    /// The outbox rows of a hand-off's events, inside its transaction.
+    func publish(_ entry: HandOffEntry, _ db: Database) throws {
+        guard !entry.notifications.isEmpty else { return }
+        let subject = NotificationSubject(record: entry.transfer, recipients: entry.recipients, downloads: [])
+        try self.publish(entry.notifications, db, subject: subject)
     }
 
     /// The rows of one hand-off, written through cached statements (the hand-off's speed depends on it).
@@ -185,9 +197,10 @@ public struct SQLiteLedger: Ledger {
     public func changeTransfer(
         id: String,
         event: AuditEvent,
+        notify: @escaping @Sendable (TransferRecord) -> [NotificationEvent],
         _ decide: @escaping @Sendable (TransferRecord) throws -> TransferChange
     ) async throws -> TransferRecord? {
-        try await self.writer.write { db -> TransferRecord? in
+        let changed = try await self.writer.write { db -> (TransferRecord, published: Bool)? in
             guard let current = try TransferRecord.fetchOne(db, key: id) else { return nil }
             var event = event
             switch try decide(current) {
@@ -200,8 +213,12 @@ public struct SQLiteLedger: Ledger {
                 event.details["previousState"] = event.details["previousState"] ?? current.state.rawValue
             }
             try self.append(event, db)
-            return current
+            let events = notify(current)
+            try self.publish(events, db)
+            return (current, !events.isEmpty)
         }
+        if changed?.published == true { self.notifications.enqueued() }
+        return changed?.0
     }
 
     public func removeUnsharedContent(sha256: String, _ remove: @escaping @Sendable () throws -> Void) async throws {
@@ -252,7 +269,8 @@ extension SQLiteLedger {
             downloads: try DownloadRecord.fetchCount(db),
             uploadSlots: try UploadSlotRecord.fetchCount(db),
             verdictCache: try VerdictCacheRecord.fetchCount(db),
-            auditLog: try AuditEntry.fetchCount(db)
+            auditLog: try AuditEntry.fetchCount(db),
+            notificationOutbox: try OutboxRecord.fetchCount(db)
         )
     }
 
@@ -266,6 +284,7 @@ extension SQLiteLedger {
             snapshot.uploadSlots = try UploadSlotRecord.order(Column("createdAt"), Column("path")).fetchAll(db)
             snapshot.verdictCache = try VerdictCacheRecord.order(Column("createdAt"), Column("sha256"), Column("signatureVersion")).fetchAll(db)
             snapshot.auditLog = try AuditEntry.order(Column("id")).fetchAll(db)
+            snapshot.notificationOutbox = try OutboxRecord.order(Column("id")).fetchAll(db)
             return snapshot
         }
     }
@@ -298,6 +317,11 @@ extension SQLiteLedger {
                 ])
             }
             progress(.auditLog, snapshot.auditLog.count)
+            for row in snapshot.notificationOutbox {
+                var copy = row
+                try copy.insert(db)
+            }
+            progress(.notificationOutbox, snapshot.notificationOutbox.count)
         }
     }
 }

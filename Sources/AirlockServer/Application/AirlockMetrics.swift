@@ -13,6 +13,7 @@ final class AirlockMetrics: Sendable {
     let downloads: Counter
     let downloadBytes: Counter
     let tokenRejections: Counter
+    let webhooks: WebhookMetrics
 
     init() {
         self.uploads = self.registry.makeCounter(
@@ -73,6 +74,32 @@ final class AirlockMetrics: Sendable {
                 metricName: "token_rejections",
                 unitName: "total",
                 helpText: "Download tokens refused."
+            )
+        )
+        self.webhooks = WebhookMetrics(
+            delivered: self.registry.makeCounter(
+                descriptor: MetricNameDescriptor(
+                    namespace: "airlock",
+                    metricName: "webhook_deliveries",
+                    unitName: "total",
+                    helpText: "Notification events a webhook accepted (2xx)."
+                )
+            ),
+            failedAttempts: self.registry.makeCounter(
+                descriptor: MetricNameDescriptor(
+                    namespace: "airlock",
+                    metricName: "webhook_failed_attempts",
+                    unitName: "total",
+                    helpText: "Webhook posts that were refused or not answered in time (each is retried)."
+                )
+            ),
+            pending: self.registry.makeGauge(
+                descriptor: MetricNameDescriptor(
+                    namespace: "airlock",
+                    metricName: "webhook_pending",
+                    unitName: "",
+                    helpText: "Notification events in the outbox that their webhook has not accepted yet."
+                )
             )
         )
     }

@@ -75,6 +75,8 @@ public func buildApplication(
         ReloadService(broker: broker, configurationSource: configurationSource, certificate: certificate, logger: logger),
         RetroscanService(retroscanner: retroscanner)
     )
+    // Always running, idle without webhooks: a configuration reload may add some (`NotificationRouter.update`).
+    app.addServices(WebhookDeliveryService(ledger: broker.ledger, settings: configuration.notifications, metrics: metrics.webhooks, logger: logger, now: now))
     return app
 }
 
