@@ -7,7 +7,8 @@ import Testing
 @Suite("retro-scan and recall")
 struct RecallTests {
     @Test func aSignatureForDeliveredContentRecallsItUnderLoad() async throws {
-        let fixture = try AdminFixture()
+        let receiver = try await WebhookReceiver.start(secret: WebhookTests.secret)
+        let fixture = try AdminFixture(extra: WebhookTests.environment(port: receiver.port))
         let (server, signatures) = try await ReloadTests.serverWithOwnSignatures(fixture)
         defer { _ = server.stop() }
 
@@ -79,6 +80,22 @@ struct RecallTests {
         #expect(try await fixture.airlock(["audit", "verify"]).status == 0)
         let doctor = try await fixture.airlock(["doctor"])
         #expect(doctor.status == 0, "\(doctor.standardOutput)\(doctor.standardError)")
+        // A webhook receiver on loopback heard of it, signed, with who had downloaded it; and of the reload.
+        let requests = try await receiver.requests(until: "two transfer.recalled and a signatures.reloaded") { requests in
+            requests.filter { $0.event == "transfer.recalled" }.count >= 2 && requests.contains { $0.event == "signatures.reloaded" }
+        }
+        await receiver.stop()
+        let recall = try #require(requests.first { $0.event == "transfer.recalled" && $0.transfer["id"] as? String == id })
+        #expect(recall.signatureIsValid, "X-Airlock-Signature \(recall.signature ?? "missing") does not sign the body")
+        #expect(recall.transfer["state"] as? String == "quarantined")
+        #expect(recall.transfer["sha256"] as? String == WebhookTests.sha256(content))
+        #expect((recall.transfer["signature"] as? String)?.hasPrefix("Airlock.Test.Later") == true)
+        #expect("\(recall.json)".contains("bob@example.org"), "the body names who downloaded it: \(recall.json)")
+        #expect(requests.filter { $0.event == "transfer.recalled" }.allSatisfy { $0.signatureIsValid })
+        let reloaded = try #require(requests.first { $0.event == "signatures.reloaded" })
+        #expect(reloaded.signatureIsValid)
+        #expect("\(reloaded.json)".contains(before["signatureVersion"] as? String ?? "?"), "names the previous version")
+
         // Uploaded again, the same bytes are infected now.
         let again = try await fixture.handOff(content, filename: "again.bin", server: server)
         #expect(again["verdict"] as? String == "infected")

@@ -138,7 +138,8 @@ struct ReloadTests {
     }
 
     @Test func aCorruptSignatureFileKeepsTheOldSignaturesAndAFixedOneIsPickedUp() async throws {
-        let fixture = try AdminFixture()
+        let receiver = try await WebhookReceiver.start(secret: WebhookTests.secret)
+        let fixture = try AdminFixture(extra: WebhookTests.environment(port: receiver.port))
         let (server, signatures) = try await Self.serverWithOwnSignatures(fixture)
         defer { _ = server.stop() }
         let before = try await Self.readiness(fixture, server) { _ in true }
@@ -158,6 +159,10 @@ struct ReloadTests {
         #expect(metric >= 1)
         let audited = try await fixture.auditEntries(action: "signatures.reloadFailed")
         #expect(audited.first?.details["error"]?.contains("broken.ndb") == true)
+        let failure = try await receiver.requests(until: "signatures.reloadFailed") { $0.contains { $0.event == "signatures.reloadFailed" } }
+            .first { $0.event == "signatures.reloadFailed" }
+        #expect(failure?.signatureIsValid == true)
+        #expect("\(failure?.json ?? [:])".contains("broken.ndb"), "the event names the file: \(failure?.json ?? [:])")
 
         // Fixed: the next check loads it.
         let marker = Fixtures.randomBytes(count: 24, seed: 99)
@@ -168,6 +173,7 @@ struct ReloadTests {
         infected.append(marker)
         let detected = try await fixture.handOff(infected, filename: "b.bin", server: server)
         #expect((detected["signature"] as? String)?.hasPrefix("Airlock.Test.Fixed") == true)
+        await receiver.stop()
     }
 
     @Test func aBlockingReloadMakesUploadsWaitNeverFail() async throws {

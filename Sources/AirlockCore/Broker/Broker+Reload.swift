@@ -163,7 +163,8 @@ extension Broker {
 
     /// The signature file a load error names (libclamav's culprit, as ``SignatureDatabaseError`` words it).
     static func culprit(in error: String) -> String? {
-        guard let start = error.range(of: "cannot load signatures: "), let end = error.range(of: " is corrupt", range: start.upperBound..<error.endIndex)
+        guard let start = error.range(of: "cannot load signatures: "),
+            let end = error.range(of: " is corrupt", range: start.upperBound..<error.endIndex)
         else { return nil }
         return String(error[start.upperBound..<end.lowerBound])
     }
