@@ -170,7 +170,9 @@ struct airlock_landlock_path_beneath_attr {
 
 static int add_path_rule(int ruleset, const char *path, uint64_t access, uint64_t handled) {
     int fd = open(path, O_PATH | O_CLOEXEC);
-    if (fd < 0) return errno == ENOENT ? 0 : -1;
+    // A path that does not exist, or that this user may not reach (a signature directory only root reads: the
+    // engine was compiled before the switch), gets no rule: Landlock then denies it too.
+    if (fd < 0) return (errno == ENOENT || errno == EACCES) ? 0 : -1;
     struct airlock_landlock_path_beneath_attr rule = {.allowed_access = access & handled, .parent_fd = fd};
     // A regular file takes only file rights.
     struct stat info;
