@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 /// Issue 15: a file delivered clean, detected by a signature that arrives later, is recalled while uploads go on.
-@Suite("retro-scan and recall")
+@Suite("retro-scan and recall", .serialized)
 struct RecallTests {
     @Test func aSignatureForDeliveredContentRecallsItUnderLoad() async throws {
         let receiver = try await WebhookReceiver.start(secret: WebhookTests.secret)

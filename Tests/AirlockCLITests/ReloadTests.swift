@@ -8,7 +8,7 @@ import Testing
 #endif
 
 /// Issue 15: signatures and configuration reload in a running `airlock serve`, without a restart.
-@Suite("live reload")
+@Suite("live reload", .serialized)
 struct ReloadTests {
     /// A private copy of the bundled signatures that a test may change.
     static func signatureDirectory(in fixture: AdminFixture) throws -> String {
