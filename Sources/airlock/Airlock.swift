@@ -10,7 +10,7 @@ struct Airlock: AsyncParsableCommand {
         abstract: "Quarantine and scan files handed off by instant-messaging servers.",
         version: "0.1.0",
         subcommands: [
-            Serve.self, Scan.self, Transfers.self, Quarantine.self, Token.self, Audit.self, Purge.self, Doctor.self, Ledger.self,
+            Serve.self, Scan.self, Transfers.self, Quarantine.self, Token.self, Audit.self, Purge.self, Doctor.self, Ledger.self, Quotas.self,
             ScannerProcess.self,
         ]
     )

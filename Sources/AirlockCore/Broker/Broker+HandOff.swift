@@ -359,7 +359,8 @@ extension Broker {
                 issuances: issuances,
                 verdict: verdict,
                 cacheVerdict: (verdict.isClean || finding.scannerFailure) && !finding.cached,
-                slot: handOff.slot
+                slot: handOff.slot,
+                quota: self.quotaCheck(for: handOff)
             ),
             result: HandOffResult(transfer: transfer, recipients: recipients, downloads: grants)
         )

@@ -26,6 +26,8 @@ public struct AirlockConfiguration: Sendable, Equatable {
     public var ledger: LedgerSettings
     /// This node of a cluster.
     public var node: Node
+    /// Upload quotas per uploader and per IM server.
+    public var quotas = Quotas()
 
     /// `node`: this process among several on one ledger and one store.
     public struct Node: Sendable, Equatable {
@@ -185,6 +187,9 @@ public struct AirlockConfiguration: Sendable, Equatable {
     public struct Limits: Sendable, Equatable {
         /// `limits.maxUploadBytes`: larger uploads are refused with 413.
         public var maxUploadBytes: Int
+        /// `limits.maxStoredBytes` (absent: unlimited): the bytes all transfers not yet deleted or purged may hold
+        /// together (stored, released and quarantined, each transfer counted whole); an upload beyond it gets 507.
+        public var maxStoredBytes: Int64? = nil
     }
 
     /// `policy`: type rules applied after detection.
@@ -329,6 +334,8 @@ extension AirlockConfiguration {
         self.storage = try Storage(&reader)
         self.scanner = try Scanner(&reader)
         self.limits = Limits(maxUploadBytes: try reader.int("limits.maxUploadBytes", default: 100 << 20, in: 1...Int(Int64.max / 2)))
+        self.limits.maxStoredBytes = try reader.optionalInt("limits.maxStoredBytes", in: 0...Int(Int64.max / 2)).map(Int64.init)
+        self.quotas = try Quotas(&reader)
         self.policy = try Policy(&reader)
         self.tokens = try Tokens(&reader)
         self.servers = try Self.readServers(&reader, mutualTLS: self.http.tls.clientCAFile != nil)

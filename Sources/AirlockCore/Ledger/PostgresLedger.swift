@@ -14,7 +14,7 @@ import PostgresNIO
 /// the content lock of every hand-off at once. Migrations run once, under a session-level advisory lock, so nodes
 /// may start together.
 public final class PostgresLedger: Ledger {
-    private let client: PostgresClient
+    let client: PostgresClient
     let logger: Logger
     /// This node's `node.id`, added to every audit entry it appends.
     private let node: String?
@@ -87,6 +87,8 @@ public final class PostgresLedger: Ledger {
             // Scanner failures (a crash or an overrun while parsing) remembered for the content, beside clean verdicts.
             ["ALTER TABLE verdict_cache ADD COLUMN scanner_failure TEXT"]
         ),
+        // Issue 16: quota usage counters (PostgresLedger+Quotas.swift) and each transfer's content class.
+        ("pg3", Self.issue16Migration),
     ]
 
     /// Advisory lock keys (one 64-bit space per database; these spell "airlock" and a purpose).
@@ -94,6 +96,9 @@ public final class PostgresLedger: Ledger {
         static let migrations: Int64 = 0x6169_726c_6f63_6b01
         static let auditHead: Int64 = 0x6169_726c_6f63_6b02
         static let content: Int64 = 0x6169_726c_6f63_6b03
+        /// The seed of `hashtextextended(subject, seed)`, a quota subject's lock (`QuotaSubject.lockName`); content
+        /// locks hash the SHA-256 with seed 0, slot locks the path with seed 1.
+        static let quotaSubjectSeed: Int64 = 2
     }
 
     private init(client: PostgresClient, node: String?, logger: Logger) {
@@ -345,6 +350,8 @@ public final class PostgresLedger: Ledger {
     /// The rows of one hand-off, inside the caller's transaction (which holds the shared content lock).
     func insert(_ entry: HandOffEntry, _ connection: PostgresConnection, inTransaction: @escaping @Sendable () throws -> Void) async throws {
         let transfer = entry.transfer
+        // Quota subjects first: the lock order is quota subjects, content, slot, audit head.
+        try await self.enforceQuota(of: entry, connection)
         if entry.verdict.isClean {
             // Against a concurrent removal of the same content (``removeUnsharedContent``).
             try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(transfer.sha256), 0))", logger: self.logger)
@@ -357,6 +364,9 @@ public final class PostgresLedger: Ledger {
             guard taken.isEmpty else { throw BrokerError.slotTaken(slot) }
         }
         try await Self.offThePool(inTransaction)
+        // The audit head before the transfer row: its trigger updates quota counters every hand-off shares, so
+        // they are only ever touched under this lock (PostgresLedger+Quotas.swift has the whole lock order).
+        try await connection.query("SELECT pg_advisory_xact_lock(\(LockKey.auditHead))", logger: self.logger)
         if let cached = entry.cachedVerdict {
             try await Self.save(cached, connection, self.logger)
         }
@@ -439,6 +449,8 @@ public final class PostgresLedger: Ledger {
             case .keepState:
                 break
             case .setState(let state):
+                // The audit head before the change of state, whose trigger updates the quota counters.
+                try await connection.query("SELECT pg_advisory_xact_lock(\(LockKey.auditHead))", logger: self.logger)
                 try await connection.query(
                     "UPDATE transfer SET state = \(state.rawValue), updated_at = \(Self.milliseconds(event.at)) WHERE id = \(id)",
                     logger: self.logger
