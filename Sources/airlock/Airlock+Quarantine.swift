@@ -26,13 +26,13 @@ extension Airlock {
                     return
                 }
                 Output.table(
-                    ["ID", "CREATED", "SENDER", "RECIPIENTS", "FILENAME", "SIZE", "SHA256", "DETECTED TYPE", "VERDICT"],
+                    ["ID", "CREATED", "SENDER", "RECIPIENTS", "FILENAME", "SIZE", "SHA256", "DETECTED TYPE", "CLASS", "VERDICT"],
                     transfers.map { summary in
                         let record = summary.record
                         return [
                             record.id, Output.time(record.createdAt), record.sender, summary.recipients.joined(separator: ","),
                             record.filename, Output.size(record.size), String(record.sha256.prefix(16)) + "…", record.detectedType ?? "-",
-                            Output.verdict(record),
+                            record.contentClass.rawValue, Output.verdict(record),
                         ]
                     }
                 )

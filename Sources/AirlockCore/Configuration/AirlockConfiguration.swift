@@ -200,6 +200,8 @@ public struct AirlockConfiguration: Sendable, Equatable {
         public var allowedTypes: [String]
         /// `policy.blockOnTypeMismatch`: block harmless declared types whose bytes are executable, script, archive or macro document.
         public var blockOnTypeMismatch: Bool
+        /// `policy.opaqueContent`: serve or quarantine uploads whose content cannot be inspected (encrypted).
+        public var opaqueContent: OpaqueContent = .serve
     }
 
     /// `tokens`: download token keys.
@@ -593,6 +595,7 @@ extension AirlockConfiguration.Policy {
         )
         self.allowedTypes = try reader.strings("policy.allowedTypes", default: [])
         self.blockOnTypeMismatch = try reader.bool("policy.blockOnTypeMismatch", default: true)
+        self.opaqueContent = try OpaqueContent(&reader)
     }
 }
 

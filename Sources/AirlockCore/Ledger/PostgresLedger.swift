@@ -538,11 +538,11 @@ public final class PostgresLedger: Ledger {
         try await connection.query(
             """
             INSERT INTO transfer (id, server, sender, filename, original_filename, declared_type, detected_type, type_description,
-            size, sha256, verdict, signature, reason, state, signature_version, created_at, updated_at, node)
+            size, sha256, verdict, signature, reason, state, signature_version, created_at, updated_at, node, content_class)
             VALUES (\(transfer.id), \(transfer.server), \(transfer.sender), \(transfer.filename), \(transfer.originalFilename),
             \(transfer.declaredType), \(transfer.detectedType), \(transfer.typeDescription), \(transfer.size), \(transfer.sha256),
             \(transfer.verdict.rawValue), \(transfer.signature), \(transfer.reason), \(transfer.state.rawValue), \(transfer.signatureVersion),
-            \(Self.milliseconds(transfer.createdAt)), \(Self.milliseconds(transfer.updatedAt)), \(transfer.node))
+            \(Self.milliseconds(transfer.createdAt)), \(Self.milliseconds(transfer.updatedAt)), \(transfer.node), \(transfer.contentClass.rawValue))
             """,
             logger: logger
         )
@@ -576,7 +576,7 @@ public final class PostgresLedger: Ledger {
 
     private static let transferColumns = """
         SELECT id, server, sender, filename, original_filename, declared_type, detected_type, type_description, size, sha256,
-        verdict, signature, reason, state, signature_version, created_at, updated_at, node FROM transfer
+        verdict, signature, reason, state, signature_version, created_at, updated_at, node, content_class FROM transfer
         """
 
     private static func transfers(_ connection: PostgresConnection, _ condition: PostgresQuery, _ logger: Logger) async throws -> [TransferRecord] {
@@ -587,14 +587,16 @@ public final class PostgresLedger: Ledger {
         for try await row in try await connection.query(query, logger: logger) {
             let (
                 id, server, sender, filename, originalFilename, declaredType, detectedType, typeDescription, size, sha256, verdict, signature,
-                reason, state, signatureVersion, createdAt, updatedAt, node
+                reason, state, signatureVersion, createdAt, updatedAt, node, contentClassName
             ) = try row.decode(
                 (
                     String, String, String, String, String, String?, String?, String?, Int64, String, String, String?, String?, String, String,
-                    Int64, Int64, String?
+                    Int64, Int64, String?, String
                 ).self
             )
-            guard let verdictKind = Verdict.Kind(rawValue: verdict), let transferState = TransferState(rawValue: state) else {
+            guard let verdictKind = Verdict.Kind(rawValue: verdict), let transferState = TransferState(rawValue: state),
+                let contentClass = ContentClass(rawValue: contentClassName)
+            else {
                 throw PostgresLedgerError.corruptRow(table: "transfer", id: id)
             }
             records.append(
@@ -616,7 +618,8 @@ public final class PostgresLedger: Ledger {
                     signatureVersion: signatureVersion,
                     createdAt: Self.date(createdAt),
                     updatedAt: Self.date(updatedAt),
-                    node: node
+                    node: node,
+                    contentClass: contentClass
                 )
             )
         }

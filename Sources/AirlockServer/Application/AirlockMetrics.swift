@@ -107,6 +107,19 @@ final class AirlockMetrics: Sendable {
         ).increment()
     }
 
+    /// Counts one recorded upload by its content class, `airlock_content_class_total{class}` (`inspected`, `opaque`).
+    func countContentClass(_ contentClass: ContentClass) {
+        self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "airlock",
+                metricName: "content_class",
+                unitName: "total",
+                helpText: "Uploads recorded, by content class: inspected, or opaque (untyped random bytes, e.g. encrypted, that no scanner can see into)."
+            ),
+            labels: [("class", contentClass.rawValue)]
+        ).increment()
+    }
+
     /// Counts one upload refused by a quota, `airlock_quota_refusals_total{quota}` (the quota's configuration key).
     func countQuotaRefusal(quota: String) {
         self.registry.makeCounter(

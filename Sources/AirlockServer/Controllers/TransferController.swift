@@ -78,6 +78,7 @@ struct TransferController {
         metrics.uploads.increment()
         metrics.uploadBytes.increment(by: result.transfer.size)
         metrics.verdicts[result.transfer.verdict]?.increment()
+        metrics.countContentClass(result.transfer.contentClass)
         return result
     }
 
