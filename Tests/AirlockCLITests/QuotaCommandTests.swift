@@ -23,9 +23,11 @@ struct QuotaCommandTests {
         }
         let shown = try #require(try await fixture.json(["quotas"]) as? [String: Any])
         let rows = try #require(shown["usage"] as? [[String: Any]])
-        #expect(rows.map { "\($0["scope"] ?? "")/\($0["subject"] ?? "")" } == [
-            "global/", "server/dev", "uploader/bob@example.org", "uploader/alice@example.org", "uploader/carol@example.org",
-        ])
+        #expect(
+            rows.map { "\($0["scope"] ?? "")/\($0["subject"] ?? "")" } == [
+                "global/", "server/dev", "uploader/bob@example.org", "uploader/alice@example.org", "uploader/carol@example.org",
+            ]
+        )
         #expect(rows.map { $0["storedBytes"] as? Int } == [1320, 1320, 1000, 300, 20])
         #expect(rows[2]["todayFiles"] as? Int == 1)
         #expect((rows[2]["limits"] as? [String: Any])?["dailyFiles"] as? Int == 5)

@@ -91,7 +91,10 @@ struct OpaqueContentTests {
         var inspected: [String: Int] = [:]
         let count = 4000
         for seed in 0..<count {
-            let (contentClass, type) = try Self.contentClass(of: Fixtures.randomBytes(count: 4096 + seed % 512, seed: UInt64(1000 + seed)), magic: magic)
+            let (contentClass, type) = try Self.contentClass(
+                of: Fixtures.randomBytes(count: 4096 + seed % 512, seed: UInt64(1000 + seed)),
+                magic: magic
+            )
             if contentClass == .inspected { inspected[type, default: 0] += 1 }
         }
         let missed = inspected.values.reduce(0, +)
@@ -103,7 +106,9 @@ struct OpaqueContentTests {
     /// Compressed files from this machine's Debian packages: gzip, PNG, JAR/ZIP, JPEG, GIF, MP3, OGG, MP4 … as many as
     /// are installed, at least 1,000 of them.
     static func compressedCorpus() -> [String] {
-        let extensions: Set<String> = ["gz", "png", "jar", "zip", "jpg", "jpeg", "gif", "mp3", "ogg", "oga", "opus", "mp4", "webm", "xz", "bz2", "zst", "webp"]
+        let extensions: Set<String> = [
+            "gz", "png", "jar", "zip", "jpg", "jpeg", "gif", "mp3", "ogg", "oga", "opus", "mp4", "webm", "xz", "bz2", "zst", "webp",
+        ]
         var found: [String] = []
         for root in ["/usr/share", "/usr/lib"] {
             guard let walker = FileManager.default.enumerator(atPath: root) else { continue }
@@ -137,7 +142,9 @@ struct OpaqueContentTests {
             if data.withUnsafeBytes({ ByteHistogram($0) }).looksRandom { tally.random += 1 }
             classed[extensionName] = tally
         }
-        let summary = classed.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value.files) files, \($0.value.random) random, \($0.value.opaque) opaque" }
+        let summary = classed.sorted { $0.key < $1.key }.map {
+            "\($0.key): \($0.value.files) files, \($0.value.random) random, \($0.value.opaque) opaque"
+        }
         print("compressed corpus: \(summary.joined(separator: "; "))")
         #expect(opaque.isEmpty, "classed opaque: \(opaque.prefix(20))")
     }

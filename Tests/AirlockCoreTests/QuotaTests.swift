@@ -72,7 +72,9 @@ struct QuotaTests {
         let alice = QuotaSubject(.uploader, "alice@example.org")
         let now = Self.justBeforeMidnight
         // Exactly at a limit fits; one byte more does not.
-        #expect(check.refusal(adding: 40, at: now, usage: [QuotaUsage(subject: alice, storedBytes: 40, storedFiles: 1, dayBytes: 60, dayFiles: 1)]) == nil)
+        #expect(
+            check.refusal(adding: 40, at: now, usage: [QuotaUsage(subject: alice, storedBytes: 40, storedFiles: 1, dayBytes: 60, dayFiles: 1)]) == nil
+        )
         let daily = try #require(check.refusal(adding: 41, at: now, usage: [QuotaUsage(subject: alice, dayBytes: 60, dayFiles: 1)]))
         #expect(daily.quota == "quotas.perUploader.dailyBytes")
         #expect(daily.limit == 100)
@@ -167,7 +169,9 @@ struct QuotaTests {
 
             // Everything, highest stored first.
             let all = try await ledger.quotaUsage(nil, day: Self.day())
-            #expect(all.map(\.subject) == [.global, prosody, alice, bob, QuotaSubject(.server, "ejabberd"), QuotaSubject(.uploader, "carol@example.org")])
+            #expect(
+                all.map(\.subject) == [.global, prosody, alice, bob, QuotaSubject(.server, "ejabberd"), QuotaSubject(.uploader, "carol@example.org")]
+            )
         }
     }
 
@@ -199,7 +203,21 @@ struct QuotaTests {
             #expect(try await ledger.transfer(id: "a2") == nil)
             #expect(try await ledger.auditEntries(transferId: nil, limit: nil).count == 1)
             // Another uploader has a quota of its own; a hand-off that exactly fills alice's passes.
-            try await Contract.record(Self.entry("b1", sender: "bob@example.org", size: 150, quota: QuotaCheck(uploader: "bob@example.org", server: "prosody", perUploader: .init(totalBytes: 150), perServer: nil, maxStoredBytes: nil)), in: ledger)
+            try await Contract.record(
+                Self.entry(
+                    "b1",
+                    sender: "bob@example.org",
+                    size: 150,
+                    quota: QuotaCheck(
+                        uploader: "bob@example.org",
+                        server: "prosody",
+                        perUploader: .init(totalBytes: 150),
+                        perServer: nil,
+                        maxStoredBytes: nil
+                    )
+                ),
+                in: ledger
+            )
             try await Contract.record(Self.entry("a4", size: 50, quota: quota), in: ledger)
             #expect(try await ledger.quotaUsage([QuotaSubject(.uploader, "alice@example.org")], day: Self.day()).first?.storedBytes == 150)
         }
@@ -241,12 +259,35 @@ struct QuotaTests {
     @Test(arguments: LedgerBackend.available)
     func aGroupCommitMemberOverItsQuotaFailsAlone(backend: LedgerBackend) async throws {
         try await Contract().withLedger(backend) { ledger in
-            let quota = QuotaCheck(uploader: "alice@example.org", server: "prosody", perUploader: .init(dailyFiles: 2), perServer: nil, maxStoredBytes: nil)
+            let quota = QuotaCheck(
+                uploader: "alice@example.org",
+                server: "prosody",
+                perUploader: .init(dailyFiles: 2),
+                perServer: nil,
+                maxStoredBytes: nil
+            )
             let ran = Contract.Observed<String>()
             let members = (1...3).map { index in
                 GroupMember(entry: Self.entry("g\(index)", size: 10, quota: quota)) { ran.append("g\(index)") }
             }
-            let outcomes = try await ledger.recordHandOffs(members + [GroupMember(entry: Self.entry("b1", sender: "bob@example.org", size: 10, quota: QuotaCheck(uploader: "bob@example.org", server: "prosody", perUploader: .init(dailyFiles: 2), perServer: nil, maxStoredBytes: nil))) { ran.append("b1") }]) {}
+            let outcomes = try await ledger.recordHandOffs(
+                members + [
+                    GroupMember(
+                        entry: Self.entry(
+                            "b1",
+                            sender: "bob@example.org",
+                            size: 10,
+                            quota: QuotaCheck(
+                                uploader: "bob@example.org",
+                                server: "prosody",
+                                perUploader: .init(dailyFiles: 2),
+                                perServer: nil,
+                                maxStoredBytes: nil
+                            )
+                        )
+                    ) { ran.append("b1") }
+                ]
+            ) {}
             #expect(outcomes.map { (try? $0.get()) != nil } == [true, true, false, true])
             if case .failure(BrokerError.quotaExceeded(let exceeded)) = outcomes[2] {
                 #expect(exceeded.quota == "quotas.perUploader.dailyFiles")

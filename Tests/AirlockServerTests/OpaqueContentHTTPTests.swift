@@ -51,7 +51,9 @@ struct OpaqueContentHTTPTests {
             }
             // The plaintext, an image and a small random body stay inspected.
             #expect(try await client.handOff(Self.report, filename: "report.txt").decode(ClassBody.self).contentClass == "inspected")
-            #expect(try await client.handOff(Fixtures.png, filename: "p.png", contentType: "image/png").decode(ClassBody.self).contentClass == "inspected")
+            #expect(
+                try await client.handOff(Fixtures.png, filename: "p.png", contentType: "image/png").decode(ClassBody.self).contentClass == "inspected"
+            )
             #expect(try await client.handOff(Fixtures.randomBytes(count: 1000, seed: 5)).decode(ClassBody.self).contentClass == "inspected")
 
             let metrics = String(decoding: try await client.execute(uri: "/metrics", method: .get).bytes, as: UTF8.self)
@@ -78,8 +80,11 @@ struct OpaqueContentHTTPTests {
             // An XEP-0363 upload of ciphertext is accepted (201) and held: its GET is 403.
             let secret = harness.configuration.xep0363.secret
             let path = "omemo-slot/photo.jpg"
-            let signature = HMAC<SHA256>.authenticationCode(for: Data("\(path) \(encrypted.count)".utf8), using: SymmetricKey(data: Data(secret.utf8)))
-                .map { String(format: "%02x", $0) }.joined()
+            let signature = HMAC<SHA256>.authenticationCode(
+                for: Data("\(path) \(encrypted.count)".utf8),
+                using: SymmetricKey(data: Data(secret.utf8))
+            )
+            .map { String(format: "%02x", $0) }.joined()
             let put = try await client.execute(uri: "/upload/\(path)?v=\(signature)", method: .put, body: ByteBuffer(bytes: encrypted))
             #expect(put.status == .created)
             #expect(try await client.execute(uri: "/upload/\(path)", method: .get).status == .forbidden)

@@ -99,7 +99,8 @@ public struct ByteHistogram: Sendable, Equatable {
                     index += 1
                 }
                 for value in 0..<256 {
-                    self.counts[value] &+= UInt64(tables[value]) + UInt64(tables[256 + value]) + UInt64(tables[512 + value])
+                    self.counts[value] &+=
+                        UInt64(tables[value]) + UInt64(tables[256 + value]) + UInt64(tables[512 + value])
                         + UInt64(tables[768 + value])
                 }
             }

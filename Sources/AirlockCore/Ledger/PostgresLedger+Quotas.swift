@@ -115,7 +115,13 @@ extension PostgresLedger {
                 throw PostgresLedgerError.corruptRow(table: "quota_usage", id: "\(scopeName):\(name)")
             }
             usage.append(
-                QuotaUsage(subject: QuotaSubject(scope, name), storedBytes: storedBytes, storedFiles: storedFiles, dayBytes: dayBytes, dayFiles: dayFiles)
+                QuotaUsage(
+                    subject: QuotaSubject(scope, name),
+                    storedBytes: storedBytes,
+                    storedFiles: storedFiles,
+                    dayBytes: dayBytes,
+                    dayFiles: dayFiles
+                )
             )
         }
         return usage

@@ -114,7 +114,7 @@ final class AirlockMetrics: Sendable {
                 namespace: "airlock",
                 metricName: "content_class",
                 unitName: "total",
-                helpText: "Uploads recorded, by content class: inspected, or opaque (untyped random bytes, e.g. encrypted, that no scanner can see into)."
+                helpText: "Uploads recorded, by content class: inspected, or opaque (untyped random bytes that no scanner can see into)."
             ),
             labels: [("class", contentClass.rawValue)]
         ).increment()
