@@ -1,5 +1,5 @@
 import AirlockCore
-import ArgumentParser
+public import ArgumentParser
 import Foundation
 
 extension Airlock {

@@ -104,13 +104,15 @@ struct OpaqueContentTests {
     }
 
     /// Compressed files from this machine's Debian packages: gzip, PNG, JAR/ZIP, JPEG, GIF, MP3, OGG, MP4 … as many as
-    /// are installed, at least 1,000 of them.
+    /// are installed (at least 1,000), and those under the directories in `AIRLOCK_OPAQUE_CORPUS`.
     static func compressedCorpus() -> [String] {
         let extensions: Set<String> = [
             "gz", "png", "jar", "zip", "jpg", "jpeg", "gif", "mp3", "ogg", "oga", "opus", "mp4", "webm", "xz", "bz2", "zst", "webp",
         ]
         var found: [String] = []
-        for root in ["/usr/share", "/usr/lib"] {
+        // More files (unpacked Debian packages of media, say) may be added with AIRLOCK_OPAQUE_CORPUS=DIR:DIR.
+        let extra = ProcessInfo.processInfo.environment["AIRLOCK_OPAQUE_CORPUS"]?.split(separator: ":").map(String.init) ?? []
+        for root in ["/usr/share", "/usr/lib"] + extra {
             guard let walker = FileManager.default.enumerator(atPath: root) else { continue }
             while let relative = walker.nextObject() as? String {
                 let path = root + "/" + relative

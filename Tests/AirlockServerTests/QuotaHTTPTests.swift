@@ -128,7 +128,7 @@ struct QuotaHTTPTests {
     @Test func xep0363UploadersAreTheJWTSubjectOrTheUserHashOrUnknown() async throws {
         let harness = try ServerHarness { $0.quotas.perUploader = .init(dailyFiles: 1) }
         let secret = harness.configuration.xep0363.secret
-        func hmac(_ message: String) -> String {
+        @Sendable func hmac(_ message: String) -> String {
             HMAC<SHA256>.authenticationCode(for: Data(message.utf8), using: SymmetricKey(data: Data(secret.utf8))).map { String(format: "%02x", $0) }
                 .joined()
         }
@@ -203,4 +203,9 @@ struct QuotaHTTPTests {
             )
         }
     }
+}
+
+extension HTTPResponse.Status {
+    /// 507, which HTTPTypes names no constant for.
+    fileprivate static var insufficientStorage: Self { .init(code: 507, reasonPhrase: "Insufficient Storage") }
 }

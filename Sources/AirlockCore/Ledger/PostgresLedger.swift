@@ -88,7 +88,7 @@ public final class PostgresLedger: Ledger {
             ["ALTER TABLE verdict_cache ADD COLUMN scanner_failure TEXT"]
         ),
         // Issue 16: quota usage counters (PostgresLedger+Quotas.swift) and each transfer's content class.
-        ("pg3", Self.issue16Migration),
+        ("pg3", PostgresLedger.issue16Migration),
     ]
 
     /// Advisory lock keys (one 64-bit space per database; these spell "airlock" and a purpose).

@@ -126,3 +126,8 @@ extension APIError {
         }
     }
 }
+
+extension HTTPResponse.Status {
+    /// 507: a quota on stored bytes is exhausted (HTTPTypes names no constant for it).
+    static var insufficientStorage: Self { .init(code: 507, reasonPhrase: "Insufficient Storage") }
+}
