@@ -335,6 +335,7 @@ struct QuotaTests {
         let usage = try queue.read { db in try SQLiteLedger.quotaUsage(nil, day: Self.day(), db) }
         #expect(
             usage == [
+                // On a tie the broker first, then servers, then uploaders.
                 QuotaUsage(subject: .global, storedBytes: 30, storedFiles: 2),
                 QuotaUsage(subject: QuotaSubject(.server, "prosody"), storedBytes: 30, storedFiles: 2, dayBytes: 150, dayFiles: 4),
                 QuotaUsage(subject: QuotaSubject(.uploader, "alice@example.org"), storedBytes: 30, storedFiles: 2, dayBytes: 150, dayFiles: 4),

@@ -45,7 +45,8 @@ public protocol Ledger: Sendable {
 
     /// What `subjects` use (nil: every subject the ledger counts, the whole broker among them): bytes and files
     /// stored and not yet deleted or purged, and bytes and files accepted on UTC `day` (``QuotaDay``). A subject
-    /// that never uploaded is missing (it has used nothing).
+    /// that never uploaded is missing (it has used nothing). Given subjects come in their order; all of them come
+    /// highest stored bytes first (on a tie the broker, then servers, then uploaders), then highest bytes that day.
     func quotaUsage(_ subjects: [QuotaSubject]?, day: Int64) async throws -> [QuotaUsage]
 
     // MARK: Writes (each one transaction)

@@ -91,7 +91,8 @@ extension PostgresLedger {
         }
     }
 
-    /// The usage of `subjects` (nil: all, highest stored bytes first, then highest bytes on `day`).
+    /// The usage of `subjects`, in their order (nil: all, highest stored bytes first; on a tie the broker, then
+    /// servers, then uploaders; then highest bytes on `day`).
     private static func quotaUsage(_ subjects: [QuotaSubject]?, day: Int64, _ connection: PostgresConnection, _ logger: Logger) async throws
         -> [QuotaUsage]
     {
@@ -105,7 +106,7 @@ extension PostgresLedger {
             let names = subjects.map(\.name)
             query = "\(unescaped: select) \(day) WHERE (u.scope, u.subject) IN (SELECT * FROM unnest(\(scopes)::text[], \(names)::text[]))"
         } else {
-            query = "\(unescaped: select) \(day) ORDER BY u.stored_bytes DESC, day_bytes DESC, u.scope, u.subject COLLATE \"C\""
+            query = "\(unescaped: select) \(day) ORDER BY u.stored_bytes DESC, CASE u.scope WHEN 'global' THEN 0 WHEN 'server' THEN 1 ELSE 2 END, day_bytes DESC, u.subject COLLATE \"C\""
         }
         var usage: [QuotaUsage] = []
         for try await (scopeName, name, storedBytes, storedFiles, dayBytes, dayFiles) in try await connection.query(query, logger: logger)
@@ -124,7 +125,8 @@ extension PostgresLedger {
                 )
             )
         }
-        return usage
+        guard let subjects else { return usage }
+        return subjects.compactMap { subject in usage.first { $0.subject == subject } }
     }
 
     /// Takes the advisory lock of each subject, in one order for every transaction (sorted, each once), held until

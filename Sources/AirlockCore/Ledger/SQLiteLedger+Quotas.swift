@@ -81,7 +81,8 @@ extension SQLiteLedger {
         try await self.writer.read { db in try Self.quotaUsage(subjects, day: day, db) }
     }
 
-    /// The usage of `subjects` (nil: all, highest stored bytes first, then highest bytes on `day`).
+    /// The usage of `subjects`, in their order (nil: all, highest stored bytes first; on a tie the broker, then
+    /// servers, then uploaders; then highest bytes on `day`).
     static func quotaUsage(_ subjects: [QuotaSubject]?, day: Int64, _ db: Database) throws -> [QuotaUsage] {
         let select = """
             SELECT u.scope, u.subject, u.storedBytes, u.storedFiles, COALESCE(d.bytes, 0) AS dayBytes, COALESCE(d.files, 0)
@@ -95,7 +96,8 @@ extension SQLiteLedger {
             return QuotaUsage(subject: QuotaSubject(scope, row[1]), storedBytes: row[2], storedFiles: row[3], dayBytes: row[4], dayFiles: row[5])
         }
         guard let subjects else {
-            let rows = try Row.fetchAll(db, sql: select + " ORDER BY u.storedBytes DESC, dayBytes DESC, u.scope, u.subject", arguments: [day])
+            let order = " ORDER BY u.storedBytes DESC, CASE u.scope WHEN 'global' THEN 0 WHEN 'server' THEN 1 ELSE 2 END, dayBytes DESC, u.subject"
+            let rows = try Row.fetchAll(db, sql: select + order, arguments: [day])
             return try rows.map(usage)
         }
         let statement = try db.cachedStatement(sql: select + " WHERE u.scope = ? AND u.subject = ?")
