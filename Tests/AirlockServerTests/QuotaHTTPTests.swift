@@ -74,7 +74,7 @@ struct QuotaHTTPTests {
     @Test func storedQuotasAre507UntilBytesAreRetracted() async throws {
         let harness = try ServerHarness {
             $0.quotas.perServer = .init(totalBytes: 150)
-            $0.limits.maxStoredBytes = 250
+            $0.limits.maxStoredBytes = 200
         }
         try await harness.run { client in
             let kept = try await client.handOff(Fixtures.randomBytes(count: 100, seed: 10)).decode(TransferBody.self)
@@ -90,12 +90,13 @@ struct QuotaHTTPTests {
             #expect(try await client.execute(uri: "/v1/transfers/\(kept.id)", method: .delete, headers: key).status == .noContent)
             #expect(try await client.handOff(Fixtures.randomBytes(count: 60, seed: 11)).status == .created)
 
-            // The other server has room under its own quota, but not under the broker's: 60 + 120 + 100 > 250.
+            // The other server has room under its own quota (120 + 25 <= 150), but not under the broker's:
+            // 60 + 120 + 25 > 200.
             #expect(try await client.handOff(Fixtures.randomBytes(count: 120, seed: 12), key: ServerHarness.ejabberdKey).status == .created)
-            let full = try await client.handOff(Fixtures.randomBytes(count: 100, seed: 13), key: ServerHarness.ejabberdKey)
+            let full = try await client.handOff(Fixtures.randomBytes(count: 25, seed: 13), key: ServerHarness.ejabberdKey)
             #expect(full.status == .insufficientStorage)
             #expect(try full.decode(QuotaErrorBody.self).quota == "limits.maxStoredBytes")
-            #expect(try full.decode(QuotaErrorBody.self).limit == 250)
+            #expect(try full.decode(QuotaErrorBody.self).limit == 200)
             #expect(try await Self.metrics(client).contains(#"airlock_refusals_total{path="transfers",reason="quota_exceeded",status="507"} 2"#))
         }
     }
