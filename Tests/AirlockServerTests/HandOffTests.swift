@@ -20,7 +20,7 @@ struct HandOffTests {
             let readiness = try JSONSerialization.jsonObject(with: ready.bytes) as? [String: Any]
             #expect(readiness?["status"] as? String == "ready")
             #expect(readiness?["signatures"] as? Int == 3)
-            #expect(readiness?["databaseVersion"] as? String == "v4")
+            #expect(readiness?["databaseVersion"] as? String == "v5")
             #expect((readiness?["signatureVersion"] as? String)?.isEmpty == false)
 
             _ = try await client.handOff(Data("count me\n".utf8))
