@@ -115,7 +115,7 @@ struct OpaqueContentTests {
     @Test func libmagicAndTheStatisticCallAlmostEveryRandomStringOpaque() throws {
         let magic = try MagicPool()
         var inspected: [String: Int] = [:]
-        let count = 4000
+        let count = 2000
         for seed in 0..<count {
             let (contentClass, type) = try Self.contentClass(
                 of: Fixtures.randomBytes(count: 4096 + seed % 512, seed: UInt64(1000 + seed)),
@@ -148,7 +148,14 @@ struct OpaqueContentTests {
                 found.append(path)
             }
         }
-        return found.sorted()
+        // At most 1,000 of each kind, spread over the sorted list, so that this test does not starve the suite's live
+        // servers of CPU (all 28,640 of this machine took 20 s on two busy cores); AIRLOCK_OPAQUE_CORPUS_ALL=1 takes all.
+        if ProcessInfo.processInfo.environment["AIRLOCK_OPAQUE_CORPUS_ALL"] == "1" { return found.sorted() }
+        let byKind = Dictionary(grouping: found.sorted()) { ($0 as NSString).pathExtension.lowercased() }
+        return byKind.values.flatMap { paths in
+            let step = max(1, paths.count / 1000)
+            return stride(from: 0, to: paths.count, by: step).prefix(1000).map { paths[$0] }
+        }.sorted()
     }
 
     @Test func compressedFilesFromDebianPackagesAreNeverOpaque() throws {

@@ -27,14 +27,14 @@ extension PostgresLedger {
         """,
         """
         INSERT INTO quota_usage (scope, subject, stored_bytes, stored_files)
-        SELECT 'uploader', sender, SUM(CASE WHEN state IN \(storedStates) THEN size ELSE 0 END),
-            COUNT(*) FILTER (WHERE state IN \(storedStates)) FROM transfer GROUP BY sender
+        SELECT 'uploader', sender, SUM(CASE WHEN state NOT IN \(storedStates) THEN size ELSE 0 END),
+            COUNT(*) FILTER (WHERE state NOT IN \(storedStates)) FROM transfer GROUP BY sender
         UNION ALL
-        SELECT 'server', server, SUM(CASE WHEN state IN \(storedStates) THEN size ELSE 0 END),
-            COUNT(*) FILTER (WHERE state IN \(storedStates)) FROM transfer GROUP BY server
+        SELECT 'server', server, SUM(CASE WHEN state NOT IN \(storedStates) THEN size ELSE 0 END),
+            COUNT(*) FILTER (WHERE state NOT IN \(storedStates)) FROM transfer GROUP BY server
         UNION ALL
-        SELECT 'global', '', COALESCE(SUM(CASE WHEN state IN \(storedStates) THEN size ELSE 0 END), 0),
-            COUNT(*) FILTER (WHERE state IN \(storedStates)) FROM transfer
+        SELECT 'global', '', COALESCE(SUM(CASE WHEN state NOT IN \(storedStates) THEN size ELSE 0 END), 0),
+            COUNT(*) FILTER (WHERE state NOT IN \(storedStates)) FROM transfer
         """,
         """
         INSERT INTO quota_daily_usage (scope, subject, day, bytes, files)
@@ -46,7 +46,7 @@ extension PostgresLedger {
         CREATE FUNCTION airlock_quota_usage() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE
             was_stored BOOLEAN := FALSE;
-            is_stored BOOLEAN := NEW.state IN \(storedStates);
+            is_stored BOOLEAN := NEW.state NOT IN \(storedStates);
             delta_bytes BIGINT := 0;
             delta_files BIGINT := 0;
         BEGIN
@@ -56,7 +56,7 @@ extension PostgresLedger {
                     ('server', NEW.server, NEW.created_at / 86400000, NEW.size, 1)
                 ON CONFLICT (scope, subject, day) DO UPDATE SET bytes = q.bytes + EXCLUDED.bytes, files = q.files + EXCLUDED.files;
             ELSE
-                was_stored := OLD.state IN \(storedStates);
+                was_stored := OLD.state NOT IN \(storedStates);
                 IF was_stored = is_stored THEN RETURN NULL; END IF;
             END IF;
             IF is_stored AND NOT was_stored THEN
@@ -82,8 +82,8 @@ extension PostgresLedger {
         "ALTER TABLE transfer ADD COLUMN content_class TEXT NOT NULL DEFAULT 'inspected'",
     ]
 
-    /// The states whose bytes count as stored: not yet deleted or purged.
-    private static var storedStates: String { "('stored', 'released', 'quarantined')" }
+    /// The states whose bytes do not count as stored: every other state holds bytes.
+    private static var storedStates: String { "('deleted', 'purged')" }
 
     public func quotaUsage(_ subjects: [QuotaSubject]?, day: Int64) async throws -> [QuotaUsage] {
         try await self.client.withConnection { connection in
