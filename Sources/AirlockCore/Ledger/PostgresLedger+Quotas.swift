@@ -106,7 +106,11 @@ extension PostgresLedger {
             let names = subjects.map(\.name)
             query = "\(unescaped: select) \(day) WHERE (u.scope, u.subject) IN (SELECT * FROM unnest(\(scopes)::text[], \(names)::text[]))"
         } else {
-            query = "\(unescaped: select) \(day) ORDER BY u.stored_bytes DESC, CASE u.scope WHEN 'global' THEN 0 WHEN 'server' THEN 1 ELSE 2 END, day_bytes DESC, u.subject COLLATE \"C\""
+            let order = """
+                ORDER BY u.stored_bytes DESC, CASE u.scope WHEN 'global' THEN 0 WHEN 'server' THEN 1 ELSE 2 END, day_bytes DESC,
+                u.subject COLLATE "C"
+                """
+            query = "\(unescaped: select) \(day) \(unescaped: order)"
         }
         var usage: [QuotaUsage] = []
         for try await (scopeName, name, storedBytes, storedFiles, dayBytes, dayFiles) in try await connection.query(query, logger: logger)
