@@ -1,6 +1,7 @@
 import AirlockTestSupport
 import Foundation
 import GRDB
+import Logging
 import Testing
 
 @testable import AirlockCore
@@ -254,6 +255,51 @@ struct QuotaTests {
             #expect(try await ledger.quotaUsage([.global], day: Self.day()).first?.storedBytes == 120)
             #expect(try await ledger.transfers(TransferFilter()).count == 2)
         }
+    }
+
+    /// Two nodes, each with its own connection pool on one PostgreSQL ledger, race for the last bytes of a
+    /// server's quota, each with single hand-offs and a group commit: the advisory lock per subject lets one win.
+    @Test(.enabled(if: PostgresTestServer.isAvailable))
+    func twoNodesOnOnePostgreSQLLedgerLetOneWin() async throws {
+        let (url, drop) = try await PostgresTestServer.createDatabase()
+        var logger = Logger(label: "airlock.test.postgres")
+        logger.logLevel = .warning
+        let settings = try AirlockConfiguration.PostgreSQL.parse(url)
+        let nodeA = try await PostgresLedger.connect(settings, node: "a", logger: logger)
+        let nodeB = try await PostgresLedger.connect(settings, node: "b", logger: logger)
+        let quota = QuotaCheck(uploader: "unknown", server: "xep0363", perUploader: nil, perServer: .init(totalBytes: 100), maxStoredBytes: nil)
+        do {
+            let wins = try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<6 {
+                    let ledger = index % 2 == 0 ? nodeA : nodeB
+                    let entry = Self.entry("n\(index)", sender: "unknown", server: "xep0363", size: 60, quota: quota)
+                    group.addTask {
+                        if index < 4 {
+                            do {
+                                try await Contract.record(entry, in: ledger)
+                                return 1
+                            } catch BrokerError.quotaExceeded {
+                                return 0
+                            }
+                        }
+                        let outcomes = try await ledger.recordHandOffs([GroupMember(entry: entry) {}]) {}
+                        return outcomes.filter { (try? $0.get()) != nil }.count
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            #expect(wins == 1)
+            #expect(try await nodeB.quotaUsage([QuotaSubject(.server, "xep0363")], day: Self.day()).first?.storedBytes == 60)
+            #expect(try await nodeA.transfers(TransferFilter()).count == 1)
+        } catch {
+            await nodeA.close()
+            await nodeB.close()
+            try await drop()
+            throw error
+        }
+        await nodeA.close()
+        await nodeB.close()
+        try await drop()
     }
 
     @Test(arguments: LedgerBackend.available)
