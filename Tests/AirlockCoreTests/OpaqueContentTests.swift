@@ -131,24 +131,18 @@ struct OpaqueContentTests {
 
     /// Compressed files from this machine's Debian packages: gzip, PNG, JAR/ZIP, JPEG, GIF, MP3, OGG, MP4 … as many as
     /// are installed (at least 1,000), and those under the directories in `AIRLOCK_OPAQUE_CORPUS`.
-    static func compressedCorpus() -> [String] {
-        let extensions: Set<String> = [
-            "gz", "png", "jar", "zip", "jpg", "jpeg", "gif", "mp3", "ogg", "oga", "opus", "mp4", "webm", "xz", "bz2", "zst", "webp",
-        ]
-        var found: [String] = []
+    static func compressedCorpus() async throws -> [String] {
+        let extensions = ["gz", "png", "jar", "zip", "jpg", "jpeg", "gif", "mp3", "ogg", "oga", "opus", "mp4", "webm", "xz", "bz2", "zst", "webp"]
         // More files (unpacked Debian packages of media, say) may be added with AIRLOCK_OPAQUE_CORPUS=DIR:DIR.
         let extra = ProcessInfo.processInfo.environment["AIRLOCK_OPAQUE_CORPUS"]?.split(separator: ":").map(String.init) ?? []
-        for root in ["/usr/share", "/usr/lib"] + extra {
-            guard let walker = FileManager.default.enumerator(atPath: root) else { continue }
-            while let relative = walker.nextObject() as? String {
-                let path = root + "/" + relative
-                guard extensions.contains((relative as NSString).pathExtension.lowercased()),
-                    let attributes = walker.fileAttributes, attributes[.type] as? FileAttributeType == .typeRegular
-                else { continue }
-                found.append(path)
-            }
+        let roots = (["/usr/share", "/usr/lib"] + extra).filter { FileManager.default.fileExists(atPath: $0) }
+        // find(1) walks the trees at a fraction of the CPU FileManager's enumerator takes, beside the suite's live servers.
+        var names = ["("]
+        for (index, name) in extensions.enumerated() {
+            names += (index == 0 ? [] : ["-o"]) + ["-iname", "*.\(name)"]
         }
-        return found.sorted()
+        let listed = try await ProcessRunner.run("/usr/bin/find", roots + ["-type", "f"] + names + [")", "-print0"])
+        return listed.standardOutput.split(separator: "\0").map(String.init).sorted()
     }
 
     /// At most `perKind` files of each kind, spread over the sorted list, so that the measurement does not starve the
@@ -163,11 +157,11 @@ struct OpaqueContentTests {
         }.sorted()
     }
 
-    @Test func compressedFilesFromDebianPackagesAreNeverOpaque() throws {
+    @Test func compressedFilesFromDebianPackagesAreNeverOpaque() async throws {
         let magic = try MagicPool()
-        let installed = Self.compressedCorpus()
+        let installed = try await Self.compressedCorpus()
         #expect(installed.count >= 1000, "only \(installed.count) compressed files are installed here")
-        let corpus = Self.sample(installed, perKind: 150)
+        let corpus = Self.sample(installed, perKind: 100)
         var classed: [String: (files: Int, opaque: Int, random: Int)] = [:]
         var opaque: [String] = []
         for path in corpus {
