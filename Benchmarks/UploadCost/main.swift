@@ -79,7 +79,8 @@ defer { try? FileManager.default.removeItem(atPath: root) }
 var configuration = AirlockConfiguration.development
 configuration.storage.dataDirectory = root + "/var"
 configuration.storage.quarantineDirectory = root + "/Quarantine"
-configuration.scanner.signatureDirectories = ["Config/signatures"]
+// Absolute: the confined scanner process (issue 17) does not run in this directory.
+configuration.scanner.signatureDirectories = [FileManager.default.currentDirectoryPath + "/Config/signatures"]
 var logger = Logger(label: "airlock-cost-benchmark")
 logger.logLevel = .error
 let broker = try await Broker.start(configuration: configuration, logger: logger)

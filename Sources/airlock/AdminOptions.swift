@@ -92,6 +92,7 @@ enum Output {
             ("original filename", record.originalFilename), ("size", "\(self.size(record.size)) (\(record.size) bytes)"),
             ("sha256", record.sha256), ("declared type", record.declaredType ?? "-"),
             ("detected type", record.detectedType.map { type in record.typeDescription.map { "\(type) (\($0))" } ?? type } ?? "-"),
+            ("content class", record.contentClass == .opaque ? "opaque (not inspectable: untyped random bytes, e.g. encrypted)" : "inspected"),
             ("signature version", record.signatureVersion),
         ] + (record.recalledAt.map { [("recalled", "\(self.time($0)) (delivered clean, found unclean by later signatures)")] } ?? [])
         let width = fields.map(\.0.count).max() ?? 0

@@ -32,13 +32,13 @@ extension Airlock {
                     downloadedBy[summary.record.id] = Set(served.map { $0.recipient ?? "(XEP-0363 download)" }).sorted().joined(separator: ",")
                 }
                 Output.table(
-                    ["ID", "CREATED", "SENDER", "RECIPIENTS", "FILENAME", "SIZE", "SHA256", "DETECTED TYPE", "VERDICT", "RECALLED", "DOWNLOADED BY"],
+                    ["ID", "CREATED", "SENDER", "RECIPIENTS", "FILENAME", "SIZE", "SHA256", "DETECTED TYPE", "CLASS", "VERDICT", "RECALLED", "DOWNLOADED BY"],
                     transfers.map { summary in
                         let record = summary.record
                         return [
                             record.id, Output.time(record.createdAt), record.sender, summary.recipients.joined(separator: ","),
                             record.filename, Output.size(record.size), String(record.sha256.prefix(16)) + "…", record.detectedType ?? "-",
-                            Output.verdict(record), record.recalledAt.map(Output.time) ?? "-",
+                            record.contentClass.rawValue, Output.verdict(record), record.recalledAt.map(Output.time) ?? "-",
                             downloadedBy[record.id].map { $0.isEmpty ? "nobody" : $0 } ?? "-",
                         ]
                     }

@@ -44,12 +44,13 @@ extension Airlock {
                     return
                 }
                 Output.table(
-                    ["ID", "CREATED", "SENDER", "RECIPIENTS", "FILENAME", "SIZE", "STATE", "VERDICT"],
+                    ["ID", "CREATED", "SENDER", "RECIPIENTS", "FILENAME", "SIZE", "STATE", "CLASS", "VERDICT"],
                     transfers.map { summary in
                         let record = summary.record
                         return [
                             record.id, Output.time(record.createdAt), record.sender, summary.recipients.joined(separator: ","),
-                            record.filename, Output.size(record.size), record.state.rawValue, Output.verdict(record),
+                            record.filename, Output.size(record.size), record.state.rawValue, record.contentClass.rawValue,
+                            Output.verdict(record),
                         ]
                     }
                 )

@@ -11,7 +11,7 @@ struct Airlock: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             Serve.self, Reload.self, Config.self, Retroscan.self, Scan.self, Transfers.self, Quarantine.self, Token.self, Audit.self, Purge.self,
-            Doctor.self, Ledger.self, ScannerProcess.self,
+            Doctor.self, Ledger.self, Quotas.self, ScannerProcess.self,
         ]
     )
 

@@ -196,13 +196,22 @@ extension Broker {
         let store = self.store
         let (plan, stagingPath, synced, needsSync) = try await self.inspector.runOnWorker {
             try contents.withUnsafeReadableBytes { bytes in
+                let histogram = ByteHistogram(bytes)
                 let finding =
                     cached.map { self.finding(cached: $0, declaredType: handOff.declaredType) }
                     ?? Finding(
                         self.inspector.inspectSynchronously(bytes: bytes, declaredType: handOff.declaredType, sha256: sha256),
                         size: Int64(bytes.count)
                     )
-                let plan = try self.plan(handOff, filename: filename, size: Int64(bytes.count), sha256: sha256, finding: finding, signatureVersion: signatureVersion)
+                let plan = try self.plan(
+                    handOff,
+                    filename: filename,
+                    size: Int64(bytes.count),
+                    sha256: sha256,
+                    finding: finding,
+                    histogram: histogram,
+                    signatureVersion: signatureVersion
+                )
                 // The bytes take the same way to the store as a streamed upload's: a staging file, synced only when
                 // it becomes new clean content, moved into the store inside the ledger's transaction.
                 // With group commit the file is synced with its group, off the scan worker.
@@ -242,7 +251,15 @@ extension Broker {
         } else {
             finding = Finding(await self.inspector.inspect(fileAt: staging.path, declaredType: handOff.declaredType, sha256: sha256), size: size)
         }
-        let plan = try self.plan(handOff, filename: filename, size: size, sha256: sha256, finding: finding, signatureVersion: signatureVersion)
+        let plan = try self.plan(
+            handOff,
+            filename: filename,
+            size: size,
+            sha256: sha256,
+            finding: finding,
+            histogram: staging.histogram,
+            signatureVersion: signatureVersion
+        )
         let store = self.store
         let path = staging.path
         let (synced, needsSync) = try await self.threadPool.runIfActive {
@@ -323,10 +340,15 @@ extension Broker {
         size: Int64,
         sha256: String,
         finding: Finding,
+        histogram: ByteHistogram,
         signatureVersion: String
     ) throws -> Plan {
         let now = self.now()
-        let verdict = finding.verdict
+        // Classed from the detected type (cached with a clean verdict) and the byte counts taken while hashing, so a
+        // verdict from the cache gets the same class. A clean verdict held back by `policy.opaqueContent` is not
+        // cached: the next upload of the same bytes is scanned again.
+        let contentClass = ContentClass(detectedType: finding.detectedType, histogram: histogram)
+        let verdict = contentClass.verdict(finding.verdict, policy: self.configuration.policy.opaqueContent)
         let transfer = TransferRecord(
             id: UUID().uuidString.lowercased(),
             server: handOff.server,
@@ -345,7 +367,8 @@ extension Broker {
             signatureVersion: finding.signatureVersion ?? signatureVersion,
             createdAt: now,
             updatedAt: now,
-            node: self.configuration.node.id
+            node: self.configuration.node.id,
+            contentClass: contentClass
         )
         let recipients = Array(Set(handOff.recipients)).sorted()
         var grants: [DownloadGrant] = []
@@ -365,7 +388,8 @@ extension Broker {
                 verdict: verdict,
                 cacheVerdict: (verdict.isClean || finding.scannerFailure) && !finding.cached,
                 slot: handOff.slot,
-                notifications: transfer.state == .quarantined ? [NotificationEvent(.transferQuarantined, transferId: transfer.id, at: now)] : []
+                notifications: transfer.state == .quarantined ? [NotificationEvent(.transferQuarantined, transferId: transfer.id, at: now)] : [],
+                quota: self.quotaCheck(for: handOff)
             ),
             result: HandOffResult(transfer: transfer, recipients: recipients, downloads: grants)
         )

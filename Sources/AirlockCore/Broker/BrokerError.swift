@@ -24,6 +24,8 @@ public enum BrokerError: Error, Equatable, CustomStringConvertible {
     case unavailable(String)
     /// An IM server tried to delete a quarantined transfer, which belongs to the administrators: 409.
     case heldInQuarantine(id: String)
+    /// The upload would exceed a quota: 429 with `Retry-After` for a daily one, 507 otherwise.
+    case quotaExceeded(QuotaExceeded)
 
     public var description: String {
         switch self {
@@ -41,6 +43,7 @@ public enum BrokerError: Error, Equatable, CustomStringConvertible {
         case .unavailable(let why): why
         case .heldInQuarantine(let id):
             "transfer \(id) is quarantined and belongs to the administrators now: it stays until an admin releases or deletes it (airlock quarantine …) or retention purges it"
+        case .quotaExceeded(let exceeded): exceeded.description
         }
     }
 }

@@ -64,6 +64,7 @@ extension AirlockConfiguration {
         live("metrics", \.metrics)
         live("scanner", \.scanner)
         live("retroscan", \.retroscan)
+        live("quotas", \.quotas)
         live("notifications.webhooks", \.notifications.webhooks)
         restartOnly("notifications.timeoutSeconds", \.notifications.timeoutSeconds)
         restartOnly("notifications.retryMaxSeconds", \.notifications.retryMaxSeconds)

@@ -39,6 +39,8 @@ public struct AirlockConfiguration: Sendable, Equatable {
     }
     /// Webhooks.
     public var notifications: Notifications
+    /// Upload quotas per uploader and per IM server.
+    public var quotas = Quotas()
 
     /// `node`: this process among several on one ledger and one store.
     public struct Node: Sendable, Equatable {
@@ -219,6 +221,9 @@ public struct AirlockConfiguration: Sendable, Equatable {
     public struct Limits: Sendable, Equatable {
         /// `limits.maxUploadBytes`: larger uploads are refused with 413.
         public var maxUploadBytes: Int
+        /// `limits.maxStoredBytes` (absent: unlimited): the bytes all transfers not yet deleted or purged may hold
+        /// together (stored, released and quarantined, each transfer counted whole); an upload beyond it gets 507.
+        public var maxStoredBytes: Int64? = nil
     }
 
     /// `policy`: type rules applied after detection.
@@ -229,6 +234,8 @@ public struct AirlockConfiguration: Sendable, Equatable {
         public var allowedTypes: [String]
         /// `policy.blockOnTypeMismatch`: block harmless declared types whose bytes are executable, script, archive or macro document.
         public var blockOnTypeMismatch: Bool
+        /// `policy.opaqueContent`: serve or quarantine uploads whose content cannot be inspected (encrypted).
+        public var opaqueContent: OpaqueContent = .serve
     }
 
     /// `tokens`: download token keys.
@@ -363,6 +370,8 @@ extension AirlockConfiguration {
         self.storage = try Storage(&reader)
         self.scanner = try Scanner(&reader)
         self.limits = Limits(maxUploadBytes: try reader.int("limits.maxUploadBytes", default: 100 << 20, in: 1...Int(Int64.max / 2)))
+        self.limits.maxStoredBytes = try reader.optionalInt("limits.maxStoredBytes", in: 0...Int(Int64.max / 2)).map(Int64.init)
+        self.quotas = try Quotas(&reader)
         self.policy = try Policy(&reader)
         self.tokens = try Tokens(&reader)
         self.servers = try Self.readServers(&reader, mutualTLS: self.http.tls.clientCAFile != nil)
@@ -634,6 +643,7 @@ extension AirlockConfiguration.Policy {
         )
         self.allowedTypes = try reader.strings("policy.allowedTypes", default: [])
         self.blockOnTypeMismatch = try reader.bool("policy.blockOnTypeMismatch", default: true)
+        self.opaqueContent = try OpaqueContent(&reader)
     }
 }
 

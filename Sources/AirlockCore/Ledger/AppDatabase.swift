@@ -138,6 +138,13 @@ public struct AppDatabase: Sendable {
                 table.add(column: "scannerFailure", .text)
             }
         }
+        migrator.registerMigration("v5") { db in
+            // Issue 16: quota usage counters (SQLiteLedger+Quotas.swift) and each transfer's content class.
+            try SQLiteLedger.createQuotaUsage(db)
+            try db.alter(table: "transfer") { table in
+                table.add(column: "contentClass", .text).notNull().defaults(to: "inspected")
+            }
+        }
         migrator.registerMigration("v6") { db in
             // The notification outbox: one row per event and webhook, written in the transaction of the change it
             // reports, delivered by `airlock serve` (SQLiteLedger+Outbox.swift).

@@ -21,14 +21,16 @@ extension TransferRecord {
         let statement = try db.cachedStatement(
             sql: """
                 INSERT INTO transfer (id, server, sender, filename, originalFilename, declaredType, detectedType,
-                    typeDescription, size, sha256, verdict, signature, reason, state, signatureVersion, createdAt, updatedAt, node)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    typeDescription, size, sha256, verdict, signature, reason, state, signatureVersion, createdAt, updatedAt, node,
+                    contentClass)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """
         )
         try statement.execute(arguments: [
             self.id, self.server, self.sender, self.filename, self.originalFilename, self.declaredType, self.detectedType,
             self.typeDescription, self.size, self.sha256, self.verdict.rawValue, self.signature, self.reason,
             self.state.rawValue, self.signatureVersion, self.createdAt.databaseArgument, self.updatedAt.databaseArgument, self.node,
+            self.contentClass.rawValue,
         ])
     }
 }

@@ -43,11 +43,19 @@ public protocol Ledger: Sendable {
     /// have no `transfer.created` entry.
     func auditChain() async throws -> AuditChain
 
+    /// What `subjects` use (nil: every subject the ledger counts, the whole broker among them): bytes and files
+    /// stored and not yet deleted or purged, and bytes and files accepted on UTC `day` (``QuotaDay``). A subject
+    /// that never uploaded is missing (it has used nothing). Given subjects come in their order; all of them come
+    /// highest stored bytes first (on a tie the broker, then servers, then uploaders), then highest bytes that day.
+    func quotaUsage(_ subjects: [QuotaSubject]?, day: Int64) async throws -> [QuotaUsage]
+
     // MARK: Writes (each one transaction)
 
     /// Records a hand-off: the transfer, its recipients, their download tokens, its XEP-0363 slot
     /// (``BrokerError/slotTaken(_:)`` when another transfer claimed it first), the verdict cache entry and the
     /// `transfer.created` audit entry. `inTransaction` runs inside the transaction before the rows are written.
+    /// The entry's ``HandOffEntry/quota`` is checked first, inside the same transaction (serialised with every other
+    /// hand-off of the same subjects, on every node): ``BrokerError/quotaExceeded(_:)`` then, and nothing is written.
     func recordHandOff(_ entry: HandOffEntry, inTransaction: @escaping @Sendable () throws -> Void) async throws
 
     /// Records several hand-offs in one transaction (group commit), each as ``recordHandOff(_:inTransaction:)``
@@ -273,6 +281,8 @@ public struct HandOffEntry: Sendable {
     public var slot: String?
     /// Events to publish in the same transaction (`transfer.quarantined`); their bodies show this transfer.
     public var notifications: [NotificationEvent] = []
+    /// The quotas the transfer must fit in, checked inside the transaction; nil when none is configured.
+    public var quota: QuotaCheck? = nil
 
     /// The verdict cache row this hand-off writes, if any.
     var cachedVerdict: VerdictCacheRecord? {

@@ -4,6 +4,16 @@ extension PostgresLedger {
     public func recordHandOffs(_ group: [GroupMember], beforeCommit: @escaping @Sendable () throws -> Void) async throws -> [Result<Void, any Error>] {
         let outcomes = try await self.transaction { connection in
             try await connection.query("SELECT pg_advisory_xact_lock_shared(\(LockKey.content))", logger: self.logger)
+            // Every member's locks at once, each kind sorted, in the order `insert` takes them (quota subjects, content,
+            // slot), before any member takes the audit head: a member taking one after another member held the audit
+            // head could wait on a transaction that waits for the audit head.
+            try await self.lockQuotaSubjects(group.flatMap { $0.entry.quota?.subjects ?? [] }, connection)
+            for sha256 in Set(group.filter(\.entry.verdict.isClean).map(\.entry.transfer.sha256)).sorted() {
+                try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(sha256), 0))", logger: self.logger)
+            }
+            for slot in Set(group.compactMap(\.entry.slot)).sorted() {
+                try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(slot), 1))", logger: self.logger)
+            }
             var outcomes: [Result<Void, any Error>] = []
             for member in group {
                 // A savepoint per member: one that fails is rolled back alone, the group goes on.

@@ -89,6 +89,8 @@ public final class PostgresLedger: Ledger {
             // Scanner failures (a crash or an overrun while parsing) remembered for the content, beside clean verdicts.
             ["ALTER TABLE verdict_cache ADD COLUMN scanner_failure TEXT"]
         ),
+        // Issue 16: quota usage counters (PostgresLedger+Quotas.swift) and each transfer's content class.
+        ("pg3", PostgresLedger.issue16Migration),
         ("pg4", PostgresLedger.outboxMigration),
         (
             "pg5",
@@ -105,6 +107,9 @@ public final class PostgresLedger: Ledger {
         static let migrations: Int64 = 0x6169_726c_6f63_6b01
         static let auditHead: Int64 = 0x6169_726c_6f63_6b02
         static let content: Int64 = 0x6169_726c_6f63_6b03
+        /// The seed of `hashtextextended(subject, seed)`, a quota subject's lock (`QuotaSubject.lockName`); content
+        /// locks hash the SHA-256 with seed 0, slot locks the path with seed 1.
+        static let quotaSubjectSeed: Int64 = 2
     }
 
     private init(client: PostgresClient, node: String?, notifications: NotificationRouter, logger: Logger) {
@@ -368,6 +373,8 @@ public final class PostgresLedger: Ledger {
     /// The rows of one hand-off, inside the caller's transaction (which holds the shared content lock).
     func insert(_ entry: HandOffEntry, _ connection: PostgresConnection, inTransaction: @escaping @Sendable () throws -> Void) async throws {
         let transfer = entry.transfer
+        // Quota subjects first: the lock order is quota subjects, content, slot, audit head.
+        try await self.enforceQuota(of: entry, connection)
         if entry.verdict.isClean {
             // Against a concurrent removal of the same content (``removeUnsharedContent``).
             try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(transfer.sha256), 0))", logger: self.logger)
@@ -380,6 +387,9 @@ public final class PostgresLedger: Ledger {
             guard taken.isEmpty else { throw BrokerError.slotTaken(slot) }
         }
         try await Self.offThePool(inTransaction)
+        // The audit head before the transfer row: its trigger updates quota counters every hand-off shares, so
+        // they are only ever touched under this lock (PostgresLedger+Quotas.swift has the whole lock order).
+        try await connection.query("SELECT pg_advisory_xact_lock(\(LockKey.auditHead))", logger: self.logger)
         if let cached = entry.cachedVerdict {
             try await Self.save(cached, connection, self.logger)
         }
@@ -467,6 +477,8 @@ public final class PostgresLedger: Ledger {
             case .keepState:
                 break
             case .setState(let state):
+                // The audit head before the change of state, whose trigger updates the quota counters.
+                try await connection.query("SELECT pg_advisory_xact_lock(\(LockKey.auditHead))", logger: self.logger)
                 try await connection.query(
                     "UPDATE transfer SET state = \(state.rawValue), updated_at = \(Self.milliseconds(event.at)) WHERE id = \(id)",
                     logger: self.logger
@@ -558,12 +570,12 @@ public final class PostgresLedger: Ledger {
         try await connection.query(
             """
             INSERT INTO transfer (id, server, sender, filename, original_filename, declared_type, detected_type, type_description,
-            size, sha256, verdict, signature, reason, state, signature_version, created_at, updated_at, node, recalled_at)
+            size, sha256, verdict, signature, reason, state, signature_version, created_at, updated_at, node, recalled_at, content_class)
             VALUES (\(transfer.id), \(transfer.server), \(transfer.sender), \(transfer.filename), \(transfer.originalFilename),
             \(transfer.declaredType), \(transfer.detectedType), \(transfer.typeDescription), \(transfer.size), \(transfer.sha256),
             \(transfer.verdict.rawValue), \(transfer.signature), \(transfer.reason), \(transfer.state.rawValue), \(transfer.signatureVersion),
             \(Self.milliseconds(transfer.createdAt)), \(Self.milliseconds(transfer.updatedAt)), \(transfer.node),
-            \(transfer.recalledAt.map(Self.milliseconds)))
+            \(transfer.recalledAt.map(Self.milliseconds)), \(transfer.contentClass.rawValue))
             """,
             logger: logger
         )
@@ -597,7 +609,7 @@ public final class PostgresLedger: Ledger {
 
     static let transferColumns = """
         SELECT id, server, sender, filename, original_filename, declared_type, detected_type, type_description, size, sha256,
-        verdict, signature, reason, state, signature_version, created_at, updated_at, node, recalled_at FROM transfer
+        verdict, signature, reason, state, signature_version, created_at, updated_at, node, recalled_at, content_class FROM transfer
         """
 
     static func transfers(_ connection: PostgresConnection, _ condition: PostgresQuery, _ logger: Logger) async throws -> [TransferRecord] {
@@ -608,14 +620,16 @@ public final class PostgresLedger: Ledger {
         for try await row in try await connection.query(query, logger: logger) {
             let (
                 id, server, sender, filename, originalFilename, declaredType, detectedType, typeDescription, size, sha256, verdict, signature,
-                reason, state, signatureVersion, createdAt, updatedAt, node, recalledAt
+                reason, state, signatureVersion, createdAt, updatedAt, node, recalledAt, contentClassName
             ) = try row.decode(
                 (
                     String, String, String, String, String, String?, String?, String?, Int64, String, String, String?, String?, String, String,
-                    Int64, Int64, String?, Int64?
+                    Int64, Int64, String?, Int64?, String
                 ).self
             )
-            guard let verdictKind = Verdict.Kind(rawValue: verdict), let transferState = TransferState(rawValue: state) else {
+            guard let verdictKind = Verdict.Kind(rawValue: verdict), let transferState = TransferState(rawValue: state),
+                let contentClass = ContentClass(rawValue: contentClassName)
+            else {
                 throw PostgresLedgerError.corruptRow(table: "transfer", id: id)
             }
             records.append(
@@ -638,6 +652,7 @@ public final class PostgresLedger: Ledger {
                     createdAt: Self.date(createdAt),
                     updatedAt: Self.date(updatedAt),
                     node: node,
+                    contentClass: contentClass,
                     recalledAt: recalledAt.map(Self.date)
                 )
             )

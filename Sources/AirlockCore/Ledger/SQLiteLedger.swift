@@ -144,6 +144,7 @@ public struct SQLiteLedger: Ledger {
         if let slot = entry.slot {
             guard try UploadSlotRecord.fetchOne(db, key: slot) == nil else { throw BrokerError.slotTaken(slot) }
         }
+        try Self.enforceQuota(of: entry, db)
         try inTransaction()
         if let cached = entry.cachedVerdict {
             try cached.saveWithCachedStatement(db)

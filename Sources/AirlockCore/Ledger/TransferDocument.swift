@@ -15,6 +15,8 @@ public struct TransferDocument: Encodable, Sendable {
     public var signature: String?
     public var reason: String?
     public var state: String
+    /// `inspected`, or `opaque` when the inspection could not see the content (encrypted).
+    public var contentClass: String
     public var createdAt: Date
     /// When a retro-scan recalled it (issue 15); absent otherwise.
     public var recalledAt: Date?
@@ -50,6 +52,7 @@ public struct TransferDocument: Encodable, Sendable {
         self.signature = record.signature
         self.reason = record.reason
         self.state = record.state.rawValue
+        self.contentClass = record.contentClass.rawValue
         self.createdAt = record.createdAt
         self.recalledAt = record.recalledAt
         self.downloads = downloads?.map { Download(recipient: $0.recipient, url: $0.url, expiresAt: $0.expiresAt) }
@@ -75,6 +78,7 @@ public struct TransferDocument: Encodable, Sendable {
             guard values.allSatisfy(PlainJSON.isPlain) else { return nil }
             return "[" + values.map { "\"\($0)\"" }.joined(separator: ",") + "]"
         }
+        guard add("contentClass", self.contentClass) else { return nil }
         fields.append("\"createdAt\":\"\(Self.iso8601(self.createdAt))\"")
         guard add("declaredType", self.declaredType), add("detectedType", self.detectedType) else { return nil }
         if let downloads = self.downloads {

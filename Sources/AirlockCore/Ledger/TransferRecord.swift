@@ -60,6 +60,9 @@ public struct TransferRecord: Sendable, Equatable, Codable, FetchableRecord, Per
     public var updatedAt: Date
     /// The node (`node.id`) that received it; nil for transfers from before nodes were recorded.
     public var node: String? = nil
+    /// Whether the inspection could see the content (``ContentClass``); `inspected` for transfers from before it was
+    /// recorded.
+    public var contentClass: ContentClass = .inspected
     /// When a retro-scan found the content no longer clean after it was handed off clean (issue 15); nil otherwise.
     public var recalledAt: Date? = nil
 

@@ -21,6 +21,8 @@ public final class StagingFile: @unchecked Sendable {
     private let descriptor: Int32
     private let threadPool: NIOThreadPool
     private var hasher = SHA256()
+    /// The byte values counted so far, with the hash (``ContentClass``); whole once ``finish()`` returned.
+    public private(set) var histogram = ByteHistogram()
     private var pending: [ByteBuffer] = []
     private var pendingBytes = 0
     /// Bytes received so far.
@@ -91,12 +93,15 @@ public final class StagingFile: @unchecked Sendable {
         self.pending = []
         self.pendingBytes = 0
         let hasherBefore = self.hasher
+        let histogramBefore = self.histogram
         let descriptor = self.descriptor
-        self.hasher = try await self.threadPool.runIfActive {
+        (self.hasher, self.histogram) = try await self.threadPool.runIfActive {
             var hasher = hasherBefore
+            var histogram = histogramBefore
             for buffer in buffers {
                 try buffer.withUnsafeReadableBytes { bytes in
                     hasher.update(bufferPointer: bytes)
+                    histogram.add(bytes)
                     var offset = 0
                     while offset < bytes.count {
                         let written = write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
@@ -108,7 +113,7 @@ public final class StagingFile: @unchecked Sendable {
                     }
                 }
             }
-            return hasher
+            return (hasher, histogram)
         }
         self.progress.advance(to: writtenAfter)
     }

@@ -12,6 +12,8 @@ public struct APIError: HTTPResponseError, Sendable {
     public let message: String
     /// Extra JSON fields (the verdict of a quarantined transfer).
     public var extra: [String: String] = [:]
+    /// Extra JSON fields that are numbers (the limit of an exceeded quota).
+    public var numbers: [String: Int64] = [:]
     /// Extra headers (`Content-Range` on 416).
     public var headers: HTTPFields = [:]
 
@@ -23,9 +25,9 @@ public struct APIError: HTTPResponseError, Sendable {
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        var body = self.extra
-        body["error"] = self.code
-        body["message"] = self.message
+        var body = self.extra.mapValues(Field.string).merging(self.numbers.mapValues(Field.number)) { text, _ in text }
+        body["error"] = .string(self.code)
+        body["message"] = .string(self.message)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let data = try encoder.encode(body)
@@ -33,6 +35,20 @@ public struct APIError: HTTPResponseError, Sendable {
         headers[.contentType] = "application/json; charset=utf-8"
         headers[.cacheControl] = "no-store"
         return Response(status: self.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// A JSON field's value: a string or a number.
+    private enum Field: Encodable {
+        case string(String)
+        case number(Int64)
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            switch self {
+            case .string(let text): try container.encode(text)
+            case .number(let number): try container.encode(number)
+            }
+        }
     }
 }
 
@@ -67,6 +83,14 @@ extension APIError {
             self.init(.serviceUnavailable, "unavailable", error.description)
         case .heldInQuarantine:
             self.init(.conflict, "held_in_quarantine", error.description)
+        case .quotaExceeded(let exceeded):
+            // 429 for a daily quota, which passes with the day (Retry-After says when); 507 for what is stored.
+            self.init(exceeded.isDaily ? .tooManyRequests : .insufficientStorage, "quota_exceeded", error.description)
+            self.extra["quota"] = exceeded.quota
+            self.numbers["limit"] = exceeded.limit
+            if let retryAfter = exceeded.retryAfterSeconds {
+                self.headers[.retryAfter] = String(retryAfter)
+            }
         }
     }
 }
@@ -101,4 +125,9 @@ extension APIError {
             return nil
         }
     }
+}
+
+extension HTTPResponse.Status {
+    /// 507: a quota on stored bytes is exhausted (HTTPTypes names no constant for it).
+    static var insufficientStorage: Self { .init(code: 507, reasonPhrase: "Insufficient Storage") }
 }

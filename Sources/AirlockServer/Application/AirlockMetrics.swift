@@ -209,6 +209,32 @@ final class AirlockMetrics: Sendable {
         }
     }
 
+    /// Counts one recorded upload by its content class, `airlock_content_class_total{class}` (`inspected`, `opaque`).
+    func countContentClass(_ contentClass: ContentClass) {
+        self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "airlock",
+                metricName: "content_class",
+                unitName: "total",
+                helpText: "Uploads recorded, by content class: inspected, or opaque (untyped random bytes that no scanner can see into)."
+            ),
+            labels: [("class", contentClass.rawValue)]
+        ).increment()
+    }
+
+    /// Counts one upload refused by a quota, `airlock_quota_refusals_total{quota}` (the quota's configuration key).
+    func countQuotaRefusal(quota: String) {
+        self.registry.makeCounter(
+            descriptor: MetricNameDescriptor(
+                namespace: "airlock",
+                metricName: "quota_refusals",
+                unitName: "total",
+                helpText: "Uploads refused because they would exceed a quota, by quota (its configuration key)."
+            ),
+            labels: [("quota", quota)]
+        ).increment()
+    }
+
     /// Counts one refused request on an upload or download path; `upload` also counts it in `uploads_refused`.
     func countRefusal(path: String, reason: String, status: Int, upload: Bool) {
         self.registry.makeCounter(

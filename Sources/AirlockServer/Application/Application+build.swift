@@ -31,7 +31,7 @@ public func buildApplication(
     }
     let router = Router(context: AirlockRequestContext.self)
     // Outermost, so that it sees every answer on the browser-facing paths, errors included (already mapped to APIError).
-    router.add(middleware: CORSMiddleware(configuration: configuration))
+    router.add(middleware: CORSMiddleware(configuration: configuration, metrics: metrics))
     router.add(middleware: BrokerErrorMiddleware())
     OperationsController(broker: broker, metrics: metrics).addRoutes(to: router)
     router.addRoutes(TransferController(broker: broker, metrics: metrics, logger: logger).endpoints, atPath: "/v1/transfers")

@@ -52,6 +52,7 @@ struct TransferController {
             try self.broker.checkAnnouncedLength(announced)
             length = announced
         }
+        try await self.broker.checkQuota(handOff, length: length)
         let result = try await Self.handOff(handOff, request: request, length: length, context: context, broker: self.broker, metrics: self.metrics)
         let document = TransferDocument(result.transfer, recipients: result.recipients, downloads: result.downloads)
         return Self.json(bytes: try document.json(), status: .created)
@@ -77,6 +78,7 @@ struct TransferController {
         metrics.uploads.increment()
         metrics.uploadBytes.increment(by: result.transfer.size)
         metrics.verdicts[result.transfer.verdict]?.increment()
+        metrics.countContentClass(result.transfer.contentClass)
         return result
     }
 

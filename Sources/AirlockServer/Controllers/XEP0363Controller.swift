@@ -99,6 +99,7 @@ struct XEP0363Controller {
         try self.broker.checkAnnouncedLength(length)
         try await self.broker.checkSlotFree(slot.path)
         let handOff = HandOff(server: "xep0363", sender: uploader, recipients: [], filename: slot.filename, declaredType: contentType, slot: slot.path)
+        try await self.broker.checkQuota(handOff, length: length)
         _ = try await TransferController.handOff(handOff, request: request, length: length, context: context, broker: self.broker, metrics: self.metrics)
         return Response(status: .created)
     }

@@ -18,6 +18,8 @@ struct CORSMiddleware<Context: RequestContext>: RouterMiddleware {
         let pathPrefix: String
         /// `Access-Control-Allow-Methods` on a preflight.
         let allowedMethods: String
+        /// The `path` label of `airlock_refusals_total` for a refused preflight (`files`, `xep0363`).
+        let kind: String
     }
 
     /// The prefix of the recipients' download paths (`GET`/`HEAD /v1/files/{token}`).
@@ -25,22 +27,26 @@ struct CORSMiddleware<Context: RequestContext>: RouterMiddleware {
     /// The request headers a page may send: `Authorization` for Prosody's JWT uploads, `Content-Type` for the
     /// declared type (and the v2 HMAC), `Range` for resumed downloads.
     static var allowedHeaders: String { "Authorization, Content-Type, Range" }
-    /// The answer headers a page may read beyond the safelisted ones (the file's name, ranges).
-    static var exposedHeaders: String { "Accept-Ranges, Content-Disposition, Content-Length, Content-Range" }
+    /// The answer headers a page may read beyond the safelisted ones (the file's name, ranges, and when to retry an
+    /// upload over a daily quota).
+    static var exposedHeaders: String { "Accept-Ranges, Content-Disposition, Content-Length, Content-Range, Retry-After" }
     /// How long a browser may keep a preflight's answer (Chromium keeps at most two hours).
     static var maxAgeSeconds: Int { 7200 }
 
     let scopes: [Scope]
     let cors: AirlockConfiguration.CORS
+    /// Counts refused preflights in `airlock_refusals_total`.
+    let metrics: AirlockMetrics?
 
     /// CORS on `/v1/files/` (GET, HEAD) and, when XEP-0363 is enabled, on its path prefix (PUT, GET, HEAD).
-    init(configuration: AirlockConfiguration) {
-        var scopes = [Scope(pathPrefix: Self.downloadPathPrefix, allowedMethods: "GET, HEAD, OPTIONS")]
+    init(configuration: AirlockConfiguration, metrics: AirlockMetrics? = nil) {
+        var scopes = [Scope(pathPrefix: Self.downloadPathPrefix, allowedMethods: "GET, HEAD, OPTIONS", kind: "files")]
         if configuration.xep0363.enabled {
-            scopes.append(Scope(pathPrefix: configuration.xep0363.pathPrefix, allowedMethods: "PUT, GET, HEAD, OPTIONS"))
+            scopes.append(Scope(pathPrefix: configuration.xep0363.pathPrefix, allowedMethods: "PUT, GET, HEAD, OPTIONS", kind: "xep0363"))
         }
         self.scopes = scopes
         self.cors = configuration.http.cors
+        self.metrics = metrics
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
@@ -65,6 +71,7 @@ struct CORSMiddleware<Context: RequestContext>: RouterMiddleware {
     /// The answer to a preflight: 204 with what the page may do, or 403 for an origin not allowed.
     private func preflight(from origin: String, scope: Scope) throws -> Response {
         guard let allowed = self.allowedOrigin(origin) else {
+            self.metrics?.countRefusal(path: scope.kind, reason: "origin_not_allowed", status: 403, upload: false)
             var error = APIError(
                 .forbidden,
                 "origin_not_allowed",

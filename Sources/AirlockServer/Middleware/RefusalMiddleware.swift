@@ -1,8 +1,9 @@
+import AirlockCore
 import Foundation
 import Hummingbird
 import Logging
 
-/// Counts and logs every refusal on an upload or download path: each 4xx (and 503) answer is counted in
+/// Counts and logs every refusal on an upload or download path: each 4xx (and 503, 507) answer is counted in
 /// `airlock_refusals_total{path, reason, status}` and logged once at `notice` with the client's address and the
 /// reason, so forged, replayed or oversized attempts are visible. Nothing secret is logged: no header, no query
 /// (signatures and tokens live there), no path (download tokens do).
@@ -18,9 +19,13 @@ struct RefusalMiddleware: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch {
-            guard let refusal = APIError.converting(error), refusal.status.code >= 400, refusal.status.code < 500 || refusal.status == .serviceUnavailable
+            guard let refusal = APIError.converting(error), refusal.status.code >= 400,
+                refusal.status.code < 500 || refusal.status == .serviceUnavailable || refusal.status == .insufficientStorage
             else {
                 throw error
+            }
+            if case BrokerError.quotaExceeded(let exceeded) = error {
+                self.metrics.countQuotaRefusal(quota: exceeded.quota)
             }
             let isUpload = request.method == .put || (request.method == .post && self.kind == "transfers" && context.parameters.get("id") == nil)
             self.metrics.countRefusal(path: self.kind, reason: refusal.code, status: Int(refusal.status.code), upload: isUpload)
