@@ -16,7 +16,7 @@ extension Airlock {
                 Finds the server of this configuration's data directory and node by var/run/<node>/airlock.pid, sends it \
                 SIGHUP and waits for its report in var/run/<node>/reload-status.json. Exit status 0 when everything \
                 was applied, 2 when the configuration file was invalid (nothing of it changed), the signatures failed \
-                to load (the previous ones keep serving) or no server answered.
+                to load (the previous ones keep serving, except in scanner.reloadMode blocking) or no server answered.
                 """
         )
 
@@ -44,7 +44,8 @@ extension Airlock {
                     "no running server found: \(pidFile) is missing. Start it with `airlock serve` (same --config), or check storage.dataDirectory and node.id"
                 )
             }
-            guard kill(pid, 0) == 0, Self.isAirlock(pid) else {
+            // EPERM: running, as another user (the signal below then says what to do).
+            guard kill(pid, 0) == 0 || errno == EPERM, Self.isAirlock(pid) else {
                 throw ValidationError("the server recorded in \(pidFile) (pid \(pid)) is not running: start it with `airlock serve`")
             }
             let before = Self.status(at: statusFile)
@@ -57,7 +58,9 @@ extension Airlock {
             let started = ContinuousClock.now
             var lastNotice = started
             while true {
-                if let status = Self.status(at: statusFile), status.pid == pid, status.sequence > (before?.pid == pid ? before!.sequence : 0) {
+                if let status = Self.status(at: statusFile), status.pid == pid, status.trigger == "SIGHUP",
+                    status.sequence > (before?.pid == pid ? before!.sequence : 0)
+                {
                     Self.report(status)
                     if status.status != "ok" { throw ExitCode.operationalError }
                     return
@@ -68,7 +71,7 @@ extension Airlock {
                         "the server (pid \(pid)) did not report within \(self.timeout) s; see its log, or wait longer with --timeout"
                     )
                 }
-                guard kill(pid, 0) == 0 else {
+                guard kill(pid, 0) == 0 || errno == EPERM else {
                     throw ValidationError("the server (pid \(pid)) stopped while reloading; see its log")
                 }
                 if lastNotice.duration(to: now) >= .seconds(10) {
@@ -111,6 +114,11 @@ extension Airlock {
                 Swift.print(
                     "signatures: reloaded in \(String(format: "%.1f", status.reloadSeconds)) s: version \(status.signatureVersion) "
                         + "(\(status.signatureCount) signatures; was \(status.previousSignatureVersion ?? "?"))"
+                )
+            case "failed" where status.serving == false:
+                Swift.print(
+                    "signatures: reload FAILED and no signatures serve (scanner.reloadMode blocking): uploads are answered "
+                        + "unscannable until the files load; fix them and run airlock reload again: \(status.signatureError ?? "?")"
                 )
             case "failed":
                 Swift.print(

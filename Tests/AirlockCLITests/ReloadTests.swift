@@ -205,6 +205,42 @@ struct ReloadTests {
         #expect(kill(firstScanner, 0) != 0)
     }
 
+    @Test func aSlowUploadDoesNotHoldABlockingReload() async throws {
+        let fixture = try AdminFixture()
+        let (server, signatures) = try await Self.serverWithOwnSignatures(
+            fixture,
+            checkSeconds: 0,
+            extra: ["AIRLOCK_SCANNER_RELOAD_MODE": "blocking"]
+        )
+        defer { _ = server.stop() }
+        // 800 kB at 80 kB/s: inspected while it is received, by the generation the reload replaces.
+        let slow = try fixture.directory.write("slow.bin", Fixtures.randomBytes(count: 800_000, seed: 12))
+        async let upload = ProcessRunner.run(
+            "/usr/bin/curl",
+            [
+                "-s", "--max-time", "120", "--limit-rate", "80k", "-H", "Authorization: Bearer dev-api-key-change-me",
+                "--data-binary", "@\(slow)",
+                "http://127.0.0.1:\(server.port)/v1/transfers?sender=alice@example.org&recipient=bob@example.org&filename=slow.bin",
+            ]
+        )
+        let staging = (fixture.dataDirectory as NSString).appendingPathComponent("staging")
+        let arriving = await ProcessTable.waitFor(timeout: 30) { TemporaryDirectory.regularFiles(under: staging).isEmpty ? nil : true }
+        #expect(arriving == true)
+        try Self.signature("Airlock.Test.Slow", marker: Fixtures.randomBytes(count: 24, seed: 13))
+            .write(to: URL(fileURLWithPath: (signatures as NSString).appendingPathComponent("slow.ndb")))
+        let reload = try await fixture.airlock(["reload"])
+        #expect(reload.status == 0, "\(reload.standardOutput)\(reload.standardError)")
+        let statusFile = fixture.directory.file("var/run/\(ProcessInfo.processInfo.hostName)/reload-status.json")
+        let status = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: statusFile))) as? [String: Any]
+        let transfer = try JSONSerialization.jsonObject(with: Data(try await upload.standardOutput.utf8)) as? [String: Any]
+        #expect(transfer?["verdict"] as? String == "clean")
+        // The reload finished while the upload was still arriving: it did not wait for the slow sender (the upload
+        // was inspected after its last byte, by the new signatures).
+        let reloaded = try #require((status?["finishedAt"] as? String).flatMap { ISO8601DateFormatter().date(from: $0) })
+        let created = try #require((transfer?["createdAt"] as? String).flatMap { ISO8601DateFormatter().date(from: $0) })
+        #expect(reloaded < created, "reload finished \(reloaded), upload recorded \(created)")
+    }
+
     @Test func reloadWithoutARunningServerSaysSo() async throws {
         let fixture = try AdminFixture()
         let result = try await fixture.airlock(["reload"])

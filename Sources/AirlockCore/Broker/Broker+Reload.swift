@@ -1,5 +1,6 @@
 public import Foundation
 import Logging
+import NIOPosix
 import Synchronization
 
 /// What one reload did: the configuration's part and the signatures' part.
@@ -60,7 +61,8 @@ extension Broker {
         )
         self.log(report)
         await self.audit(report)
-        self.writeReloadStatus(report)
+        let serving = self.inspector.isServing
+        try? await self.threadPool.runIfActive { self.writeReloadStatus(report, serving: serving) }
         for observer in self.reloadObservers.withLock({ $0 }) {
             observer(report)
         }
@@ -174,9 +176,9 @@ extension Broker {
         (self.store.runDirectory as NSString).appendingPathComponent("reload-status.json")
     }
 
-    private func writeReloadStatus(_ report: ReloadReport) {
+    private func writeReloadStatus(_ report: ReloadReport, serving: Bool) {
         let sequence = self.reloadSequence.add(1, ordering: .relaxed).newValue
-        let status = ReloadStatus(report, sequence: sequence, pid: getpid())
+        let status = ReloadStatus(report, sequence: sequence, pid: getpid(), serving: serving)
         do {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -208,8 +210,11 @@ public struct ReloadStatus: Codable, Sendable {
     public var configurationChanged: [String]
     public var configurationNeedsRestart: [String]
     public var configurationError: String?
+    /// Whether signatures serve after it (false only after a failed blocking reload); nil from older servers.
+    public var serving: Bool?
 
-    init(_ report: ReloadReport, sequence: Int, pid: Int32) {
+    init(_ report: ReloadReport, sequence: Int, pid: Int32, serving: Bool) {
+        self.serving = serving
         self.sequence = sequence
         self.pid = pid
         self.trigger = report.trigger

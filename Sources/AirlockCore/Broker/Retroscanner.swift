@@ -1,6 +1,7 @@
 public import Foundation
 import LibMagic
 import Logging
+import NIOPosix
 import Synchronization
 
 /// What a retro-scan did (for metrics and notifications).
@@ -91,7 +92,7 @@ public final class Retroscanner: Sendable {
         var recalled = 0
         var skipped: Set<String> = []
         var lastError: String?
-        self.publish(version: version, windowHours: settings.windowHours, running: true, checked: 0, recalled: 0, error: nil)
+        await self.publish(version: version, windowHours: settings.windowHours, running: true, checked: 0, recalled: 0, error: nil)
         passLoop: while !Task.isCancelled, !self.stopping.load(ordering: .acquiring) {
             let since = broker.now().addingTimeInterval(-Double(settings.windowHours) * 3600)
             let candidates: [RetroscanCandidate]
@@ -120,6 +121,9 @@ public final class Retroscanner: Sendable {
                 return results
             }
             for (sha256, outcome) in outcomes {
+                // Whatever happened, not again in this pass: a report stamped with another version (a scanner
+                // restarted on newer files) would otherwise bring the same content back forever.
+                skipped.insert(sha256)
                 switch outcome {
                 case .checked: checked += 1
                 case .recalled(let count): recalled += count
@@ -129,7 +133,7 @@ public final class Retroscanner: Sendable {
                     break passLoop
                 }
             }
-            self.publish(version: version, windowHours: settings.windowHours, running: true, checked: checked, recalled: recalled, error: nil)
+            await self.publish(version: version, windowHours: settings.windowHours, running: true, checked: checked, recalled: recalled, error: nil)
             // A reload during the pass: go on with the new signatures (what they checked already counts).
             version = broker.inspector.signatures.version
         }
@@ -137,7 +141,14 @@ public final class Retroscanner: Sendable {
         if let progress = try? await broker.ledger.retroscanProgress(since: since, signatureVersion: version) {
             self.notify(.passFinished(signatureVersion: version, progress: progress))
         }
-        self.publish(version: version, windowHours: settings.windowHours, running: false, checked: checked, recalled: recalled, error: lastError)
+        await self.publish(
+            version: version,
+            windowHours: settings.windowHours,
+            running: false,
+            checked: checked,
+            recalled: recalled,
+            error: lastError
+        )
         if checked + recalled > 0 || lastError != nil {
             broker.logger.notice(
                 "retro-scan pass finished",
@@ -160,11 +171,8 @@ public final class Retroscanner: Sendable {
 
     private func check(_ candidate: RetroscanCandidate, version: String) async -> Outcome {
         let broker = self.broker
+        // A missing file comes back unscannable ("cannot open the file"): skipped below, and `airlock doctor` reports it.
         let path = broker.store.cleanPath(sha256: candidate.sha256)
-        guard FileManager.default.fileExists(atPath: path) else {
-            broker.logger.warning("retro-scan: stored content is missing (airlock doctor reports it)", metadata: ["sha256": "\(candidate.sha256)"])
-            return .skipped
-        }
         let report = await broker.inspector.inspect(fileAt: path, sha256: candidate.sha256)
         switch report.verdict {
         case .clean:
@@ -238,7 +246,7 @@ public final class Retroscanner: Sendable {
         }
     }
 
-    private func publish(version: String, windowHours: Int, running: Bool, checked: Int, recalled: Int, error: String?) {
+    private func publish(version: String, windowHours: Int, running: Bool, checked: Int, recalled: Int, error: String?) async {
         let status = RetroscanStatus(
             signatureVersion: version,
             windowHours: windowHours,
@@ -252,7 +260,8 @@ public final class Retroscanner: Sendable {
         let path = Self.statusPath(runDirectory: self.broker.store.runDirectory)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try? FileStore.writePrivately(try encoder.encode(status), to: path)
+        guard let data = try? encoder.encode(status) else { return }
+        try? await self.broker.threadPool.runIfActive { try FileStore.writePrivately(data, to: path) }
     }
 }
 

@@ -69,6 +69,11 @@ struct SignatureFingerprint: Sendable, Equatable {
 }
 
 extension Inspector {
+    /// Calls `observer` each time a replaced generation of parsers has finished its last inspection.
+    public func observeRetirements(_ observer: @escaping @Sendable () -> Void) {
+        self.retirementObservers.withLock { $0.append(observer) }
+    }
+
     /// Whether parsers serve (false only while a blocking reload compiles, or after one failed).
     public var isServing: Bool { self.slot.isServing }
 
@@ -115,6 +120,8 @@ extension Inspector {
         let serving = self.slot.newest
         // Without serving parsers (a blocking reload failed) every check tries again.
         if !force, self.slot.isServing, sameSettings, fingerprint == state.fingerprint || (!retryFailed && fingerprint == state.failedFingerprint) {
+            // The keys that only say when and how to reload (reloadMode, reloadCheckSeconds) count from now on.
+            self.reloadState.withLock { $0.configuration = configuration }
             return SignatureReload(outcome: .unchanged, signatures: serving.signatures, loadedAt: serving.loadedAt, duration: .zero)
         }
 
@@ -123,6 +130,7 @@ extension Inspector {
         let blocking = configuration.scanner.reloadMode == .blocking
         if blocking, let old = self.slot.install(nil) {
             // Memory for one engine only: the old one goes before the new one compiles.
+            old.stopReceiving()
             self.slot.drain(old)
             old.shutdown()
         }
@@ -140,6 +148,8 @@ extension Inspector {
             self.reloadState.withLock {
                 $0.lastError = message
                 $0.failedFingerprint = fingerprint
+                // What was asked for (a new policy, say) is built with the next signatures that load.
+                $0.configuration = configuration
             }
             self.logger.error(
                 blocking
@@ -167,8 +177,11 @@ extension Inspector {
         if let previous {
             self.retiring.enter()
             Thread.detachNewThread {
+                previous.stopReceiving()
                 self.slot.drain(previous)
                 previous.shutdown()
+                // Verdicts the old signatures gave after the swap are recorded by now: a retro-scan pass sees them.
+                for observer in self.retirementObservers.withLock({ $0 }) { observer() }
                 self.retiring.leave()
             }
         }

@@ -119,6 +119,8 @@ public final class Inspector: Sendable {
     let retiring = DispatchGroup()
     let reloadState: Mutex<ReloadState>
     let observers = Mutex<[@Sendable (ScannerEvent) -> Void]>([])
+    /// Called once a replaced generation has finished its last inspection.
+    let retirementObservers = Mutex<[@Sendable () -> Void]>([])
     let logger: Logger
 
     private init(
@@ -285,7 +287,10 @@ public final class Inspector: Sendable {
         let scratch = self.ownScratch
         try await self.threadPool.runIfActive {
             self.retiring.wait()
-            self.slot.install(nil)?.shutdown()
+            if let serving = self.slot.install(nil) {
+                self.slot.drain(serving)
+                serving.shutdown()
+            }
             if let scratch { try? FileManager.default.removeItem(atPath: scratch) }
         }
         try await self.threadPool.shutdownGracefully()
@@ -442,6 +447,8 @@ public final class Inspector: Sendable {
 
         guard let generation = self.slot.acquire(until: Date(timeIntervalSinceNow: self.waitForParsers)) else { return nil }
         defer { self.slot.release(generation) }
+        guard generation.register(stop, progress) else { return nil }
+        defer { generation.unregister(stop) }
         guard
             let report = generation.host.inspectWhileReceiving(
                 descriptor: descriptor,

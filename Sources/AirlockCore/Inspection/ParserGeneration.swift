@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The parsers built from one state of the signature files and one policy: what a reload replaces whole.
 ///
@@ -19,6 +20,10 @@ final class ParserGeneration: Sendable {
     let loadedAt: Date
     /// Scratch directories made for this generation alone, removed once it is shut down.
     let scratchDirectories: [String]
+    /// Inspections reading an upload while it is received: a slow sender must not keep a retired generation (and its
+    /// engine's memory, or in blocking mode every other upload) waiting, so retiring stops them; their uploads are
+    /// inspected after their last byte by the generation that serves then.
+    private let receiving = Mutex<(retired: Bool, scans: [ObjectIdentifier: (StopSignal, StagingProgress)])>((false, [:]))
 
     init(number: Int, host: ParserHost, signatures: SignatureInfo, policy: TypePolicy, maxFileSize: Int, loadedAt: Date, scratchDirectories: [String])
     {
@@ -29,6 +34,31 @@ final class ParserGeneration: Sendable {
         self.maxFileSize = maxFileSize
         self.loadedAt = loadedAt
         self.scratchDirectories = scratchDirectories
+    }
+
+    /// Records an inspection reading an upload while it is received; false when the generation is retired already.
+    func register(_ stop: StopSignal, _ progress: StagingProgress) -> Bool {
+        self.receiving.withLock { state in
+            guard !state.retired else { return false }
+            state.scans[ObjectIdentifier(stop)] = (stop, progress)
+            return true
+        }
+    }
+
+    func unregister(_ stop: StopSignal) {
+        self.receiving.withLock { _ = $0.scans.removeValue(forKey: ObjectIdentifier(stop)) }
+    }
+
+    /// Stops the inspections still reading uploads as they are received (the generation no longer serves).
+    func stopReceiving() {
+        let scans = self.receiving.withLock { state in
+            state.retired = true
+            return Array(state.scans.values)
+        }
+        for (stop, progress) in scans {
+            stop.stop()
+            progress.wakeWaiters()
+        }
     }
 
     /// Stops its scanner processes (if any) and removes its scratch directories; blocks. With isolation off, the

@@ -63,17 +63,19 @@ extension PostgresLedger {
         let recalled = try await self.transaction { connection in
             // The content lock a hand-off of the same bytes and their removal take: neither interleaves.
             try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(sha256), 0))", logger: self.logger)
-            // Then the audit head, before any transfer row is written (the quota trigger's lock order).
-            try await connection.query("SELECT pg_advisory_xact_lock(\(LockKey.auditHead))", logger: self.logger)
             let victims = try await Self.transfers(
                 connection,
                 "WHERE sha256 = \(sha256) AND state = 'stored' ORDER BY created_at, id FOR UPDATE",
                 self.logger
             )
+            // The bytes are encrypted under the content lock alone (it keeps hand-offs and removals of this content
+            // out); the audit head, which every hand-off on every node needs, only for the rows.
+            for transfer in victims {
+                try await Self.offThePool { try quarantine(transfer) }
+            }
+            try await connection.query("SELECT pg_advisory_xact_lock(\(LockKey.auditHead))", logger: self.logger)
             var recalled: [RecalledTransfer] = []
             for var transfer in victims {
-                let original = transfer
-                try await Self.offThePool { try quarantine(original) }
                 transfer.recall(verdict: verdict, signatureVersion: signatureVersion, at: date)
                 try await connection.query(
                     """

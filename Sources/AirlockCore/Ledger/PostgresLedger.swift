@@ -465,11 +465,18 @@ public final class PostgresLedger: Ledger {
         _ decide: @escaping @Sendable (TransferRecord) throws -> TransferChange
     ) async throws -> TransferRecord? {
         let changed = try await self.transaction { connection -> (TransferRecord, published: Bool)? in
-            guard let current = try await Self.transfers(connection, "WHERE id = \(id) FOR UPDATE", self.logger).first else { return nil }
-            if current.state.isDownloadable {
-                // Leaving stored/released removes content: the same lock as a removal of that content.
-                try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(current.sha256), 0))", logger: self.logger)
+            // The content lock before the row's (a transfer's digest never changes, so it is read unlocked): the order
+            // a recall and a removal of the same content take them too, so none waits on another in a circle.
+            // Leaving stored/released removes content; a recall of it may be moving it to the quarantine.
+            var digest: String?
+            for try await sha256 in try await connection.query("SELECT sha256 FROM transfer WHERE id = \(id)", logger: self.logger)
+                .decode(String.self)
+            {
+                digest = sha256
             }
+            guard let digest else { return nil }
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(digest), 0))", logger: self.logger)
+            guard let current = try await Self.transfers(connection, "WHERE id = \(id) FOR UPDATE", self.logger).first else { return nil }
             var event = event
             switch try await Self.offThePool({ try decide(current) }) {
             case .skip:

@@ -29,6 +29,8 @@ public func buildApplication(
     broker.observeReloads { report in
         if case .reloaded = report.signatures.outcome { retroscanner.requestPass() }
     }
+    // Once the old signatures' last scans are recorded, a pass catches what they judged after the swap.
+    broker.inspector.observeRetirements { retroscanner.requestPass() }
     let router = Router(context: AirlockRequestContext.self)
     // Outermost, so that it sees every answer on the browser-facing paths, errors included (already mapped to APIError).
     router.add(middleware: CORSMiddleware(configuration: configuration, metrics: metrics))
