@@ -18,8 +18,15 @@ final class InspectorTests {
         configuration.scanner.workers = 4
         // No blocked types: a block must come from the declared/detected mismatch alone.
         configuration.policy.blockedTypes = []
-        self.inspector = try await Inspector.start(configuration: configuration, logger: Logger(label: "test"))
-        self.directory = try TemporaryDirectory()
+        let directory = try TemporaryDirectory()
+        // The scanner's scratch directory inside the test's own, which goes with it (the asynchronous shutdown in
+        // deinit may not run before the test process exits).
+        self.inspector = try await Inspector.start(
+            configuration: configuration,
+            temporaryDirectory: directory.file("scanning"),
+            logger: Logger(label: "test")
+        )
+        self.directory = directory
     }
 
     deinit {
