@@ -42,7 +42,6 @@ public final class Broker: Sendable {
     let logger: Logger
 
     private init(
-        configuration: AirlockConfiguration,
         inspector: Inspector,
         store: FileStore,
         transfers: TransferService,
@@ -104,7 +103,6 @@ public final class Broker: Sendable {
                 )
             }
             return Broker(
-                configuration: configuration,
                 inspector: inspector,
                 store: store,
                 transfers: transfers,

@@ -42,7 +42,6 @@ public final class Retroscanner: Sendable {
     private let requests: AsyncStream<Void>
     private let continuation: AsyncStream<Void>.Continuation
     private let observers = Mutex<[@Sendable (RetroscanEvent) -> Void]>([])
-    private let status: Mutex<RetroscanStatus?> = Mutex(nil)
     private let stopping = Atomic(false)
     /// The actor of its audit entries.
     public static let actor = "airlock:retroscan"
@@ -222,8 +221,9 @@ public final class Retroscanner: Sendable {
         ) { transfer in
             try store.quarantineClean(sha256: sha256, transferId: transfer.id)
         }
-        if let first = recalled.first {
-            try await broker.transfers.removeBytes(of: TransferRecord(recalledFrom: first.transfer))
+        if !recalled.isEmpty {
+            // The clean copy goes once no released transfer shares it.
+            try await broker.ledger.removeUnsharedContent(sha256: sha256) { try store.removeClean(sha256: sha256) }
         }
         for transfer in recalled {
             broker.logger.warning(
@@ -256,20 +256,10 @@ public final class Retroscanner: Sendable {
             updatedAt: AuditLog.timestamp(self.broker.now()),
             lastError: error
         )
-        self.status.withLock { $0 = status }
         let path = Self.statusPath(runDirectory: self.broker.store.runDirectory)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         guard let data = try? encoder.encode(status) else { return }
         try? await self.broker.threadPool.runIfActive { try FileStore.writePrivately(data, to: path) }
-    }
-}
-
-extension TransferRecord {
-    /// The record whose bytes ``TransferService/removeBytes(of:)`` removes after a recall: the clean content, kept
-    /// while a released transfer shares it.
-    fileprivate init(recalledFrom record: TransferRecord) {
-        self = record
-        self.state = .stored
     }
 }

@@ -111,8 +111,11 @@ public final class Inspector: Sendable {
     private let ownScratch: String?
     /// Where each generation's scanner processes get their scratch directories.
     let scratchBase: String?
-    /// How long an inspection waits for parsers while a blocking reload compiles (`scanner.scanTimeoutSeconds`).
-    let waitForParsers: TimeInterval
+    /// How long an inspection waits for parsers while a blocking reload compiles (`scanner.scanTimeoutSeconds` as
+    /// the last reload set it).
+    var waitForParsers: TimeInterval {
+        TimeInterval(self.reloadState.withLock { $0.configuration.scanner.scanTimeoutSeconds })
+    }
     /// One thread for reloads: they are serialised, and a compile never takes a scan worker.
     let reloadPool: NIOThreadPool
     /// Retired generations being drained and shut down.
@@ -142,7 +145,6 @@ public final class Inspector: Sendable {
         self.receivingPool = receivingPool
         self.reloadPool = reloadPool
         self.receivingSlots = receivingSlots
-        self.waitForParsers = TimeInterval(configuration.scanner.scanTimeoutSeconds)
         self.reloadState = Mutex(ReloadState(configuration: configuration, fingerprint: fingerprint))
         self.logger = logger
     }

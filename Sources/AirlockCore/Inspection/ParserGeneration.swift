@@ -151,11 +151,4 @@ final class GenerationSlot: @unchecked Sendable {
             self.condition.wait()
         }
     }
-
-    /// How many leases each generation holds now (for `/metrics` and tests).
-    var leaseCounts: [Int: Int] {
-        self.condition.lock()
-        defer { self.condition.unlock() }
-        return self.leases
-    }
 }
