@@ -130,5 +130,66 @@ struct GroupCommitTests {
         }
         #expect(mode == 2)  // FULL
         #expect(journal == "wal")
+        // Statement journals (one per group member's savepoint) and temporary tables stay in memory, on the writer and
+        // on readers: nothing of the ledger is written to files outside the data directory.
+        #expect(try await ledger.writer.write { db in try Int.fetchOne(db, sql: "PRAGMA temp_store") } == 2)  // MEMORY
+        #expect(try await ledger.writer.read { db in try Int.fetchOne(db, sql: "PRAGMA temp_store") } == 2)
+    }
+
+    /// A new file's name is durable once the directories that gained entries are synced: its own `files/ab/cd`, and
+    /// each directory above whose child was just created. Content already stored changes no directory.
+    @Test
+    func storingNamesTheDirectoriesThatGainedEntries() throws {
+        let setup = try Setup()
+        let files = setup.store.filesDirectory
+        func stage(_ text: String) throws -> String {
+            let path = setup.store.newStagingPath()
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+            return path
+        }
+        let first = String(repeating: "ab", count: 32)
+        let sibling = "abcd" + String(repeating: "e", count: 60)
+        let cousin = "abef" + String(repeating: "e", count: 60)
+        // The first file under files/ab/cd creates both directories: all three gained an entry.
+        #expect(
+            try setup.store.storeClean(stagingPath: stage("one"), sha256: first, syncDirectory: false)?.directoriesToSync
+                == ["\(files)/ab/ab", "\(files)/ab", files]
+        )
+        // Same content again: nothing changes on disk but the staging file's removal.
+        let again = try stage("one")
+        #expect(try setup.store.storeClean(stagingPath: again, sha256: first, syncDirectory: false) == nil)
+        #expect(!FileManager.default.fileExists(atPath: again))
+        // A new leaf under an existing files/ab: the leaf and files/ab; then a file in an existing leaf: the leaf alone.
+        #expect(
+            try setup.store.storeClean(stagingPath: stage("two"), sha256: cousin, syncDirectory: false)?.directoriesToSync
+                == ["\(files)/ab/ef", "\(files)/ab"]
+        )
+        #expect(
+            try setup.store.storeClean(stagingPath: stage("three"), sha256: sibling, syncDirectory: false)?.directoriesToSync
+                == ["\(files)/ab/cd", "\(files)/ab"]
+        )
+        let fourth = "abcd" + String(repeating: "f", count: 60)
+        #expect(try setup.store.storeClean(stagingPath: stage("four"), sha256: fourth)?.directoriesToSync == ["\(files)/ab/cd"])
+        #expect(try String(contentsOfFile: setup.store.cleanPath(sha256: fourth), encoding: .utf8) == "four")
+    }
+
+    /// The identifiers of transfers, tokens and staging files: version 4, RFC 4122 variant, never the same twice.
+    @Test
+    func randomIdentifiersAreVersionFourAndDistinct() {
+        let identifiers = (0..<1000).map { _ in UUID.random() }
+        #expect(Set(identifiers).count == identifiers.count)
+        for identifier in identifiers {
+            let text = identifier.uuidString
+            #expect(Array(text)[14] == "4")
+            #expect("89AB".contains(Array(text)[19]))
+        }
+        // Not all the random bits are the same: each of the 122 varies across a thousand draws.
+        let words = identifiers.map { withUnsafeBytes(of: $0.uuid) { Array($0) } }
+        for byte in 0..<16 {
+            let mask: UInt8 = byte == 6 ? 0x0F : byte == 8 ? 0x3F : 0xFF
+            let ones = words.reduce(UInt8(0)) { $0 | ($1[byte] & mask) }
+            let zeros = words.reduce(UInt8(0)) { $0 | (~$1[byte] & mask) }
+            #expect(ones == mask && zeros == mask, "byte \(byte)")
+        }
     }
 }

@@ -350,7 +350,7 @@ extension Broker {
         let contentClass = ContentClass(detectedType: finding.detectedType, histogram: histogram)
         let verdict = contentClass.verdict(finding.verdict, policy: self.configuration.policy.opaqueContent)
         let transfer = TransferRecord(
-            id: UUID().uuidString.lowercased(),
+            id: UUID.random().uuidString.lowercased(),
             server: handOff.server,
             sender: handOff.sender,
             filename: filename,

@@ -5,8 +5,9 @@ import Synchronization
 /// Makes hand-offs durable together (group commit, `ledger.groupCommitMicroseconds`).
 ///
 /// A hand-off ready to be recorded joins the pending group; the group is flushed when it is full or the window
-/// since its first member has passed. A flush syncs the members' new clean files concurrently on an I/O pool sized
-/// for waiting (so the filesystem can merge their journal commits), then records every member in one ledger
+/// since its first member has passed. A member's new clean file starts syncing as it joins, on an I/O pool sized
+/// for waiting (so the filesystem can merge their journal commits, and the syncs overlap the window and the
+/// previous group's commit). A flush waits for its members' syncs, then records every member in one ledger
 /// transaction, each in its own savepoint: moving the bytes into the store inside it, syncing the directories
 /// that gained entries, then committing (synced). Only then is each member answered. A member that fails (its
 /// file cannot be synced, its slot is taken, its bytes cannot be moved) fails alone. Scan workers never wait for
@@ -33,6 +34,8 @@ final class GroupCommitter: Sendable {
 
     private struct Pending {
         var member: Member
+        /// The sync of its staging file, started when it joined (nil when it needs none).
+        var sync: Task<Void, any Error>?
         var continuation: CheckedContinuation<Void, any Error>
     }
 
@@ -71,9 +74,13 @@ final class GroupCommitter: Sendable {
     /// - Throws: what refused this member alone (``BrokerError/slotTaken(_:)``, a store error), or the group's
     ///   failure.
     func record(_ member: Member) async throws {
+        let ioPool = self.ioPool
+        let sync: Task<Void, any Error>? =
+            member.needsSync
+            ? Task { [path = member.stagingPath] in try await ioPool.runIfActive { try FileStore.syncFile(path) } } : nil
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let action = self.state.withLock { state -> Action in
-                state.pending.append(Pending(member: member, continuation: continuation))
+                state.pending.append(Pending(member: member, sync: sync, continuation: continuation))
                 return self.nextAction(&state)
             }
             self.perform(action)
@@ -131,22 +138,13 @@ final class GroupCommitter: Sendable {
     }
 
     private func flush(_ group: [Pending]) async {
-        // 1. New clean bytes to stable storage, concurrently.
+        // 1. New clean bytes on stable storage: their syncs started as the members joined, concurrently.
         var failures: [Int: any Error] = [:]
-        await withTaskGroup(of: (Int, (any Error)?).self) { tasks in
-            for (index, pending) in group.enumerated() where pending.member.needsSync {
-                let path = pending.member.stagingPath
-                tasks.addTask {
-                    do {
-                        try await self.ioPool.runIfActive { try FileStore.syncFile(path) }
-                        return (index, nil)
-                    } catch {
-                        return (index, error)
-                    }
-                }
-            }
-            for await (index, error) in tasks {
-                if let error { failures[index] = error }
+        for (index, pending) in group.enumerated() {
+            do {
+                try await pending.sync?.value
+            } catch {
+                failures[index] = error
             }
         }
 
@@ -169,7 +167,7 @@ final class GroupCommitter: Sendable {
                         syncDirectory: false
                     )
                     if let stored {
-                        directories.withLock { $0.formUnion(store.directoriesToSync(for: stored)) }
+                        directories.withLock { $0.formUnion(stored.directoriesToSync) }
                     }
                 }
             )

@@ -18,6 +18,12 @@ public struct AppDatabase: Sendable {
     public init(path: String) throws {
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            // Temporary tables, indices and statement journals in memory: SQLite would otherwise write them to files
+            // in /var/tmp (or $TMPDIR), outside the data directory, on another filesystem. Each hand-off's savepoint in
+            // a group commit wrote such a journal (60 KiB and more of the ledger's pages, in a world-writable directory).
+            try db.execute(sql: "PRAGMA temp_store = MEMORY")
+        }
 
         try Self.makePrivate(path)
         let pool = try DatabasePool(path: path, configuration: configuration)

@@ -53,7 +53,7 @@ public struct NotificationEvent: Sendable, Equatable {
 
     /// Creates an event with a new unique id.
     public init(_ kind: Kind, transferId: String? = nil, at: Date, details: [String: String] = [:]) {
-        self.id = UUID().uuidString.lowercased()
+        self.id = UUID.random().uuidString.lowercased()
         self.kind = kind
         self.at = at
         self.transferId = transferId

@@ -92,7 +92,7 @@ public struct FileStore: Sendable {
 
     /// A fresh staging path for one upload.
     public func newStagingPath() -> String {
-        (self.stagingDirectory as NSString).appendingPathComponent(UUID().uuidString)
+        (self.stagingDirectory as NSString).appendingPathComponent(UUID.random().uuidString)
     }
 
     /// Where clean content with this hash lives: `files/ab/cd/<sha256>`.
@@ -111,34 +111,44 @@ public struct FileStore: Sendable {
     ///
     /// - Parameter synced: whether the staging file's bytes are already on disk (``syncFile(_:)``); if not, and
     ///   they become new content, they are synced before the rename.
-    /// - Parameter syncDirectory: whether to sync the directory that gained the entry now; a group commit syncs the
-    ///   directories of all its members at once instead (``directoriesToSync(for:)``).
-    /// - Returns: the directory that gained an entry, or nil when the content was already stored.
+    /// - Parameter syncDirectory: whether to sync the directories that gained entries now; a group commit syncs those
+    ///   of all its members at once instead (``StoredClean/directoriesToSync``).
+    /// - Returns: the directories that gained entries, or nil when the content was already stored.
     @discardableResult
-    public func storeClean(stagingPath: String, sha256: String, synced: Bool = true, syncDirectory: Bool = true) throws -> String? {
+    public func storeClean(stagingPath: String, sha256: String, synced: Bool = true, syncDirectory: Bool = true) throws -> StoredClean? {
         let destination = self.cleanPath(sha256: sha256)
-        let directory = (destination as NSString).deletingLastPathComponent
+        let first = "\(self.filesDirectory)/\(sha256.prefix(2))"
+        let directory = "\(first)/\(sha256.dropFirst(2).prefix(2))"
         // System calls rather than FileManager: this runs inside the ledger's write transaction on every hand-off.
-        try Self.makeDirectory(directory, parentsUpTo: self.filesDirectory)
-        if access(destination, F_OK) == 0 {
-            guard unlink(stagingPath) == 0 else { throw StoreError.io(operation: "remove \(stagingPath)", errno: errno) }
-            return nil
+        // A directory created here gained its parent an entry: that parent is synced too (here, even when the rename
+        // fails after the mkdir: the next hand-off into the directory would not know to).
+        let created = try Self.makeDirectory(directory, parentsUpTo: self.filesDirectory)
+        let stored = StoredClean(directoriesToSync: Array([directory, first, self.filesDirectory].prefix(1 + min(created, 2))))
+        do {
+            // Content already stored lives in a directory that existed (created == 0): nothing changed but the unlink.
+            if access(destination, F_OK) == 0 {
+                guard unlink(stagingPath) == 0 else { throw StoreError.io(operation: "remove \(stagingPath)", errno: errno) }
+                return nil
+            }
+            if !synced {
+                try Self.syncFile(stagingPath)
+            }
+            try Self.rename(stagingPath, to: destination)
+        } catch {
+            if syncDirectory { for directory in stored.directoriesToSync.dropFirst() { Self.syncDirectory(directory) } }
+            throw error
         }
-        if !synced {
-            try Self.syncFile(stagingPath)
-        }
-        try Self.rename(stagingPath, to: destination)
         if syncDirectory {
-            for directory in self.directoriesToSync(for: directory) { Self.syncDirectory(directory) }
+            for directory in stored.directoriesToSync { Self.syncDirectory(directory) }
         }
-        return directory
+        return stored
     }
 
-    /// The directories whose entries a new file in `directory` (`files/ab/cd`) may have changed: it, and the two
-    /// above it, which gain an entry when it was just created.
-    public func directoriesToSync(for directory: String) -> [String] {
-        let parent = (directory as NSString).deletingLastPathComponent
-        return [directory, parent, (parent as NSString).deletingLastPathComponent]
+    /// What ``storeClean(stagingPath:sha256:synced:syncDirectory:)`` changed on disk.
+    public struct StoredClean: Sendable, Equatable {
+        /// The directories that gained an entry: `files/ab/cd` for the new file, and above it each directory whose
+        /// child was just created (`files/ab`, `files`). Syncing them makes the new file's name durable.
+        public var directoriesToSync: [String]
     }
 
     /// Encrypts a staging file into the quarantine under the active key and removes the plaintext.
@@ -301,15 +311,21 @@ public struct FileStore: Sendable {
     }
 
     /// Creates `path` (0700) and any missing parents below `root`, which must exist; an existing directory is fine.
-    static func makeDirectory(_ path: String, parentsUpTo root: String) throws {
-        if mkdir(path, 0o700) == 0 || errno == EEXIST { return }
+    ///
+    /// - Returns: how many directories it created, `path` first then its parents (0 when `path` existed).
+    @discardableResult
+    static func makeDirectory(_ path: String, parentsUpTo root: String) throws -> Int {
+        if mkdir(path, 0o700) == 0 { return 1 }
+        if errno == EEXIST { return 0 }
         guard errno == ENOENT, path.count > root.count else {
             throw StoreError.io(operation: "create directory \(path)", errno: errno)
         }
-        try Self.makeDirectory((path as NSString).deletingLastPathComponent, parentsUpTo: root)
-        guard mkdir(path, 0o700) == 0 || errno == EEXIST else {
+        let parents = try Self.makeDirectory((path as NSString).deletingLastPathComponent, parentsUpTo: root)
+        if mkdir(path, 0o700) == 0 { return parents + 1 }
+        guard errno == EEXIST else {
             throw StoreError.io(operation: "create directory \(path)", errno: errno)
         }
+        return parents
     }
 
     static func rename(_ source: String, to destination: String) throws {

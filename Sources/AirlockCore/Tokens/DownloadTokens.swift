@@ -65,7 +65,7 @@ public struct DownloadTokens: Sendable {
             tid: transferId,
             sub: recipient,
             exp: Date(timeIntervalSince1970: (now.timeIntervalSince1970 + Double(ttl)).rounded(.down)),
-            jti: UUID().uuidString
+            jti: UUID.random().uuidString
         )
         guard let signer = self.verifiers[self.activeKeyId] else { throw DownloadTokenError.invalid }
         let encoder = JSONEncoder()
