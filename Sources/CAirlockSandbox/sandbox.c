@@ -303,3 +303,7 @@ void airlock_probe(const char *path, int port, const char *program, int *open_re
     }
     *exec_result = (WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 255) ? WEXITSTATUS(status) : 0;
 }
+
+int airlock_syncfs(int fd) {
+    return syncfs(fd);
+}

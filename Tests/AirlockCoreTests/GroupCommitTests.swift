@@ -2,7 +2,6 @@ import AirlockTestSupport
 import Crypto
 import Foundation
 import GRDB
-import NIOPosix
 import Testing
 
 @testable import AirlockCore
@@ -41,19 +40,12 @@ struct GroupCommitTests {
         }
     }
 
-    static func ioPool() -> NIOThreadPool {
-        let pool = NIOThreadPool(numberOfThreads: 8)
-        pool.start()
-        return pool
-    }
-
     @Test(arguments: LedgerBackend.available)
     func concurrentHandOffsEndInOneGroupAndEachIsRecorded(backend: LedgerBackend) async throws {
         let setup = try Setup()
         let (ledger, close) = try await backend.open()
-        let pool = Self.ioPool()
         // A window far longer than the test: the group is flushed because it is full, not because time passed.
-        let committer = GroupCommitter(ledger: ledger, store: setup.store, window: .seconds(600), maximumGroupSize: 8, ioPool: pool)
+        let committer = GroupCommitter(ledger: ledger, store: setup.store, window: .seconds(600), maximumGroupSize: 8)
         let members = try (0..<8).map { try setup.member($0) }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (member, _) in members {
@@ -73,7 +65,6 @@ struct GroupCommitTests {
         #expect(chain.entries.count == 8)
         #expect(chain.transfersWithoutCreation.isEmpty)
         LedgerContractTests.expectIntactChain(chain.entries)
-        try await pool.shutdownGracefully()
         try await close()
     }
 
@@ -81,11 +72,10 @@ struct GroupCommitTests {
     func aFailureInOneMemberFailsThatHandOffAlone(backend: LedgerBackend) async throws {
         let setup = try Setup()
         let (ledger, close) = try await backend.open()
-        let pool = Self.ioPool()
-        // The slot member 2 asks for is already held; member 5's bytes vanish before the store can move them (a
-        // store error inside the transaction); member 6's cannot even be synced.
+        // The slot member 2 asks for is already held; members 5's and 6's bytes vanish before the store can move them
+        // (a store error inside the transaction: 5 as content the group stores new, 6 as content thought synced).
         try await ledger.recordHandOff(LedgerContractTests.handOff("holder", slot: "taken/slot.txt")) {}
-        let committer = GroupCommitter(ledger: ledger, store: setup.store, window: .seconds(600), maximumGroupSize: 8, ioPool: pool)
+        let committer = GroupCommitter(ledger: ledger, store: setup.store, window: .seconds(600), maximumGroupSize: 8)
         var members = try (0..<8).map { try setup.member($0, slot: $0 == 2 ? "taken/slot.txt" : nil, needsSync: $0 != 5) }
         try FileManager.default.removeItem(atPath: members[5].0.stagingPath)
         try FileManager.default.removeItem(atPath: members[6].0.stagingPath)
@@ -117,7 +107,6 @@ struct GroupCommitTests {
         let chain = try await ledger.auditChain()
         #expect(chain.entries.count == 6)
         LedgerContractTests.expectIntactChain(chain.entries)
-        try await pool.shutdownGracefully()
         try await close()
     }
 

@@ -31,8 +31,6 @@ public final class Broker: Sendable {
     public let threadPool: NIOThreadPool
     /// Group commit (`ledger.groupCommitMicroseconds`), nil when off.
     let committer: GroupCommitter?
-    /// Threads that wait on the disk for group commits (sized for concurrency, not cores).
-    private let ioPool: NIOThreadPool?
     /// The clock (injectable for tests).
     public let now: @Sendable () -> Date
     /// Called after every reload.
@@ -47,7 +45,6 @@ public final class Broker: Sendable {
         transfers: TransferService,
         threadPool: NIOThreadPool,
         committer: GroupCommitter?,
-        ioPool: NIOThreadPool?,
         now: @escaping @Sendable () -> Date,
         logger: Logger
     ) {
@@ -56,7 +53,6 @@ public final class Broker: Sendable {
         self.transfers = transfers
         self.threadPool = threadPool
         self.committer = committer
-        self.ioPool = ioPool
         self.now = now
         self.logger = logger
     }
@@ -88,18 +84,11 @@ public final class Broker: Sendable {
                 logger.notice("removed bytes that no transfer accounts for (left by an interrupted run)", metadata: ["count": "\(orphans.count)"])
             }
             var committer: GroupCommitter?
-            var ioPool: NIOThreadPool?
             if configuration.ledger.groupCommitMicroseconds > 0 {
-                // A few threads keep several fsyncs in flight, so the filesystem merges their journal commits. With 32
-                // (and 8), forty in-process test servers slowed until requests timed out; with 4 they did not.
-                let pool = NIOThreadPool(numberOfThreads: 4)
-                pool.start()
-                ioPool = pool
                 committer = GroupCommitter(
                     ledger: ledger,
                     store: store,
-                    window: .microseconds(configuration.ledger.groupCommitMicroseconds),
-                    ioPool: pool
+                    window: .microseconds(configuration.ledger.groupCommitMicroseconds)
                 )
             }
             return Broker(
@@ -108,7 +97,6 @@ public final class Broker: Sendable {
                 transfers: transfers,
                 threadPool: threadPool,
                 committer: committer,
-                ioPool: ioPool,
                 now: now,
                 logger: logger
             )
@@ -149,7 +137,6 @@ public final class Broker: Sendable {
     public func shutdown() async throws {
         try await self.inspector.shutdown()
         try await self.threadPool.shutdownGracefully()
-        try await self.ioPool?.shutdownGracefully()
         await self.ledger.close()
     }
 }

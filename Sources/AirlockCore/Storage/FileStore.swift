@@ -1,3 +1,4 @@
+import CAirlockSandbox
 import Crypto
 public import Foundation
 
@@ -370,6 +371,17 @@ public struct FileStore: Sendable {
         guard descriptor >= 0 else { throw StoreError.io(operation: "open \(path) to sync it", errno: errno) }
         defer { close(descriptor) }
         guard fsync(descriptor) == 0 else { throw StoreError.io(operation: "fsync \(path)", errno: errno) }
+    }
+
+    /// Writes back every dirty page and inode of the filesystem holding `path` (the store's) and waits for the disk:
+    /// one `syncfs` makes a whole group's new files and their directory entries durable.
+    ///
+    /// - Throws: ``StoreError/io(operation:errno:)`` when the filesystem reports a write-back error.
+    static func syncFilesystem(containing path: String) throws {
+        let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw StoreError.io(operation: "open \(path) to sync its filesystem", errno: errno) }
+        defer { close(descriptor) }
+        guard airlock_syncfs(descriptor) == 0 else { throw StoreError.io(operation: "syncfs \(path)", errno: errno) }
     }
 
     static func syncDirectory(_ path: String) {

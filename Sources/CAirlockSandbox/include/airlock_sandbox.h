@@ -16,6 +16,10 @@ ssize_t airlock_receive_message(int socket, void *buffer, size_t length, int *fd
 /// output and error inherited, and every other descriptor closed. Returns the pid, or -1 with errno set.
 pid_t airlock_spawn_scanner(const char *path, char *const argv[], char *const envp[], int socket);
 
+/// Writes back every dirty page and inode of the filesystem holding `fd` and waits for the disk (syncfs(2), which
+/// Glibc declares only under _GNU_SOURCE). Returns 0, or -1 with errno set (a writeback error since the last call).
+int airlock_syncfs(int fd);
+
 /// Closes every descriptor from `first` up.
 void airlock_close_descriptors_from(int first);
 
