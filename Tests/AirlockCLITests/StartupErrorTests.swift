@@ -18,6 +18,16 @@ struct StartupErrorTests {
         #expect(result.standardOutput.isEmpty)
     }
 
+    /// `airlock scan` makes a scratch directory for its scanner process under `$TMPDIR`: a start that fails removes it.
+    @Test func aFailedStartLeavesNoScratchDirectory() async throws {
+        let temporary = try TemporaryDirectory()
+        let result = try await self.scanSample(environment: [
+            "AIRLOCK_SCANNER_SIGNATURE_DIRECTORIES": "/nonexistent/signatures", "TMPDIR": temporary.path,
+        ])
+        #expect(result.status == 2)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: temporary.path).isEmpty)
+    }
+
     @Test func anEmptySignatureDirectory() async throws {
         let empty = try TemporaryDirectory()
         let result = try await self.scanSample(environment: ["AIRLOCK_SCANNER_SIGNATURE_DIRECTORIES": empty.path])

@@ -173,13 +173,13 @@ public final class Inspector: Sendable {
         receivingPool.start()
         let reloadPool = NIOThreadPool(numberOfThreads: 1)
         reloadPool.start()
+        var ownScratch: String?
+        if isolated, temporaryDirectory == nil {
+            ownScratch = (NSTemporaryDirectory() as NSString).appendingPathComponent(
+                "airlock-scanner-\(getpid())-\(UUID.random().uuidString.prefix(8))"
+            )
+        }
         do {
-            var ownScratch: String?
-            if isolated, temporaryDirectory == nil {
-                ownScratch = (NSTemporaryDirectory() as NSString).appendingPathComponent(
-                    "airlock-scanner-\(getpid())-\(UUID().uuidString.prefix(8))"
-                )
-            }
             let scratchBase = temporaryDirectory ?? ownScratch
             let (first, fingerprint) = try await reloadPool.runIfActive {
                 let fingerprint = SignatureFingerprint(directories: scanner.signatureDirectories)
@@ -221,6 +221,9 @@ public final class Inspector: Sendable {
             try? await threadPool.shutdownGracefully()
             try? await receivingPool.shutdownGracefully()
             try? await reloadPool.shutdownGracefully()
+            // The scratch directory made for this inspector alone (`airlock scan`, the quarantine commands): the
+            // scanner process that failed to start may have created it.
+            if let ownScratch { try? FileManager.default.removeItem(atPath: ownScratch) }
             throw error
         }
     }
