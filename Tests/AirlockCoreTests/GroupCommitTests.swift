@@ -29,14 +29,14 @@ struct GroupCommitTests {
         }
 
         /// A clean member whose staging file holds `content`.
-        func member(_ index: Int, slot: String? = nil, needsSync: Bool = true) throws -> (GroupCommitter.Member, Data) {
+        func member(_ index: Int, slot: String? = nil) throws -> (GroupCommitter.Member, Data) {
             let content = Data("group member \(index) \(UUID().uuidString)\n".utf8)
             let path = self.store.newStagingPath()
             try content.write(to: URL(fileURLWithPath: path))
             var entry = LedgerContractTests.handOff("t\(index)", slot: slot)
             entry.transfer.sha256 = SHA256.hash(data: content).map { String(format: "%02x", $0) }.joined()
             entry.transfer.size = Int64(content.count)
-            return (GroupCommitter.Member(entry: entry, stagingPath: path, needsSync: needsSync), content)
+            return (GroupCommitter.Member(entry: entry, stagingPath: path), content)
         }
     }
 
@@ -73,13 +73,12 @@ struct GroupCommitTests {
         let setup = try Setup()
         let (ledger, close) = try await backend.open()
         // The slot member 2 asks for is already held; members 5's and 6's bytes vanish before the store can move them
-        // (a store error inside the transaction: 5 as content the group stores new, 6 as content thought synced).
+        // (a store error inside the transaction).
         try await ledger.recordHandOff(LedgerContractTests.handOff("holder", slot: "taken/slot.txt")) {}
         let committer = GroupCommitter(ledger: ledger, store: setup.store, window: .seconds(600), maximumGroupSize: 8)
-        var members = try (0..<8).map { try setup.member($0, slot: $0 == 2 ? "taken/slot.txt" : nil, needsSync: $0 != 5) }
+        let members = try (0..<8).map { try setup.member($0, slot: $0 == 2 ? "taken/slot.txt" : nil) }
         try FileManager.default.removeItem(atPath: members[5].0.stagingPath)
         try FileManager.default.removeItem(atPath: members[6].0.stagingPath)
-        members[6].0.needsSync = true
         let outcomes = await withTaskGroup(of: (Int, (any Error)?).self) { group in
             for (index, (member, _)) in members.enumerated() {
                 group.addTask {

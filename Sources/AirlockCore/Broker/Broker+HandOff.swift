@@ -194,7 +194,7 @@ extension Broker {
         let signatureVersion = self.inspector.signatures.version
         let cached = try await self.ledger.cachedVerdict(sha256: sha256, signatureVersion: signatureVersion)
         let store = self.store
-        let (plan, stagingPath, synced, needsSync) = try await self.inspector.runOnWorker {
+        let (plan, stagingPath, synced) = try await self.inspector.runOnWorker {
             try contents.withUnsafeReadableBytes { bytes in
                 let histogram = ByteHistogram(bytes)
                 let finding =
@@ -214,7 +214,7 @@ extension Broker {
                 )
                 // The bytes take the same way to the store as a streamed upload's: a staging file, synced only when
                 // it becomes new clean content, moved into the store inside the ledger's transaction.
-                // With group commit the file is synced with its group, off the scan worker.
+                // With group commit the file is synced with its group (one syncfs), off the scan worker.
                 let stagingPath = store.newStagingPath()
                 let isNew = plan.isNewCleanContent(in: store)
                 let sync = isNew && self.committer == nil
@@ -225,10 +225,10 @@ extension Broker {
                     unlink(stagingPath)
                     throw error
                 }
-                return (plan, stagingPath, sync, isNew && !sync)
+                return (plan, stagingPath, sync)
             }
         }
-        try await self.record(plan, stagingPath: stagingPath, synced: synced, needsSync: needsSync)
+        try await self.record(plan, stagingPath: stagingPath, synced: synced)
         return plan.result
     }
 
@@ -262,18 +262,18 @@ extension Broker {
         )
         let store = self.store
         let path = staging.path
-        let (synced, needsSync) = try await self.threadPool.runIfActive {
+        let synced = try await self.threadPool.runIfActive {
             // New clean content is synced before the transaction (a repeat of stored bytes needs no sync: they are
             // dropped); if the content appears or vanishes meanwhile, storeClean syncs inside when it has to.
             // Unclean bytes are encrypted into the quarantine before the ledger's write lock is taken.
-            // With group commit the file is synced with its group instead, on threads that may wait for the disk.
+            // With group commit the file is synced with its group instead (one syncfs before the commit).
             let isNew = plan.isNewCleanContent(in: store)
             let sync = isNew && self.committer == nil
             if sync { try FileStore.syncFile(path) }
             try self.quarantineIfUnclean(plan, stagingPath: path)
-            return (sync, isNew && !sync)
+            return sync
         }
-        try await self.record(plan, stagingPath: path, synced: synced, needsSync: needsSync)
+        try await self.record(plan, stagingPath: path, synced: synced)
         return plan.result
     }
 
@@ -405,13 +405,12 @@ extension Broker {
     /// failure the staging file and any quarantine file are removed.
     /// - Parameters:
     ///   - synced: whether the staging file's bytes are already on stable storage.
-    ///   - needsSync: whether they must be before they are recorded (new clean content, with group commit).
-    private func record(_ plan: Plan, stagingPath: String, synced: Bool, needsSync: Bool) async throws {
+    private func record(_ plan: Plan, stagingPath: String, synced: Bool) async throws {
         let store = self.store
         let entry = plan.entry
         do {
             if let committer = self.committer {
-                let member = GroupCommitter.Member(entry: entry, stagingPath: stagingPath, needsSync: needsSync)
+                let member = GroupCommitter.Member(entry: entry, stagingPath: stagingPath)
                 return try await committer.record(member)
             }
             try await self.ledger.recordHandOff(entry) {

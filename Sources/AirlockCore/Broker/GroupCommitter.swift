@@ -7,8 +7,8 @@ import Synchronization
 /// since its first member has passed. A flush records every member in one ledger transaction, each in its own
 /// savepoint, moving its bytes into the store inside it; then one `syncfs` of the store's filesystem makes the
 /// members' bytes and the directory entries that name them durable together (one flush of the disk for the group:
-/// 14–42 % more uploads per second on this machine's disk than a sync per file and per directory), and only then does the
-/// transaction commit, itself synced. Only then is each member answered. A member that fails (its slot is taken,
+/// 14–42 % more uploads per second on this machine's disk than a sync per file and per directory), and only then
+/// does the transaction commit, itself synced. Only then is each member answered. A member that fails (its slot is taken,
 /// its bytes cannot be moved) fails alone; a failed `syncfs` fails the group, which then records nothing. Scan
 /// workers never wait for the disk: they hand over and are free. Members are recorded in arrival order, so the
 /// audit chain keeps it.
@@ -16,10 +16,8 @@ final class GroupCommitter: Sendable {
     /// One hand-off waiting to be recorded.
     struct Member: Sendable {
         var entry: HandOffEntry
-        /// Its staging file (moved into the store when clean).
+        /// Its staging file (moved into the store when clean; quarantined bytes were synced when encrypted).
         var stagingPath: String
-        /// Whether its bytes are new clean content, to be made durable before they are recorded.
-        var needsSync: Bool
     }
 
     /// What the committer has done, for tests and metrics.
