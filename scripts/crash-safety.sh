@@ -123,7 +123,7 @@ start_server() {
 
 # Concurrent hand-offs; SIGKILLs the server after a random number of 201s. Writes one JSON line per hand-off.
 clients=$(cat <<'PY'
-import hashlib, http.client, json, os, random, signal, sys, threading
+import hashlib, http.client, json, os, random, signal, sys, threading, time
 
 port, pid, count, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 # SIGKILL, or SIGSTOP for a power cut (the script copies the disk while the server is frozen).
@@ -180,9 +180,9 @@ if stop == signal.SIGSTOP:
     for thread in threads:
         while thread.is_alive() and not killed:
             thread.join(0.1)
-    deadline = __import__("time").monotonic() + 2
+    deadline = time.monotonic() + 2
     for thread in threads:
-        thread.join(max(0, deadline - __import__("time").monotonic()))
+        thread.join(max(0, deadline - time.monotonic()))
 else:
     for thread in threads:
         thread.join()

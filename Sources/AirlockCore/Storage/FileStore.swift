@@ -112,8 +112,8 @@ public struct FileStore: Sendable {
     ///
     /// - Parameter synced: whether the staging file's bytes are already on disk (``syncFile(_:)``); if not, and
     ///   they become new content, they are synced before the rename.
-    /// - Parameter syncDirectory: whether to sync the directories that gained entries now; a group commit syncs those
-    ///   of all its members at once instead (``StoredClean/directoriesToSync``).
+    /// - Parameter syncDirectory: whether to sync the directories that gained entries now; a group commit passes
+    ///   false (with `synced` true) and makes its members' bytes and names durable with one ``syncFilesystem(containing:)``.
     /// - Returns: the directories that gained entries, or nil when the content was already stored.
     @discardableResult
     public func storeClean(stagingPath: String, sha256: String, synced: Bool = true, syncDirectory: Bool = true) throws -> StoredClean? {
