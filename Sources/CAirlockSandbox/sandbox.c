@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -306,4 +307,17 @@ void airlock_probe(const char *path, int port, const char *program, int *open_re
 
 int airlock_syncfs(int fd) {
     return syncfs(fd);
+}
+
+int airlock_random_bytes(void *buffer, size_t length) {
+    size_t filled = 0;
+    while (filled < length) {
+        ssize_t count = getrandom((char *)buffer + filled, length - filled, 0);
+        if (count < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        filled += (size_t)count;
+    }
+    return 0;
 }

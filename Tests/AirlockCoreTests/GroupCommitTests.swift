@@ -122,6 +122,15 @@ struct GroupCommitTests {
         // on readers: nothing of the ledger is written to files outside the data directory.
         #expect(try await ledger.writer.write { db in try Int.fetchOne(db, sql: "PRAGMA temp_store") } == 2)  // MEMORY
         #expect(try await ledger.writer.read { db in try Int.fetchOne(db, sql: "PRAGMA temp_store") } == 2)
+        // No index on transfer.state alone (v8): the one on (state, createdAt) answers lookups by state.
+        let indexes = try await ledger.writer.read { db in try String.fetchAll(db, sql: "SELECT name FROM pragma_index_list('transfer')") }
+        #expect(indexes.contains("transferStateCreatedAt"))
+        #expect(!indexes.contains("transfer_on_state"))
+        let plan = try await ledger.writer.read { db in
+            try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN SELECT id FROM transfer WHERE state = 'stored' ORDER BY createdAt")
+                .map { $0["detail"] as String }.joined(separator: "; ")
+        }
+        #expect(plan.contains("transferStateCreatedAt"), "\(plan)")
     }
 
     /// A new file's name is durable once the directories that gained entries are synced: its own `files/ab/cd`, and
@@ -162,6 +171,47 @@ struct GroupCommitTests {
     }
 
     /// The identifiers of transfers, tokens and staging files: version 4, RFC 4122 variant, never the same twice.
+    @Test
+    func timeOrderedIdentifiersAreVersionSevenAndSortByTime() {
+        // Half a millisecond past each: no rounding of the binary fraction moves one into the previous millisecond.
+        func at(milliseconds: Int64) -> Date { Date(timeIntervalSince1970: (Double(milliseconds) + 0.5) / 1000) }
+        let start = at(milliseconds: 1_796_000_000_123)
+        // A thousand, each a millisecond after the last: their text sorts as their times do.
+        let identifiers = (0..<1000).map { UUID.timeOrdered(at: at(milliseconds: 1_796_000_000_123 + Int64($0))) }
+        #expect(Set(identifiers).count == identifiers.count)
+        let texts = identifiers.map(\.uuidString)
+        let outOfOrder = zip(texts, texts.dropFirst()).filter { $0 >= $1 }
+        #expect(outOfOrder.isEmpty, "\(outOfOrder.count) out of order, first \(outOfOrder.first.map { "\($0)" } ?? "")")
+        for identifier in identifiers {
+            let text = Array(identifier.uuidString)
+            #expect(text[14] == "7")
+            #expect("89AB".contains(text[19]))
+        }
+        // The first 48 bits are the Unix time in milliseconds.
+        let bytes = withUnsafeBytes(of: identifiers[0].uuid) { Array($0) }
+        let milliseconds = bytes.prefix(6).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        #expect(milliseconds == 1_796_000_000_123)
+        // Made in the same millisecond, they still differ: 74 random bits each, none stuck.
+        let same = (0..<1000).map { _ in withUnsafeBytes(of: UUID.timeOrdered(at: start).uuid) { Array($0) } }
+        #expect(Set(same).count == same.count)
+        for byte in 6..<16 {
+            let mask: UInt8 = byte == 6 ? 0x0F : byte == 8 ? 0x3F : 0xFF
+            let ones = same.reduce(UInt8(0)) { $0 | ($1[byte] & mask) }
+            let zeros = same.reduce(UInt8(0)) { $0 | (~$1[byte] & mask) }
+            #expect(ones == mask && zeros == mask, "byte \(byte)")
+        }
+    }
+
+    @Test
+    func digestsAreWrittenAsLowercaseHexadecimal() {
+        #expect(SHA256.hash(data: Data()).hexString == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        for seed in 0..<200 {
+            let digest = SHA256.hash(data: Data("body \(seed)".utf8))
+            let expected = digest.map { String(format: "%02x", $0) }.joined()
+            #expect(digest.hexString == expected)
+        }
+    }
+
     @Test
     func randomIdentifiersAreVersionFourAndDistinct() {
         let identifiers = (0..<1000).map { _ in UUID.random() }

@@ -200,6 +200,18 @@ struct LedgerContractTests {
                     )
             )
 
+            // A local ledger answers the same on the calling thread (the in-memory hand-off asks it on a scan
+            // worker); a ledger across a network has no such answer.
+            switch backend {
+            case .sqlite:
+                let local = try #require(ledger.localVerdictCache)
+                #expect(try local.cachedVerdictBlocking(sha256: entry.transfer.sha256, signatureVersion: "sigs-27001") == cached)
+                #expect(try local.cachedVerdictBlocking(sha256: entry.transfer.sha256, signatureVersion: "sigs-27002") == nil)
+                #expect(try local.cachedVerdictBlocking(sha256: Self.digest(77), signatureVersion: "sigs-27001") == nil)
+            case .postgresql:
+                #expect(ledger.localVerdictCache == nil)
+            }
+
             // The issuances were written: each token can be used exactly once.
             for issuance in entry.issuances {
                 #expect(try await ledger.consumeToken(id: issuance.tokenId, at: Self.at(minutes: 5)))

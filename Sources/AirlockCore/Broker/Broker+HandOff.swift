@@ -187,16 +187,20 @@ extension Broker {
         return result
     }
 
-    /// A body in memory: hashed, looked up in the verdict cache, then inspected, planned and written to staging in
-    /// one job on a scan worker (for small bodies, thread hops would cost more than the work), then recorded.
+    /// A body in memory: hashed, then looked up in the verdict cache (a local ledger's inside the next job), inspected,
+    /// planned and written to staging in one job on a scan worker (for small bodies, thread hops would cost more than
+    /// the work), then recorded.
     private func handOffInMemory(_ handOff: HandOff, filename: String, contents: ByteBuffer) async throws -> HandOffResult {
         let sha256 = contents.withUnsafeReadableBytes { SHA256.hash(data: $0).hexString }
         let signatureVersion = self.inspector.signatures.version
-        let cached = try await self.ledger.cachedVerdict(sha256: sha256, signatureVersion: signatureVersion)
+        // A local ledger answers the verdict cache inside the worker's job; another one here, before it.
+        let local = self.ledger.localVerdictCache
+        let cachedBefore = local == nil ? try await self.ledger.cachedVerdict(sha256: sha256, signatureVersion: signatureVersion) : nil
         let store = self.store
         let (plan, stagingPath, synced) = try await self.inspector.runOnWorker {
             try contents.withUnsafeReadableBytes { bytes in
                 let histogram = ByteHistogram(bytes)
+                let cached = try cachedBefore ?? local?.cachedVerdictBlocking(sha256: sha256, signatureVersion: signatureVersion)
                 let finding =
                     cached.map { self.finding(cached: $0, declaredType: handOff.declaredType) }
                     ?? Finding(
@@ -350,7 +354,8 @@ extension Broker {
         let contentClass = ContentClass(detectedType: finding.detectedType, histogram: histogram)
         let verdict = contentClass.verdict(finding.verdict, policy: self.configuration.policy.opaqueContent)
         let transfer = TransferRecord(
-            id: UUID.random().uuidString.lowercased(),
+            // Time-ordered: the ledger's indexes on transfer ids grow at their end (``UUID/timeOrdered(at:)``).
+            id: UUID.timeOrdered(at: now).uuidString.lowercased(),
             server: handOff.server,
             sender: handOff.sender,
             filename: filename,

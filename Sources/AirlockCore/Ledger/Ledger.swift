@@ -23,6 +23,11 @@ public protocol Ledger: Sendable {
     /// The clean verdict these signatures gave the same bytes before, if any.
     func cachedVerdict(sha256: String, signatureVersion: String) async throws -> VerdictCacheRecord?
 
+    /// The verdict cache on the calling thread, when this ledger can answer without waiting on a network (SQLite: a
+    /// local file); nil when it cannot (PostgreSQL). The in-memory hand-off asks it inside its scan-worker job, which
+    /// saves two thread hops per upload.
+    var localVerdictCache: (any LocalVerdictCache)? { get }
+
     /// Transfers matching `filter`, newest first, with their recipients.
     func transfers(_ filter: TransferFilter) async throws -> [TransferSummary]
 
@@ -221,7 +226,17 @@ public struct RecalledTransfer: Sendable {
     public var downloadedBy: [String]
 }
 
+/// A verdict cache read on the calling thread (``Ledger/localVerdictCache``).
+public protocol LocalVerdictCache: Sendable {
+    /// What ``Ledger/cachedVerdict(sha256:signatureVersion:)`` answers. Blocks on the ledger's file: call it from a
+    /// thread of its own (a scan worker), never from the cooperative pool.
+    func cachedVerdictBlocking(sha256: String, signatureVersion: String) throws -> VerdictCacheRecord?
+}
+
 extension Ledger {
+    /// None unless the ledger gives one.
+    public var localVerdictCache: (any LocalVerdictCache)? { nil }
+
     /// Changes one transfer as ``changeTransfer(id:event:notify:_:)`` does, publishing no event.
     @discardableResult
     public func changeTransfer(

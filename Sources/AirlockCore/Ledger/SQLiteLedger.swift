@@ -2,7 +2,7 @@ public import Foundation
 import GRDB
 
 /// The embedded ledger: one SQLite database in WAL mode (GRDB), migrated at open (``AppDatabase``).
-public struct SQLiteLedger: Ledger {
+public struct SQLiteLedger: Ledger, LocalVerdictCache {
     /// The database.
     let database: AppDatabase
     /// This node's `node.id`, added to every audit entry it appends.
@@ -42,6 +42,16 @@ public struct SQLiteLedger: Ledger {
 
     public func cachedVerdict(sha256: String, signatureVersion: String) async throws -> VerdictCacheRecord? {
         try await self.writer.read { db in
+            try VerdictCacheRecord.fetchWithCachedStatement(db, sha256: sha256, signatureVersion: signatureVersion)
+        }
+    }
+
+    public var localVerdictCache: (any LocalVerdictCache)? { self }
+
+    public func cachedVerdictBlocking(sha256: String, signatureVersion: String) throws -> VerdictCacheRecord? {
+        // One statement needs no transaction around it (it reads one snapshot by itself): no BEGIN and COMMIT, and
+        // with a reader free, no thread hop either (GRDB runs it on the calling thread).
+        try self.writer.unsafeRead { db in
             try VerdictCacheRecord.fetchWithCachedStatement(db, sha256: sha256, signatureVersion: signatureVersion)
         }
     }

@@ -65,12 +65,17 @@ public struct DownloadTokens: Sendable {
             tid: transferId,
             sub: recipient,
             exp: Date(timeIntervalSince1970: (now.timeIntervalSince1970 + Double(ttl)).rounded(.down)),
-            jti: UUID.random().uuidString
+            // Time-ordered: the ledger's token index grows at its end (``UUID/timeOrdered(at:)``).
+            jti: UUID.timeOrdered(at: now).uuidString
         )
         guard let signer = self.verifiers[self.activeKeyId] else { throw DownloadTokenError.invalid }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .withoutEscapingSlashes
-        func quoted(_ text: String) throws -> String { String(decoding: try encoder.encode(text), as: UTF8.self) }
+        // Plain strings (ids, most addresses) are quoted as they are; others through an encoder, made only for them.
+        func quoted(_ text: String) throws -> String {
+            if PlainJSON.isPlain(text) { return "\"" + text + "\"" }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .withoutEscapingSlashes
+            return String(decoding: try encoder.encode(text), as: UTF8.self)
+        }
         // Keys sorted, the expiry an integer: what ``FlatJSON`` reads back.
         let payload =
             try #"{"exp":\#(Int64(claims.exp.timeIntervalSince1970)),"jti":\#(quoted(claims.jti)),"#

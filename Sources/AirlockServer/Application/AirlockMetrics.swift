@@ -9,6 +9,8 @@ final class AirlockMetrics: Sendable {
     let uploadBytes: Counter
     let uploadsRefused: Counter
     let verdicts: [Verdict.Kind: Counter]
+    /// `airlock_content_class_total{class}`, made once: a registry lookup per upload cost more than the count.
+    let contentClasses: [ContentClass: Counter]
     let scanDuration: DurationHistogram
     let downloads: Counter
     let downloadBytes: Counter
@@ -48,6 +50,19 @@ final class AirlockMetrics: Sendable {
             )
         }
         self.verdicts = verdicts
+        var contentClasses: [ContentClass: Counter] = [:]
+        for contentClass in ContentClass.allCases {
+            contentClasses[contentClass] = self.registry.makeCounter(
+                descriptor: MetricNameDescriptor(
+                    namespace: "airlock",
+                    metricName: "content_class",
+                    unitName: "total",
+                    helpText: "Uploads recorded, by content class: inspected, or opaque (untyped random bytes that no scanner can see into)."
+                ),
+                labels: [("class", contentClass.rawValue)]
+            )
+        }
+        self.contentClasses = contentClasses
         self.scanDuration = self.registry.makeDurationHistogram(
             descriptor: MetricNameDescriptor(
                 namespace: "airlock",
@@ -211,15 +226,7 @@ final class AirlockMetrics: Sendable {
 
     /// Counts one recorded upload by its content class, `airlock_content_class_total{class}` (`inspected`, `opaque`).
     func countContentClass(_ contentClass: ContentClass) {
-        self.registry.makeCounter(
-            descriptor: MetricNameDescriptor(
-                namespace: "airlock",
-                metricName: "content_class",
-                unitName: "total",
-                helpText: "Uploads recorded, by content class: inspected, or opaque (untyped random bytes that no scanner can see into)."
-            ),
-            labels: [("class", contentClass.rawValue)]
-        ).increment()
+        self.contentClasses[contentClass]?.increment()
     }
 
     /// Counts one upload refused by a quota, `airlock_quota_refusals_total{quota}` (the quota's configuration key).

@@ -20,6 +20,10 @@ pid_t airlock_spawn_scanner(const char *path, char *const argv[], char *const en
 /// Glibc declares only under _GNU_SOURCE). Returns 0, or -1 with errno set (a writeback error since the last call).
 int airlock_syncfs(int fd);
 
+/// Fills `buffer` with `length` random bytes from the kernel's generator (getrandom(2), declared in <sys/random.h>,
+/// which the Glibc module does not bring in), retrying after a signal. Returns 0, or -1 with errno set.
+int airlock_random_bytes(void *buffer, size_t length);
+
 /// Closes every descriptor from `first` up.
 void airlock_close_descriptors_from(int first);
 
