@@ -14,6 +14,20 @@ struct FilenameTests {
         }
     }
 
+    /// Printable ASCII takes a shorter way (cut on bytes): the same last component as anywhere else.
+    @Test func asciiNamesKeepTheirLastComponent() throws {
+        let cases = [
+            "plain.txt": "plain.txt", " spaced name .txt": " spaced name .txt", "a\\b/c.tar.gz": "c.tar.gz",
+            "x/./y": "y", "trailing/": "trailing", "~user/.profile": ".profile", "100%.txt": "100%.txt",
+        ]
+        for (name, served) in cases {
+            #expect(try Filename.served(from: name) == served, "\(name)")
+        }
+        for refused in ["x/.", "x/..", "\\", "/", "del\u{7F}.txt", "tab\t.txt", "nl\n"] {
+            #expect(throws: BrokerError.self, "\(refused.debugDescription)") { try Filename.served(from: refused) }
+        }
+    }
+
     /// Found by FuzzFilename: a combining mark after `/` or `\` joins it into one `Character`, so a split on
     /// characters kept the directory part (`dir/\u{301}x` was served whole, `../\u{301}etc` kept `../`).
     @Test func aCombiningMarkDoesNotHideADirectorySeparator() throws {

@@ -59,6 +59,16 @@ struct HandOffTests {
             #expect(try missing.decode(ErrorBody.self).error == "unauthorized")
             #expect(try await client.handOff(Data("x".utf8), key: "not-the-key-at-all-000").status == .unauthorized)
             #expect(try await client.execute(uri: "/v1/transfers/123", method: .get).status == .unauthorized)
+            // The scheme in any case, the key with blanks around it; another scheme or none is refused.
+            let key = ServerHarness.prosodyKey
+            for accepted in ["bEaReR \(key)", "BEARER \t \(key) \t", "Bearer \u{2003}\(key)\u{00A0}"] {
+                let response = try await client.execute(uri: "/v1/transfers/123", method: .get, headers: [.authorization: accepted])
+                #expect(response.status == .notFound, "\(accepted.debugDescription)")
+            }
+            for refused in ["Basic \(key)", "Bearer", "Bearer\(key)", "Bearer x\(key)", "\(key)"] {
+                let response = try await client.execute(uri: "/v1/transfers/123", method: .get, headers: [.authorization: refused])
+                #expect(response.status == .unauthorized, "\(refused.debugDescription)")
+            }
             // Nothing was stored for refused requests.
             #expect(harness.files(under: harness.stagingDirectory).isEmpty)
         }

@@ -16,6 +16,11 @@ public enum Filename {
         guard filename.utf8.count <= Self.maximumBytes else {
             throw BrokerError.invalidRequest("filename is longer than 255 bytes")
         }
+        // Printable ASCII, the usual case, has no control or bidirectional character: cut on its bytes.
+        if filename.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) {
+            let last = filename.utf8.split(whereSeparator: { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "\\") }).last
+            return try Self.usable(last.map { String(Substring($0)) } ?? "")
+        }
         guard !filename.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
             throw BrokerError.invalidRequest("filename contains NUL or control characters")
         }
@@ -26,6 +31,10 @@ public enum Filename {
         }
         // Cut on Unicode scalars, not Characters: a combining mark after `/` makes one Character that is not "/".
         let last = filename.unicodeScalars.split(whereSeparator: { $0 == "/" || $0 == "\\" }).last.map { String(String.UnicodeScalarView($0)) } ?? ""
+        return try Self.usable(last)
+    }
+
+    private static func usable(_ last: String) throws(BrokerError) -> String {
         guard !last.isEmpty, last != ".", last != ".." else {
             throw BrokerError.invalidRequest("filename has no usable last component")
         }
