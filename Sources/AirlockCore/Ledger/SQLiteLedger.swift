@@ -1,5 +1,6 @@
 public import Foundation
 import GRDB
+import Synchronization
 
 /// The embedded ledger: one SQLite database in WAL mode (GRDB), migrated at open (``AppDatabase``).
 public struct SQLiteLedger: Ledger, LocalVerdictCache {
@@ -14,9 +15,13 @@ public struct SQLiteLedger: Ledger, LocalVerdictCache {
     /// entries it appends; `notifications` routes the events it publishes.
     public init(path: String, node: String? = nil, notifications: NotificationRouter = NotificationRouter()) throws {
         self.database = try AppDatabase(path: path)
+        self.verdictReaders = VerdictCacheReaders(path: path)
         self.node = node
         self.notifications = notifications
     }
+
+    /// Read-only connections for ``cachedVerdictBlocking(sha256:signatureVersion:)``.
+    let verdictReaders: VerdictCacheReaders
 
     var writer: any DatabaseWriter { self.database.writer }
 
@@ -49,9 +54,7 @@ public struct SQLiteLedger: Ledger, LocalVerdictCache {
     public var localVerdictCache: (any LocalVerdictCache)? { self }
 
     public func cachedVerdictBlocking(sha256: String, signatureVersion: String) throws -> VerdictCacheRecord? {
-        // One statement needs no transaction around it (it reads one snapshot by itself): no BEGIN and COMMIT, and
-        // with a reader free, no thread hop either (GRDB runs it on the calling thread).
-        try self.writer.unsafeRead { db in
+        try self.verdictReaders.read { db in
             try VerdictCacheRecord.fetchWithCachedStatement(db, sha256: sha256, signatureVersion: signatureVersion)
         }
     }
@@ -334,5 +337,32 @@ extension SQLiteLedger {
             }
             progress(.notificationOutbox, snapshot.notificationOutbox.count)
         }
+    }
+}
+
+/// Read-only connections of their own for the verdict cache lookup every in-memory hand-off makes on a scan worker:
+/// one per worker that asks at once, kept for the next. Through the pool's readers, each lookup also took a reader
+/// (a barrier queue, a semaphore), checked the schema version and hopped onto the reader's queue: four times the
+/// cost of the lookup. One statement needs no transaction: it reads one snapshot by itself.
+final class VerdictCacheReaders: Sendable {
+    private let path: String
+    private let idle = Mutex<[DatabaseQueue]>([])
+
+    init(path: String) {
+        self.path = path
+    }
+
+    func read<T>(_ body: (Database) throws -> T) throws -> T {
+        let queue = try self.idle.withLock { $0.popLast() } ?? self.open()
+        defer { self.idle.withLock { $0.append(queue) } }
+        return try queue.unsafeRead(body)
+    }
+
+    private func open() throws -> DatabaseQueue {
+        var configuration = Configuration()
+        configuration.readonly = true
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA temp_store = MEMORY") }
+        return try DatabaseQueue(path: self.path, configuration: configuration)
     }
 }
