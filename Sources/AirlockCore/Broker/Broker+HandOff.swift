@@ -65,9 +65,10 @@ public struct HandOffResult: Sendable {
 }
 
 extension Broker {
-    /// Uploads up to this size are received in memory, then hashed, inspected, stored and recorded in one job on
-    /// a scan worker: for them, thread hops would cost more than the work. The worker is held until the ledger's
-    /// write lock is free, so a long admin transaction delays scans too.
+    /// Uploads up to this size are received in memory, hashed, then looked up in the verdict cache, inspected,
+    /// planned and written to staging in one job on a scan worker: for them, thread hops would cost more than the
+    /// work. Recording happens after the job (with its group, under group commit), so the worker never waits for
+    /// the ledger's write lock or the disk.
     public static let inMemoryLimit = 64 << 10
 
     /// Checks a hand-off's parameters before any byte is read.
