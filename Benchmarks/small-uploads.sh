@@ -13,8 +13,8 @@
 # Then the same bodies again with the ledger on PostgreSQL (issue 14): a private instance started here with
 # scripts/postgres-test-instance (initdb under /tmp, 127.0.0.1, a free port, fsync on) and stopped at the end;
 # BENCH_POSTGRESQL=0 skips it, and so does a machine without PostgreSQL's server binaries. Both rates are printed
-# against the inspection floor of DESIGN §7 (SHA-256 + libmagic + libclamav on all cores, from
-# airlock-cost-benchmark's last table): the target is ≥ 0.5× that floor on SQLite.
+# against the inspection floor of DESIGN §7 (SHA-256 + libmagic + libclamav on all cores, measured by
+# `airlock-cost-benchmark floor` just before and just after each SQLite run): the target is ≥ 0.5× that floor on SQLite.
 set -euo pipefail
 export BENCH_TMPDIR=${BENCH_TMPDIR:-/dev/shm}
 source "$(dirname "$0")/lib.sh"
@@ -115,9 +115,14 @@ done
 kill "$nginx_pid" 2>/dev/null || true
 wait "$nginx_pid" 2>/dev/null || true
 
+# quick_floor KIND: the inspection floor of KIND in files/s on all cores, measured now (airlock-cost-benchmark floor).
+quick_floor() { BENCH_BODIES=$1 "$(cost_binary)" floor "${BENCH_FLOOR_FILES:-1000}" | awk '/^FLOOR/ { print $3 }'; }
+# The floor of each kind, just before and just after Airlock's run on it: the ratio compares the same minutes.
+declare -A window_floor
 start_airlock "$bench_work/airlock"
 for body in $bodies; do
     extension=$(body_extension "$body")
+    floor_before=$(quick_floor "$body")
     stored_before=$(count_files "$bench_work/airlock/var/files")
     quarantined_before=$(count_files "$bench_work/airlock/Quarantine")
     cpu_before=$(cpu_seconds "$airlock_pid")
@@ -128,6 +133,7 @@ for body in $bodies; do
     quarantined=$(($(count_files "$bench_work/airlock/Quarantine") - quarantined_before))
     read -r _ requests _ <<< "$result"
     airlock_result[$body]="$result $stored $quarantined $(cpu_per_request "$airlock_pid" "$cpu_before" "$requests")"
+    window_floor[$body]="$floor_before $(quick_floor "$body")"
 done
 # The floors under those rates, on the same machine in the same run: the HTTP server alone (GET /healthz through
 # the same middleware), the inspection alone (`airlock scan` hashing, typing and scanning files of each kind
@@ -285,23 +291,34 @@ echo "$cost_table"
 echo
 echo "For scale: Airlock ≥ 0.30× nginx's rate was the target before DESIGN §7 measured against the inspection floor."
 
-# The inspection floor: airlock-cost-benchmark's "SHA-256 + libmagic + libclamav" uploads/s on all cores.
-declare -A floor_rate
+# The inspection floor: SHA-256 + libmagic + libclamav files/s on all cores, the mean of the two measured just before
+# and just after Airlock's run on the same kind of body (airlock-cost-benchmark floor). airlock-cost-benchmark's own
+# table above measures it again at the end of the run: printed beside it, as this machine's speed drifts.
+declare -A floor_rate end_floor
 while read -r kind floor; do
-    [ -n "$kind" ] && floor_rate[$kind]=$floor
+    [ -n "$kind" ] && end_floor[$kind]=$floor
 done < <(awk -F'|' '/^\| body \| SHA-256 \+ libmagic \+ libclamav/ { on = 1; next }
     on && /^\| ---/ { next }
     on && /^\|/ { gsub(/ /, "", $2); gsub(/ /, "", $3); print $2, $3; next }
     on { exit }' <<< "$cost_table")
+for body in $bodies; do
+    read -r before after <<< "${window_floor[$body]:-}"
+    if [ -n "${before:-}" ] && [ -n "${after:-}" ]; then
+        floor_rate[$body]=$(( (before + after) / 2 ))
+    else
+        floor_rate[$body]=${end_floor[$body]:-}
+    fi
+done
 # of_floor RATE KIND: RATE ÷ the floor of KIND, or "-" without a floor.
 of_floor() { if [ -n "${floor_rate[$2]:-}" ] && [ "${floor_rate[$2]}" != 0 ] && [ "$1" != - ]; then ratio "$1" "${floor_rate[$2]}"; else echo -; fi; }
 echo
 echo "Against the inspection floor (DESIGN §7): SHA-256 + libmagic + libclamav from memory on the same kind of bodies,"
-echo "$(nproc) cores (airlock-cost-benchmark, above), beside Airlock with its ledger on SQLite and on PostgreSQL (same bodies,"
+echo "$(nproc) cores, measured just before and just after Airlock's SQLite run on them (the mean is the floor; the end-of-run"
+echo "figure of the table above beside it), beside Airlock with its ledger on SQLite and on PostgreSQL (same bodies,"
 echo "same run; PostgreSQL: $postgres_note):"
 echo
-echo "| body | inspection floor, files/s | Airlock, SQLite: uploads/s | ÷ floor | Airlock, PostgreSQL: uploads/s | ÷ floor | PostgreSQL ÷ SQLite | PostgreSQL: non-2xx, socket errors | PostgreSQL: p50, p99 ms | PostgreSQL: stored | PostgreSQL: CPU µs per request, server, wrk |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| body | inspection floor, files/s | floor before, after; at the end | Airlock, SQLite: uploads/s | ÷ floor | Airlock, PostgreSQL: uploads/s | ÷ floor | PostgreSQL ÷ SQLite | PostgreSQL: non-2xx, socket errors | PostgreSQL: p50, p99 ms | PostgreSQL: stored | PostgreSQL: CPU µs per request, server, wrk |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 target_line=""
 for body in $bodies; do
     read -r a_rate _ <<< "${airlock_result[$body]}"
@@ -310,7 +327,8 @@ for body in $bodies; do
         read -r p_rate _ p_status p_socket p_p50 p_p99 p_wrk p_stored p_cpu <<< "${postgres_result[$body]}"
         p_ratio=$(ratio "$p_rate" "$a_rate")
     fi
-    echo "| $body | ${floor_rate[$body]:--} | $a_rate | **$(of_floor "$a_rate" "$body")×** | $p_rate | $(of_floor "$p_rate" "$body")× | ${p_ratio}× | $p_status, $p_socket | $p_p50, $p_p99 | $p_stored | $p_cpu, $p_wrk |"
+    read -r before after <<< "${window_floor[$body]:-- -}"
+    echo "| $body | ${floor_rate[$body]:--} | ${before:--}, ${after:--}; ${end_floor[$body]:--} | $a_rate | **$(of_floor "$a_rate" "$body")×** | $p_rate | $(of_floor "$p_rate" "$body")× | ${p_ratio}× | $p_status, $p_socket | $p_p50, $p_p99 | $p_stored | $p_cpu, $p_wrk |"
     target_line+=" $body $(of_floor "$a_rate" "$body")×;"
 done
 echo

@@ -13,13 +13,21 @@ import NIOCore
 // The sum of the stages bounds the upload rate a machine can reach with all its cores, whatever the HTTP server.
 //
 //   swift run -c release airlock-cost-benchmark [FILES_PER_STAGE] [CONNECTIONS]        (defaults 1000 and 32)
+//   swift run -c release airlock-cost-benchmark floor [FILES]                             (default 400)
+//
+// `floor` measures only the inspection floor (SHA-256 + libmagic + libclamav from memory), in a second or two, and
+// prints one line per kind, `FLOOR <kind> <files/s on all cores>`: Benchmarks/small-uploads.sh takes it just before
+// and just after each Airlock run, because this machine's speed drifts by up to 1.5× within minutes and a floor
+// measured at another time skews the ratio.
 //
 // Signatures: Config/signatures (run it from the repository). Data: a fresh directory under $BENCH_TMPDIR
 // (default /dev/shm, the tmpfs the small-uploads benchmark uses), removed at the end. BENCH_BODIES picks the kinds
 // of body (default "image random text").
 
-let arguments = CommandLine.arguments.dropFirst()
-let files = arguments.first.flatMap(Int.init) ?? 1000
+var arguments = CommandLine.arguments.dropFirst()
+let floorOnly = arguments.first == "floor"
+if floorOnly { arguments = arguments.dropFirst() }
+let files = arguments.first.flatMap(Int.init) ?? (floorOnly ? 400 : 1000)
 let connections = arguments.dropFirst().first.flatMap(Int.init) ?? 32
 let cores = ProcessInfo.processInfo.activeProcessorCount
 let kinds = (ProcessInfo.processInfo.environment["BENCH_BODIES"] ?? "image random text").split(separator: " ").map(String.init)
@@ -76,6 +84,30 @@ func format(_ value: Double) -> String { String(format: value >= 100 ? "%.0f" : 
 
 let root = (ProcessInfo.processInfo.environment["BENCH_TMPDIR"] ?? "/dev/shm") + "/airlock-cost.\(getpid())"
 defer { try? FileManager.default.removeItem(atPath: root) }
+
+/// SHA-256 + libmagic + libclamav from memory, CPU µs per body of `kind`, each stage on its own bodies.
+func floorCost(_ kind: String, magic: MagicPool, engine: ClamAVEngine, random: inout SplitMix64) throws -> Double {
+    func bodies(_ stage: String) -> [[UInt8]] { (0..<files).map { body(kind, stage: stage, index: $0, random: &random) } }
+    let hash = measure(bodies("hash")) { _ = SHA256.hash(data: $0) }
+    let type = try measure(bodies("type")) { _ = try magic.identify($0, describe: false) }
+    let scan = try measure(bodies("scan")) { _ = try engine.scan(bytes: $0) }
+    return hash + type + scan
+}
+
+if floorOnly {
+    let scanning = root + "/scanning-alone"
+    try FileManager.default.createDirectory(atPath: scanning, withIntermediateDirectories: true)
+    let magic = try MagicPool()
+    let engine = try ClamAVEngine(databasePaths: ["Config/signatures"], limits: ScanLimits(), temporaryDirectory: scanning)
+    var random = SplitMix64(seed: UInt64(getpid()))
+    for kind in kinds {
+        let cost = try floorCost(kind, magic: magic, engine: engine, random: &random)
+        print("FLOOR \(kind) \(String(format: "%.0f", Double(cores) * 1e6 / cost))")
+    }
+    try? FileManager.default.removeItem(atPath: root)
+    exit(0)
+}
+
 var configuration = AirlockConfiguration.development
 configuration.storage.dataDirectory = root + "/var"
 configuration.storage.quarantineDirectory = root + "/Quarantine"
