@@ -133,6 +133,19 @@ struct GroupCommitTests {
         #expect(plan.contains("transferStateCreatedAt"), "\(plan)")
     }
 
+    /// A directory sync that fails is an error, not a shrug: what was just named there is not known to be durable.
+    @Test
+    func aDirectorySyncThatFailsIsAnError() throws {
+        let setup = try Setup()
+        try FileStore.syncDirectory(setup.store.filesDirectory)
+        let missing = setup.store.filesDirectory + "/no-such-directory"
+        #expect(throws: StoreError.self) { try FileStore.syncDirectory(missing) }
+        // A file is not a directory: refused at open (O_DIRECTORY), not synced as if it were one.
+        let file = setup.store.newStagingPath()
+        try Data("x".utf8).write(to: URL(fileURLWithPath: file))
+        #expect(throws: StoreError.self) { try FileStore.syncDirectory(file) }
+    }
+
     /// A new file's name is durable once the directories that gained entries are synced: its own `files/ab/cd`, and
     /// each directory above whose child was just created. Content already stored changes no directory.
     @Test

@@ -136,11 +136,12 @@ public struct FileStore: Sendable {
             }
             try Self.rename(stagingPath, to: destination)
         } catch {
-            if syncDirectory { for directory in stored.directoriesToSync.dropFirst() { Self.syncDirectory(directory) } }
+            // Best effort on the way out: the hand-off fails with the first error anyway.
+            if syncDirectory { for directory in stored.directoriesToSync.dropFirst() { try? Self.syncDirectory(directory) } }
             throw error
         }
         if syncDirectory {
-            for directory in stored.directoriesToSync { Self.syncDirectory(directory) }
+            for directory in stored.directoriesToSync { try Self.syncDirectory(directory) }
         }
         return stored
     }
@@ -158,7 +159,7 @@ public struct FileStore: Sendable {
         let temporary = (self.quarantineDirectory as NSString).appendingPathComponent(".tmp-\(self.node)-\(transferId)")
         try self.cipher.encrypt(from: stagingPath, to: temporary, transferId: transferId)
         try Self.rename(temporary, to: destination)
-        Self.syncDirectory(self.quarantineDirectory)
+        try Self.syncDirectory(self.quarantineDirectory)
         try FileManager.default.removeItem(atPath: stagingPath)
     }
 
@@ -169,7 +170,7 @@ public struct FileStore: Sendable {
         let temporary = (self.quarantineDirectory as NSString).appendingPathComponent(".tmp-\(self.node)-\(transferId)")
         try self.cipher.encrypt(from: self.cleanPath(sha256: sha256), to: temporary, transferId: transferId)
         try Self.rename(temporary, to: destination)
-        Self.syncDirectory(self.quarantineDirectory)
+        try Self.syncDirectory(self.quarantineDirectory)
     }
 
     /// Decrypts a quarantined transfer to a new file at `destination` (0600); an existing file or symbolic link
@@ -270,7 +271,7 @@ public struct FileStore: Sendable {
     /// never neither.
     public func replaceQuarantined(transferId: String, with rekeyed: RekeyedFile) throws {
         try Self.rename(rekeyed.temporaryPath, to: self.quarantinePath(transferId: transferId))
-        Self.syncDirectory(self.quarantineDirectory)
+        try Self.syncDirectory(self.quarantineDirectory)
     }
 
     /// Whether the file at `path` starts like an encrypted quarantine file (either format).
@@ -384,11 +385,19 @@ public struct FileStore: Sendable {
         guard airlock_syncfs(descriptor) == 0 else { throw StoreError.io(operation: "syncfs \(path)", errno: errno) }
     }
 
-    static func syncDirectory(_ path: String) {
+    /// Makes the entries of the directory at `path` durable (its new and renamed names).
+    ///
+    /// - Throws: ``StoreError/io(operation:errno:)`` when the directory cannot be opened or the filesystem reports a
+    ///   write-back error: what was just named there is not known to be on the disk, so it must not be acknowledged.
+    ///   `EINVAL` and `EBADF` from `fsync` pass: some filesystems cannot sync a directory at all (PostgreSQL's
+    ///   `fsync_fname` makes the same exception).
+    static func syncDirectory(_ path: String) throws {
         let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard descriptor >= 0 else { return }
-        fsync(descriptor)
-        close(descriptor)
+        guard descriptor >= 0 else { throw StoreError.io(operation: "open the directory \(path) to sync it", errno: errno) }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0 || errno == EINVAL || errno == EBADF else {
+            throw StoreError.io(operation: "fsync the directory \(path)", errno: errno)
+        }
     }
 }
 
