@@ -123,8 +123,10 @@ public struct FileStore: Sendable {
         // System calls rather than FileManager: this runs inside the ledger's write transaction on every hand-off.
         // A directory created here gained its parent an entry: that parent is synced too (here, even when the rename
         // fails after the mkdir: the next hand-off into the directory would not know to).
-        let created = try Self.makeDirectory(directory, parentsUpTo: self.filesDirectory)
-        let stored = StoredClean(directoriesToSync: Array([directory, first, self.filesDirectory].prefix(1 + min(created, 2))))
+        var created = 0
+        func gainedEntries() -> StoredClean {
+            StoredClean(directoriesToSync: Array([directory, first, self.filesDirectory].prefix(1 + min(created, 2))))
+        }
         do {
             // Content already stored lives in a directory that existed (created == 0): nothing changed but the unlink.
             if access(destination, F_OK) == 0 {
@@ -134,12 +136,21 @@ public struct FileStore: Sendable {
             if !synced {
                 try Self.syncFile(stagingPath)
             }
-            try Self.rename(stagingPath, to: destination)
+            // The rename first: its directory is one of 65,536, made once and then almost always there. Only when it
+            // is missing (ENOENT) are the directories made and the rename tried again.
+            if Glibc.rename(stagingPath, destination) != 0 {
+                guard errno == ENOENT else {
+                    throw StoreError.io(operation: "rename \(stagingPath) to \(destination)", errno: errno)
+                }
+                created = try Self.makeDirectory(directory, parentsUpTo: self.filesDirectory)
+                try Self.rename(stagingPath, to: destination)
+            }
         } catch {
             // Best effort on the way out: the hand-off fails with the first error anyway.
-            if syncDirectory { for directory in stored.directoriesToSync.dropFirst() { try? Self.syncDirectory(directory) } }
+            if syncDirectory { for directory in gainedEntries().directoriesToSync.dropFirst() { try? Self.syncDirectory(directory) } }
             throw error
         }
+        let stored = gainedEntries()
         if syncDirectory {
             for directory in stored.directoriesToSync { try Self.syncDirectory(directory) }
         }
