@@ -60,6 +60,12 @@ run_wrk() {
     wrk_cpu=$(awk -v n="$requests" '{ printf "%.0f", ($1 + $2) * 1e6 / n }' "$bench_work/$name.time")
     echo "$rate $requests $status_errors $socket_errors $p50 $p99 $wrk_cpu"
 }
+# run_uploads NAME BODY: run_wrk against Airlock's POST /v1/transfers with distinct bodies of kind BODY.
+run_uploads() {
+    BENCH_BODY=$2 run_wrk "$1" "$airlock_url" POST \
+        "/v1/transfers?sender=alice@example.org&recipient=bob@example.org&filename={n}.$(body_extension "$2")" \
+        "Authorization: Bearer $api_key" "Content-Type: $(body_type "$2")"
+}
 # cpu_seconds PID: user + system CPU time the process and its children (Airlock's scanner process) have used so far.
 cpu_seconds() {
     local files=("/proc/$1/stat") child
@@ -121,14 +127,11 @@ quick_floor() { BENCH_BODIES=$1 "$(cost_binary)" floor "${BENCH_FLOOR_FILES:-100
 declare -A window_floor
 start_airlock "$bench_work/airlock"
 for body in $bodies; do
-    extension=$(body_extension "$body")
     floor_before=$(quick_floor "$body")
     stored_before=$(count_files "$bench_work/airlock/var/files")
     quarantined_before=$(count_files "$bench_work/airlock/Quarantine")
     cpu_before=$(cpu_seconds "$airlock_pid")
-    result=$(BENCH_BODY=$body run_wrk "airlock-$body" "$airlock_url" POST \
-        "/v1/transfers?sender=alice@example.org&recipient=bob@example.org&filename={n}.$extension" \
-        "Authorization: Bearer $api_key" "Content-Type: $(body_type "$body")")
+    result=$(run_uploads "airlock-$body" "$body")
     stored=$(($(count_files "$bench_work/airlock/var/files") - stored_before))
     quarantined=$(($(count_files "$bench_work/airlock/Quarantine") - quarantined_before))
     read -r _ requests _ <<< "$result"
@@ -163,10 +166,7 @@ for mode in group single; do
     [ "$mode" = single ] && mode_env=(AIRLOCK_LEDGER_GROUP_COMMIT_MICROSECONDS=0)
     start_airlock "$disk_dir/$mode" ${mode_env[@]+"${mode_env[@]}"}
     for body in $bodies; do
-        extension=$(body_extension "$body")
-        result=$(BENCH_BODY=$body run_wrk "airlock-disk-$mode-$body" "$airlock_url" POST \
-            "/v1/transfers?sender=alice@example.org&recipient=bob@example.org&filename={n}.$extension" \
-            "Authorization: Bearer $api_key" "Content-Type: $(body_type "$body")")
+        result=$(run_uploads "airlock-disk-$mode-$body" "$body")
         disk_result[$mode-$body]=$result
     done
     stop_airlock
@@ -178,9 +178,7 @@ for mode in group single; do
     strace_pid=$airlock_pid
     server_pid=$(pgrep -P "$strace_pid" | head -1)
     body=random
-    result=$(BENCH_BODY=$body seconds=5 run_wrk "airlock-strace-$mode" "$airlock_url" POST \
-        "/v1/transfers?sender=alice@example.org&recipient=bob@example.org&filename={n}.bin" \
-        "Authorization: Bearer $api_key" "Content-Type: application/octet-stream")
+    result=$(seconds=5 run_uploads "airlock-strace-$mode" "$body")
     read -r _ strace_requests _ <<< "$result"
     kill "$server_pid" 2>/dev/null || true
     wait "$strace_pid" 2>/dev/null || true
@@ -199,12 +197,9 @@ elif pg_started=$("$bench_root/scripts/postgres-test-instance" start 2> "$bench_
     pg_url=$(sed -n 's/^AIRLOCK_TEST_POSTGRES_URL=//p' <<< "$pg_started")
     start_airlock "$bench_work/airlock-postgresql" AIRLOCK_LEDGER_BACKEND=postgresql AIRLOCK_LEDGER_POSTGRESQL_URL="$pg_url"
     for body in $bodies; do
-        extension=$(body_extension "$body")
         stored_before=$(count_files "$bench_work/airlock-postgresql/var/files")
         cpu_before=$(cpu_seconds "$airlock_pid")
-        result=$(BENCH_BODY=$body run_wrk "airlock-postgresql-$body" "$airlock_url" POST \
-            "/v1/transfers?sender=alice@example.org&recipient=bob@example.org&filename={n}.$extension" \
-            "Authorization: Bearer $api_key" "Content-Type: $(body_type "$body")")
+        result=$(run_uploads "airlock-postgresql-$body" "$body")
         stored=$(($(count_files "$bench_work/airlock-postgresql/var/files") - stored_before))
         read -r _ requests _ <<< "$result"
         postgres_result[$body]="$result $stored $(cpu_per_request "$airlock_pid" "$cpu_before" "$requests")"

@@ -21,7 +21,7 @@ extension UUID {
     /// group of hand-offs appends to the same few B-tree pages of each index instead of dirtying a random page per
     /// row and index (each one more page written to the write-ahead log, and again at the checkpoint). They reveal
     /// when they were made, which the records they name say anyway; 74 random bits keep them unguessable.
-    static func timeOrdered(at date: Date = Date()) -> UUID {
+    static func timeOrdered(at date: Date) -> UUID {
         let milliseconds = UInt64(max(0, (date.timeIntervalSince1970 * 1000).rounded(.down)))
         let (random, low) = Self.randomBits()
         return Self.stamped(version: 7, high: (milliseconds << 16) | (random & 0xFFFF), low: low)
