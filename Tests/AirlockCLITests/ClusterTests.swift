@@ -124,6 +124,91 @@ struct ClusterTests {
         try await drop()
     }
 
+    /// Two nodes that take the same new signatures at start split the retro-scan of the window between them
+    /// through the ledger's leases: every content is checked once, not once per node.
+    @Test(.enabled(if: PostgresTestServer.isAvailable))
+    func twoNodesSplitOneRetroscanPass() async throws {
+        let (url, drop) = try await PostgresTestServer.createDatabase()
+        let directory = try TemporaryDirectory()
+        let signatures = directory.file("signatures")
+        try FileManager.default.createDirectory(atPath: signatures, withIntermediateDirectories: true)
+        for name in try FileManager.default.contentsOfDirectory(atPath: Fixtures.signatureDirectory) {
+            try FileManager.default.copyItem(
+                atPath: (Fixtures.signatureDirectory as NSString).appendingPathComponent(name),
+                toPath: (signatures as NSString).appendingPathComponent(name)
+            )
+        }
+        var environment = AirlockCommand.hermetic
+        environment["AIRLOCK_SCANNER_SIGNATURE_DIRECTORIES"] = signatures
+        environment["AIRLOCK_SCANNER_RELOAD_CHECK_SECONDS"] = "0"
+        environment["AIRLOCK_STORAGE_DATA_DIRECTORY"] = directory.file("shared/var")
+        environment["AIRLOCK_STORAGE_QUARANTINE_DIRECTORY"] = directory.file("shared/Quarantine")
+        environment["AIRLOCK_LEDGER_BACKEND"] = "postgresql"
+        environment["AIRLOCK_LEDGER_POSTGRESQL_URL"] = url
+        environment["AIRLOCK_SERVERS"] = #"{"prosody": {"apiKey": "\#(Self.apiKey)"}}"#
+        func node(_ index: Int) -> [String: String] {
+            var node = environment
+            node["AIRLOCK_NODE_ID"] = "node\(index)"
+            return node
+        }
+
+        // The window's contents, handed off (and checked by the bundled signatures) on node 0.
+        let count = 60
+        let first = try await ServerProcess.start(executable: AirlockCommand.executable, directory: Fixtures.packageRoot.path, environment: node(0))
+        for index in 0..<count {
+            let (status, _) = try await Self.curl(
+                first,
+                "/v1/transfers?sender=a@example.org&recipient=b@example.org&filename=w\(index).bin",
+                data: Fixtures.randomBytes(count: 64_000, seed: UInt64(70_000 + index))
+            )
+            #expect(status == "201")
+        }
+        _ = await first.stopped()
+        let statusFiles = (0..<2).map { directory.file("shared/var/run/node\($0)/retroscan.json") }
+        try? FileManager.default.removeItem(atPath: statusFiles[0])
+
+        // New signatures on both nodes while they are down; they start together and each checks at start.
+        try ReloadTests.signature("Airlock.Test.ClusterOffline", marker: Fixtures.randomBytes(count: 24, seed: 4))
+            .write(to: URL(fileURLWithPath: (signatures as NSString).appendingPathComponent("offline.ndb")))
+        let nodes = try await withThrowingTaskGroup(of: (Int, ServerProcess).self) { group in
+            for index in 0..<2 {
+                let environment = node(index)
+                group.addTask {
+                    (index, try await ServerProcess.start(executable: AirlockCommand.executable, directory: Fixtures.packageRoot.path, environment: environment))
+                }
+            }
+            return try await group.reduce(into: [Int: ServerProcess]()) { $0[$1.0] = $1.1 }.sorted { $0.key < $1.key }.map(\.value)
+        }
+        var running = nodes
+        defer { for node in running { _ = node.stop() } }
+        for file in statusFiles {
+            let finished = await ProcessTable.waitFor(timeout: 120) { () -> Bool? in
+                guard let data = FileManager.default.contents(atPath: file),
+                    let status = try? JSONSerialization.jsonObject(with: data) as? [String: Any], status["running"] as? Bool == false
+                else { return nil }
+                return true
+            }
+            #expect(finished == true, "\(file)")
+        }
+        var checked: [Int] = []
+        for node in nodes {
+            let (_, body) = try await Self.curl(node, "/metrics", key: nil)
+            let line = String(decoding: body, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix("airlock_retroscan_checked_total") }
+            checked.append(line.flatMap { $0.split(separator: " ").last }.flatMap { Int(Double($0) ?? -1) } ?? 0)
+        }
+        // Each content once across the two nodes (how they split it depends on which started first).
+        #expect(checked.reduce(0, +) == count, "checked per node: \(checked)")
+        // As node 0's operator sees it: the whole window is checked.
+        let status = try await AirlockCommand.run(["retroscan", "status", "--json"], environment: node(0))
+        let progress = (try JSONSerialization.jsonObject(with: Data(status.standardOutput.utf8)) as? [String: Any])?["progress"] as? [String: Any]
+        #expect(progress?["checked"] as? Int == count, "\(status.standardOutput)\(status.standardError)")
+        #expect(progress?["pending"] as? Int == 0)
+        print("retro-scan split over two nodes: \(checked)")
+        for node in nodes { _ = await node.stopped() }
+        running = []
+        try await drop()
+    }
+
     static func path(of url: String) -> String {
         url.range(of: "/v1/").map { String(url[$0.lowerBound...]) } ?? url
     }

@@ -44,4 +44,40 @@ enum LedgerBackend: String, CaseIterable, CustomStringConvertible, Sendable {
             )
         }
     }
+
+    /// Two ledgers of this kind on one fresh store (the same database file, the same PostgreSQL database), as two
+    /// nodes (or a server and a command) open it, and a clean-up to call after the test.
+    func openTwo() async throws -> (first: any Ledger, second: any Ledger, close: @Sendable () async throws -> Void) {
+        switch self {
+        case .sqlite:
+            let directory = try TemporaryDirectory()
+            let first = try SQLiteLedger(path: directory.file("ledger.sqlite"), notifications: NotificationRouter())
+            let second = try SQLiteLedger(path: directory.file("ledger.sqlite"), notifications: NotificationRouter())
+            return (
+                first,
+                second,
+                {
+                    await first.close()
+                    await second.close()
+                    withExtendedLifetime(directory) {}
+                }
+            )
+        case .postgresql:
+            let (url, drop) = try await PostgresTestServer.createDatabase()
+            var logger = Logger(label: "airlock.test.postgres")
+            logger.logLevel = .warning
+            let configuration = try AirlockConfiguration.PostgreSQL.parse(url)
+            let first = try await PostgresLedger.connect(configuration, notifications: NotificationRouter(), logger: logger)
+            let second = try await PostgresLedger.connect(configuration, notifications: NotificationRouter(), logger: logger)
+            return (
+                first,
+                second,
+                {
+                    await first.close()
+                    await second.close()
+                    try await drop()
+                }
+            )
+        }
+    }
 }

@@ -98,6 +98,18 @@ struct LedgerContractTests {
         try await close()
     }
 
+    /// Two ledgers of `backend` on the same store, as two nodes would open it.
+    func withTwoLedgers(_ backend: LedgerBackend, _ body: (any Ledger, any Ledger) async throws -> Void) async throws {
+        let (first, second, close) = try await backend.openTwo()
+        do {
+            try await body(first, second)
+        } catch {
+            try? await close()
+            throw error
+        }
+        try await close()
+    }
+
     /// Records `entry` with nothing to do inside the transaction.
     static func record(_ entry: HandOffEntry, in ledger: any Ledger) async throws {
         try await ledger.recordHandOff(entry) {}

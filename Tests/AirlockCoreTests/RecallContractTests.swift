@@ -33,16 +33,117 @@ struct RecallContractTests {
                 )
             )
 
-            let candidates = try await ledger.retroscanCandidates(since: since, signatureVersion: "v2", limit: 10)
+            let candidates = try await Self.claim(ledger, "v2", limit: 10, node: "node-a", since: since)
             #expect(candidates.map(\.sha256) == [Contract.digest(1), Contract.digest(2)])
             #expect(candidates.first?.newest == Contract.at(minutes: 30))
             #expect(candidates.first?.size == 48_213)
-            #expect(try await ledger.retroscanCandidates(since: since, signatureVersion: "v2", limit: 1).count == 1)
+            // A node may claim again what it holds.
+            #expect(try await Self.claim(ledger, "v2", limit: 1, node: "node-a", since: since).count == 1)
             // Another version has checked none of them.
-            #expect(try await ledger.retroscanCandidates(since: since, signatureVersion: "v3", limit: 10).count == 3)
+            #expect(try await Self.claim(ledger, "v3", limit: 10, node: "node-a", since: since).count == 3)
 
             let progress = try await ledger.retroscanProgress(since: since, signatureVersion: "v2")
             #expect(progress == RetroscanProgress(checked: 1, pending: 2, recalled: 0))
+        }
+    }
+
+    /// Claims as node `node` at minute 61 (after every hand-off of these tests), leased for `leaseMinutes`.
+    static func claim(
+        _ ledger: any Ledger,
+        _ version: String,
+        limit: Int,
+        node: String,
+        since: Date = Contract.at(minutes: 0),
+        now: Date = Contract.at(minutes: 61),
+        leaseMinutes: Double = 10
+    ) async throws -> [RetroscanCandidate] {
+        try await ledger.claimRetroscanCandidates(
+            since: since,
+            signatureVersion: version,
+            limit: limit,
+            node: node,
+            now: now,
+            leaseUntil: now.addingTimeInterval(leaseMinutes * 60)
+        )
+    }
+
+    @Test(arguments: LedgerBackend.available)
+    func nodesSplitAPassThroughLeasesThatEndWhenCheckedOrWhenTheyRunOut(backend: LedgerBackend) async throws {
+        try await Contract().withLedger(backend) { ledger in
+            for index in 0..<6 {
+                try await Contract.record(
+                    Contract.handOff("l\(index)", sha256: Contract.digest(100 + index), created: Contract.at(minutes: Int64(10 + index))),
+                    in: ledger
+                )
+            }
+            let newestFirst = (0..<6).reversed().map { Contract.digest(100 + $0) }
+            let a = try await Self.claim(ledger, "v2", limit: 2, node: "node-a")
+            #expect(a.map(\.sha256) == Array(newestFirst[0..<2]))
+            // Another node gets the rest, not what node-a holds.
+            let b = try await Self.claim(ledger, "v2", limit: 10, node: "node-b")
+            #expect(b.map(\.sha256) == Array(newestFirst[2...]))
+            #expect(try await Self.claim(ledger, "v2", limit: 10, node: "node-c").isEmpty)
+            // Leases are per signature version: another version's pass sees everything.
+            #expect(try await Self.claim(ledger, "v3", limit: 10, node: "node-c").count == 6)
+
+            // A check ends the lease of its version only: node-c's v3 lease on the same content still holds.
+            try await ledger.recordChecked(
+                VerdictCacheRecord(
+                    sha256: newestFirst[2],
+                    signatureVersion: "v2",
+                    detectedType: "application/octet-stream",
+                    typeDescription: "",
+                    createdAt: Contract.at(minutes: 62)
+                )
+            )
+            #expect(try await Self.claim(ledger, "v2", limit: 10, node: "node-b").map(\.sha256) == Array(newestFirst[3...]))
+            #expect(try await Self.claim(ledger, "v3", limit: 10, node: "node-d").isEmpty)
+
+            // node-b dies: once its leases run out, node-a takes its contents over (node-b renewed them at minute
+            // 61, so they run until 71).
+            #expect(try await Self.claim(ledger, "v2", limit: 10, node: "node-a", now: Contract.at(minutes: 70)).map(\.sha256) == Array(newestFirst[0..<2]))
+            let takeover = try await Self.claim(ledger, "v2", limit: 10, node: "node-a", now: Contract.at(minutes: 72))
+            #expect(takeover.map(\.sha256) == newestFirst.filter { $0 != newestFirst[2] })
+        }
+    }
+
+    @Test(arguments: LedgerBackend.available)
+    func twoNodesClaimingAtOnceNeverCheckTheSameContent(backend: LedgerBackend) async throws {
+        try await Contract().withTwoLedgers(backend) { first, second in
+            let count = 60
+            for index in 0..<count {
+                try await Contract.record(
+                    Contract.handOff("r\(index)", sha256: Contract.digest(300 + index), created: Contract.at(minutes: Int64(index % 50))),
+                    in: first
+                )
+            }
+            // Two nodes run a pass each at the same time, in small batches, as ``Retroscanner`` does.
+            @Sendable func pass(_ ledger: any Ledger, _ node: String) async throws -> [String] {
+                var checked: [String] = []
+                while true {
+                    let batch = try await Self.claim(ledger, "v2", limit: 3, node: node)
+                    if batch.isEmpty { return checked }
+                    for candidate in batch {
+                        checked.append(candidate.sha256)
+                        try await ledger.recordChecked(
+                            VerdictCacheRecord(
+                                sha256: candidate.sha256,
+                                signatureVersion: "v2",
+                                detectedType: "application/octet-stream",
+                                typeDescription: "",
+                                createdAt: Contract.at(minutes: 61)
+                            )
+                        )
+                    }
+                }
+            }
+            async let one = pass(first, "node-a")
+            async let two = pass(second, "node-b")
+            let (a, b) = try await (one, two)
+            #expect(Set(a).isDisjoint(with: b))
+            #expect(a.count + b.count == count)
+            #expect(Set(a + b).count == count)
+            #expect(try await first.retroscanProgress(since: Contract.at(minutes: 0), signatureVersion: "v2").pending == 0)
         }
     }
 

@@ -23,7 +23,7 @@ struct HandOffTests {
             let readiness = try JSONSerialization.jsonObject(with: ready.bytes) as? [String: Any]
             #expect(readiness?["status"] as? String == "ready")
             #expect(readiness?["signatures"] as? Int == 3)
-            #expect(readiness?["databaseVersion"] as? String == "v8")
+            #expect(readiness?["databaseVersion"] as? String == "v9")
             #expect(readiness?["signaturesLoadedAt"] is String)
             #expect(readiness?["lastReloadError"] == nil)
             #expect((readiness?["signatureVersion"] as? String)?.isEmpty == false)

@@ -96,8 +96,18 @@ public final class Retroscanner: Sendable {
             let since = broker.now().addingTimeInterval(-Double(settings.windowHours) * 3600)
             let candidates: [RetroscanCandidate]
             do {
-                candidates = try await broker.ledger.retroscanCandidates(since: since, signatureVersion: version, limit: 64 + skipped.count)
-                    .filter { !skipped.contains($0.sha256) }
+                // Leased to this node: nodes sharing the ledger split the pass, batch by batch. What this pass
+                // skipped comes back (its lease renewed) and is left out again.
+                let now = broker.now()
+                candidates = try await broker.ledger.claimRetroscanCandidates(
+                    since: since,
+                    signatureVersion: version,
+                    limit: Self.batch(settings.workers) + skipped.count,
+                    node: broker.configuration.node.id,
+                    now: now,
+                    leaseUntil: now.addingTimeInterval(Self.lease(settings.workers, scanTimeout: broker.configuration.scanner.scanTimeoutSeconds))
+                )
+                .filter { !skipped.contains($0.sha256) }
             } catch {
                 lastError = "cannot read the ledger: \(error)"
                 break
@@ -157,6 +167,15 @@ public final class Retroscanner: Sendable {
                 ]
             )
         }
+    }
+
+    /// Contents claimed at once: a few per worker, so nodes sharing the ledger split a pass finely.
+    static func batch(_ workers: Int) -> Int { 4 * workers }
+
+    /// How long a claim holds: long enough for its batch to be scanned with every check at the scanner's time
+    /// limit, and one more. A lease that runs out during a check only lets another node scan the content again.
+    static func lease(_ workers: Int, scanTimeout: Int) -> TimeInterval {
+        Double(Self.batch(workers) / workers + 1) * Double(scanTimeout)
     }
 
     private enum Outcome {

@@ -187,6 +187,17 @@ public struct AppDatabase: Sendable {
             // (one more B-tree to update under the write lock, one more page in the write-ahead log).
             try db.drop(index: "transfer_on_state")
         }
+        migrator.registerMigration("v9") { db in
+            // Retro-scan leases (issue 14, part 3): which node checks which content with which signatures, until
+            // when. Short-lived rows: a check or a recall ends a lease, a claim drops the ones that ran out.
+            try db.create(table: "retroscanLease") { table in
+                table.column("sha256", .text).notNull()
+                table.column("signatureVersion", .text).notNull()
+                table.column("node", .text).notNull()
+                table.column("leasedUntil", .datetime).notNull()
+                table.primaryKey(["sha256", "signatureVersion"])
+            }
+        }
         return migrator
     }
 

@@ -149,21 +149,34 @@ public protocol Ledger: Sendable {
 
     // MARK: Retro-scan and recall (issue 15)
 
-    /// Clean content (of `stored` transfers handed off since `since`) that `signatureVersion` has not checked yet
-    /// (it has no verdict cache entry for that version), newest first.
-    func retroscanCandidates(since: Date, signatureVersion: String, limit: Int) async throws -> [RetroscanCandidate]
+    /// Claims for `node` up to `limit` contents to check with `signatureVersion`: clean content (of `stored`
+    /// transfers handed off since `since`) that version has not checked yet (it has no verdict cache entry for
+    /// it), newest first, leaving out what another node holds a lease on for the same version. Each content
+    /// returned is leased to `node` until `leaseUntil` (a node may claim again what it holds already), so nodes
+    /// sharing one ledger split a pass instead of each scanning everything. A lease ends when its content is
+    /// checked (``recordChecked(_:)``) or recalled, or when it runs out (a node that died): a lease that ran out
+    /// during a slow check costs a second scan, never a missed one. Leases that ran out by `now` are dropped.
+    func claimRetroscanCandidates(
+        since: Date,
+        signatureVersion: String,
+        limit: Int,
+        node: String,
+        now: Date,
+        leaseUntil: Date
+    ) async throws -> [RetroscanCandidate]
 
     /// How far `signatureVersion` has checked the clean content handed off since `since`, and how many transfers of
     /// that window were recalled.
     func retroscanProgress(since: Date, signatureVersion: String) async throws -> RetroscanProgress
 
     /// Records that `verdict.signatureVersion` found `verdict.sha256` clean (a verdict cache entry): a retro-scan's
-    /// progress, kept across restarts.
+    /// progress, kept across restarts. Ends any node's lease on that content for that version.
     func recordChecked(_ verdict: VerdictCacheRecord) async throws
 
     /// Recalls content that is no longer clean, in one transaction: every `stored` transfer with `sha256` becomes
     /// `quarantined` with `verdict`, `signatureVersion` and `recalledAt`; `quarantine` runs for each inside the
-    /// transaction (it encrypts the bytes into the quarantine); the content's clean verdict cache entries go; each
+    /// transaction (it encrypts the bytes into the quarantine); the content's clean verdict cache entries and its
+    /// retro-scan leases go; each
     /// gets a `transfer.recalled` audit entry by `actor` naming the signature and the recipients who had already
     /// downloaded it.
     ///

@@ -2,21 +2,50 @@ public import Foundation
 import PostgresNIO
 
 extension PostgresLedger {
-    public func retroscanCandidates(since: Date, signatureVersion: String, limit: Int) async throws -> [RetroscanCandidate] {
-        let rows = try await self.client.query(
-            """
-            SELECT sha256, MAX(size), MAX(created_at) AS newest FROM transfer
-            WHERE state = 'stored' AND created_at >= \(Self.milliseconds(since))
-            AND NOT EXISTS (SELECT 1 FROM verdict_cache v WHERE v.sha256 = transfer.sha256 AND v.signature_version = \(signatureVersion))
-            GROUP BY sha256 ORDER BY newest DESC, sha256 LIMIT \(Int64(limit))
-            """,
-            logger: self.logger
-        )
-        var candidates: [RetroscanCandidate] = []
-        for try await (sha256, size, newest) in rows.decode((String, Int64, Int64).self) {
-            candidates.append(RetroscanCandidate(sha256: sha256, size: size, newest: Self.date(newest)))
+    public func claimRetroscanCandidates(
+        since: Date,
+        signatureVersion: String,
+        limit: Int,
+        node: String,
+        now: Date,
+        leaseUntil: Date
+    ) async throws -> [RetroscanCandidate] {
+        let nowValue = Self.milliseconds(now)
+        return try await self.transaction { connection in
+            try await connection.query("DELETE FROM retroscan_lease WHERE leased_until <= \(nowValue)", logger: self.logger)
+            let rows = try await connection.query(
+                """
+                SELECT sha256, MAX(size), MAX(created_at) AS newest FROM transfer
+                WHERE state = 'stored' AND created_at >= \(Self.milliseconds(since))
+                AND NOT EXISTS (SELECT 1 FROM verdict_cache v WHERE v.sha256 = transfer.sha256 AND v.signature_version = \(signatureVersion))
+                AND NOT EXISTS (SELECT 1 FROM retroscan_lease l WHERE l.sha256 = transfer.sha256 AND l.signature_version = \(signatureVersion)
+                    AND l.node <> \(node))
+                GROUP BY sha256 ORDER BY newest DESC, sha256 LIMIT \(Int64(limit))
+                """,
+                logger: self.logger
+            )
+            var candidates: [RetroscanCandidate] = []
+            for try await (sha256, size, newest) in rows.decode((String, Int64, Int64).self) {
+                candidates.append(RetroscanCandidate(sha256: sha256, size: size, newest: Self.date(newest)))
+            }
+            guard !candidates.isEmpty else { return [] }
+            // Another node may have read the same contents as unleased and be leasing them now: the unique key makes
+            // this insert wait for its commit, and a lease it holds is then left alone and not returned. Leased in
+            // digest order, so two claims never wait for each other in a circle.
+            let leased = try await connection.query(
+                """
+                INSERT INTO retroscan_lease (sha256, signature_version, node, leased_until)
+                SELECT digest, \(signatureVersion), \(node), \(Self.milliseconds(leaseUntil)) FROM unnest(\(candidates.map(\.sha256).sorted())) AS digest
+                ON CONFLICT (sha256, signature_version) DO UPDATE SET node = excluded.node, leased_until = excluded.leased_until
+                WHERE retroscan_lease.node = excluded.node OR retroscan_lease.leased_until <= \(nowValue)
+                RETURNING sha256
+                """,
+                logger: self.logger
+            )
+            var mine: Set<String> = []
+            for try await sha256 in leased.decode(String.self) { mine.insert(sha256) }
+            return candidates.filter { mine.contains($0.sha256) }
         }
-        return candidates
     }
 
     public func retroscanProgress(since: Date, signatureVersion: String) async throws -> RetroscanProgress {
@@ -49,6 +78,10 @@ extension PostgresLedger {
     public func recordChecked(_ verdict: VerdictCacheRecord) async throws {
         try await self.transaction { connection in
             try await Self.save(verdict, connection, self.logger)
+            try await connection.query(
+                "DELETE FROM retroscan_lease WHERE sha256 = \(verdict.sha256) AND signature_version = \(verdict.signatureVersion)",
+                logger: self.logger
+            )
         }
     }
 
@@ -103,6 +136,8 @@ extension PostgresLedger {
                 "DELETE FROM verdict_cache WHERE sha256 = \(sha256) AND scanner_failure IS NULL",
                 logger: self.logger
             )
+            // Nothing is left to check: whichever node leased the content, with whichever version.
+            try await connection.query("DELETE FROM retroscan_lease WHERE sha256 = \(sha256)", logger: self.logger)
             return recalled
         }
         if !recalled.isEmpty { self.notifications.enqueued() }

@@ -102,6 +102,16 @@ public final class PostgresLedger: Ledger {
         ),
         // transfer_state_created_at answers every lookup by state: the index on state alone only cost each insert.
         ("pg6", ["DROP INDEX IF EXISTS transfer_state"]),
+        (
+            "pg7",
+            // Retro-scan leases (issue 14, part 3): nodes split a pass instead of each checking everything.
+            [
+                """
+                CREATE TABLE retroscan_lease (sha256 TEXT NOT NULL, signature_version TEXT NOT NULL, node TEXT NOT NULL,
+                    leased_until BIGINT NOT NULL, PRIMARY KEY (sha256, signature_version))
+                """
+            ]
+        ),
     ]
 
     /// Advisory lock keys (one 64-bit space per database; these spell "airlock" and a purpose).

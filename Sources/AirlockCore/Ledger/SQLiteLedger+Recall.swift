@@ -2,20 +2,41 @@ public import Foundation
 import GRDB
 
 extension SQLiteLedger {
-    public func retroscanCandidates(since: Date, signatureVersion: String, limit: Int) async throws -> [RetroscanCandidate] {
-        try await self.writer.read { db in
-            try Row.fetchAll(
+    public func claimRetroscanCandidates(
+        since: Date,
+        signatureVersion: String,
+        limit: Int,
+        node: String,
+        now: Date,
+        leaseUntil: Date
+    ) async throws -> [RetroscanCandidate] {
+        try await self.writer.write { db in
+            try db.execute(sql: "DELETE FROM retroscanLease WHERE leasedUntil <= ?", arguments: [now.databaseArgument])
+            // One writer at a time: what this transaction reads as unleased is still unleased when it writes.
+            let candidates = try Row.fetchAll(
                 db,
                 sql: """
                     SELECT sha256, MAX(size) AS size, MAX(createdAt) AS newest FROM transfer
                     WHERE state = 'stored' AND createdAt >= ?
                     AND NOT EXISTS (SELECT 1 FROM verdictCache v WHERE v.sha256 = transfer.sha256 AND v.signatureVersion = ?)
+                    AND NOT EXISTS (SELECT 1 FROM retroscanLease l WHERE l.sha256 = transfer.sha256 AND l.signatureVersion = ?
+                        AND l.node <> ?)
                     GROUP BY sha256 ORDER BY newest DESC, sha256 LIMIT ?
                     """,
-                arguments: [since.databaseArgument, signatureVersion, limit]
+                arguments: [since.databaseArgument, signatureVersion, signatureVersion, node, limit]
             ).map { row in
                 RetroscanCandidate(sha256: row["sha256"], size: row["size"], newest: row["newest"])
             }
+            let lease = try db.cachedStatement(
+                sql: """
+                    INSERT INTO retroscanLease (sha256, signatureVersion, node, leasedUntil) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (sha256, signatureVersion) DO UPDATE SET leasedUntil = excluded.leasedUntil
+                    """
+            )
+            for candidate in candidates {
+                try lease.execute(arguments: [candidate.sha256, signatureVersion, node, leaseUntil.databaseArgument])
+            }
+            return candidates
         }
     }
 
@@ -43,6 +64,10 @@ extension SQLiteLedger {
     public func recordChecked(_ verdict: VerdictCacheRecord) async throws {
         try await self.writer.write { db in
             try verdict.saveWithCachedStatement(db)
+            try db.execute(
+                sql: "DELETE FROM retroscanLease WHERE sha256 = ? AND signatureVersion = ?",
+                arguments: [verdict.sha256, verdict.signatureVersion]
+            )
         }
     }
 
@@ -82,6 +107,8 @@ extension SQLiteLedger {
             }
             // The clean verdicts these bytes had are wrong now; remembered scanner failures stay.
             try db.execute(sql: "DELETE FROM verdictCache WHERE sha256 = ? AND scannerFailure IS NULL", arguments: [sha256])
+            // Nothing is left to check: whichever node leased the content, with whichever version.
+            try db.execute(sql: "DELETE FROM retroscanLease WHERE sha256 = ?", arguments: [sha256])
             return recalled
         }
         if !recalled.isEmpty { self.notifications.enqueued() }
