@@ -20,7 +20,8 @@ extension Airlock {
 
         func run() async throws {
             let (admin, configuration, _) = try await self.options.open(now: self.now.flatMap(parseDate))
-            let items = try await admin.purge(dryRun: self.dryRun)
+            let report = try await admin.purge(dryRun: self.dryRun)
+            let items = report.items
             if self.options.json {
                 struct Item: Encodable {
                     var id: String
@@ -41,6 +42,10 @@ extension Airlock {
                 "\(verb) \(items.count) transfer\(items.count == 1 ? "" : "s"), \(Output.size(items.reduce(0) { $0 + $1.size })) "
                     + "(retention: clean \(retention.cleanDays) days, quarantine \(retention.quarantineDays) days)"
             )
+            if report.dailyQuotaCounters > 0 {
+                let removed = self.dryRun ? "would remove" : "removed"
+                print("\(removed) \(report.dailyQuotaCounters) per-day quota counter\(report.dailyQuotaCounters == 1 ? "" : "s") of days before yesterday (UTC)")
+            }
         }
     }
 

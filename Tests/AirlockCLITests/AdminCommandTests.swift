@@ -276,6 +276,9 @@ struct AdminCommandTests {
         #expect(dryRun?.compactMap { $0["id"] as? String } == [cleanId])
         #expect(FileManager.default.fileExists(atPath: cleanFile))
 
+        // The day's upload counters (the uploader's and the server's) are no longer read 31 days later.
+        let counters = try await fixture.airlock(["purge", "--dry-run", "--now", in31Days])
+        #expect(counters.standardOutput.contains("would remove 2 per-day quota counters of days before yesterday (UTC)"), "\(counters.standardOutput)")
         let purged = try await fixture.json(["purge", "--now", in31Days]) as? [[String: Any]]
         #expect(purged?.compactMap { $0["id"] as? String } == [cleanId])
         #expect(!FileManager.default.fileExists(atPath: cleanFile))
@@ -286,6 +289,7 @@ struct AdminCommandTests {
         let later = try await fixture.airlock(["purge", "--now", in91Days])
         #expect(later.status == 0)
         #expect(later.standardOutput.contains("purged 1 transfer"))
+        #expect(!later.standardOutput.contains("quota counter"))
         #expect(!FileManager.default.fileExists(atPath: quarantined))
         #expect(try await fixture.airlock(["doctor"]).status == 0)
         #expect(try await fixture.airlock(["audit", "verify"]).status == 0)

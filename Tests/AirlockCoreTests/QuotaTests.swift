@@ -177,6 +177,28 @@ struct QuotaTests {
     }
 
     @Test(arguments: LedgerBackend.available)
+    func pruningRemovesOnlyTheDailyCountersOfEarlierDays(backend: LedgerBackend) async throws {
+        try await Contract().withLedger(backend) { ledger in
+            let alice = QuotaSubject(.uploader, "alice@example.org")
+            let day = Int64(24 * 60)
+            try await Contract.record(Self.entry("d0", size: 5, created: Contract.at(minutes: 0)), in: ledger)
+            try await Contract.record(Self.entry("d2", size: 7, created: Contract.at(minutes: 2 * day)), in: ledger)
+            try await Contract.record(Self.entry("d3", size: 11, created: Contract.at(minutes: 3 * day)), in: ledger)
+            let cutoff = Self.day(Contract.at(minutes: 2 * day))
+            // Day 0's counters: alice's and prosody's.
+            #expect(try await ledger.pruneDailyQuotaUsage(before: cutoff, dryRun: true) == 2)
+            #expect(try await ledger.quotaUsage([alice], day: Self.day()).first?.dayBytes == 5)
+            #expect(try await ledger.pruneDailyQuotaUsage(before: cutoff, dryRun: false) == 2)
+            #expect(try await ledger.pruneDailyQuotaUsage(before: cutoff, dryRun: true) == 0)
+            #expect(try await ledger.quotaUsage([alice], day: Self.day()).first?.dayBytes == 0)
+            #expect(try await ledger.quotaUsage([alice], day: cutoff).first?.dayBytes == 7)
+            #expect(try await ledger.quotaUsage([alice], day: cutoff + 1).first?.dayBytes == 11)
+            // What is stored is not a daily counter: untouched.
+            #expect(try await ledger.quotaUsage([alice], day: cutoff).first?.storedBytes == 23)
+        }
+    }
+
+    @Test(arguments: LedgerBackend.available)
     func aHandOffOverItsQuotaIsRefusedInsideTheTransactionAndWritesNothing(backend: LedgerBackend) async throws {
         try await Contract().withLedger(backend) { ledger in
             let quota = QuotaCheck(

@@ -14,11 +14,21 @@ extension Administration {
         public var size: Int64
     }
 
-    /// Applies `retention.cleanDays` and `retention.quarantineDays`: bytes removed, rows kept as `purged`.
+    /// What ``purge(dryRun:)`` did (or would do).
+    public struct PurgeReport: Sendable, Equatable {
+        /// The transfers whose bytes went.
+        public var items: [PurgeItem]
+        /// Per-day upload counters of days before yesterday (UTC) removed: daily quotas only read today's.
+        public var dailyQuotaCounters: Int
+    }
+
+    /// Applies `retention.cleanDays` and `retention.quarantineDays`: bytes removed, rows kept as `purged`. Then
+    /// removes the per-day upload counters of days before yesterday (UTC), which no daily quota reads again (a
+    /// day's grace for a node whose clock lags), so the ledger does not grow by a row per uploader and day forever.
     ///
     /// Safe while the server runs: each transfer is purged in its own write transaction, and clean bytes are
     /// kept while another live transfer shares them.
-    public func purge(dryRun: Bool) async throws -> [PurgeItem] {
+    public func purge(dryRun: Bool) async throws -> PurgeReport {
         let now = self.now
         let retention = self.transferService.configuration.retention
         let due = try await self.ledger.purgeCandidates(
@@ -26,7 +36,10 @@ extension Administration {
             quarantineBefore: now.addingTimeInterval(-Double(retention.quarantineDays) * 86400)
         )
         let items = due.map { PurgeItem(id: $0.id, state: $0.state, createdAt: $0.createdAt, size: $0.size) }
-        guard !dryRun else { return items }
+        let counterDays = QuotaDay.of(now) - 1
+        guard !dryRun else {
+            return PurgeReport(items: items, dailyQuotaCounters: try await self.ledger.pruneDailyQuotaUsage(before: counterDays, dryRun: true))
+        }
         for record in due {
             let event = AuditEvent(
                 at: now,
@@ -43,7 +56,7 @@ extension Administration {
                 try await self.transferService.removeBytes(of: record)
             }
         }
-        return items
+        return PurgeReport(items: items, dailyQuotaCounters: try await self.ledger.pruneDailyQuotaUsage(before: counterDays, dryRun: false))
     }
 
     /// A disagreement between ledger and disk.

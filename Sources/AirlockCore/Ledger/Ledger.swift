@@ -54,6 +54,10 @@ public protocol Ledger: Sendable {
     /// highest stored bytes first (on a tie the broker, then servers, then uploaders), then highest bytes that day.
     func quotaUsage(_ subjects: [QuotaSubject]?, day: Int64) async throws -> [QuotaUsage]
 
+    /// Removes the per-day upload counters of UTC days before `day` (no daily quota reads them again), or only
+    /// counts them when `dryRun`; returns how many. Stored-bytes counters are not touched.
+    func pruneDailyQuotaUsage(before day: Int64, dryRun: Bool) async throws -> Int
+
     // MARK: Writes (each one transaction)
 
     /// Records a hand-off: the transfer, its recipients, their download tokens, its XEP-0363 slot

@@ -91,6 +91,16 @@ extension PostgresLedger {
         }
     }
 
+    public func pruneDailyQuotaUsage(before day: Int64, dryRun: Bool) async throws -> Int {
+        let sql: PostgresQuery =
+            dryRun
+            ? "SELECT COUNT(*) FROM quota_daily_usage WHERE day < \(day)"
+            : "WITH gone AS (DELETE FROM quota_daily_usage WHERE day < \(day) RETURNING 1) SELECT COUNT(*) FROM gone"
+        var count = 0
+        for try await rows in try await self.client.query(sql, logger: self.logger).decode(Int64.self) { count = Int(rows) }
+        return count
+    }
+
     /// The usage of `subjects`, in their order (nil: all, highest stored bytes first; on a tie the broker, then
     /// servers, then uploaders; then highest bytes on `day`).
     private static func quotaUsage(_ subjects: [QuotaSubject]?, day: Int64, _ connection: PostgresConnection, _ logger: Logger) async throws

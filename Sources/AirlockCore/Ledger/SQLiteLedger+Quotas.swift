@@ -85,6 +85,18 @@ extension SQLiteLedger {
         try await self.writer.read { db in try Self.quotaUsage(subjects, day: day, db) }
     }
 
+    public func pruneDailyQuotaUsage(before day: Int64, dryRun: Bool) async throws -> Int {
+        if dryRun {
+            return try await self.writer.read { db in
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM quotaDailyUsage WHERE day < ?", arguments: [day]) ?? 0
+            }
+        }
+        return try await self.writer.write { db in
+            try db.execute(sql: "DELETE FROM quotaDailyUsage WHERE day < ?", arguments: [day])
+            return db.changesCount
+        }
+    }
+
     /// The usage of `subjects`, in their order (nil: all, highest stored bytes first; on a tie the broker, then
     /// servers, then uploaders; then highest bytes on `day`).
     static func quotaUsage(_ subjects: [QuotaSubject]?, day: Int64, _ db: Database) throws -> [QuotaUsage] {
