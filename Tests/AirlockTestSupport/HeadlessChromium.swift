@@ -109,6 +109,7 @@ public final class HeadlessChromium: @unchecked Sendable {
         if self.process.isRunning {
             kill(self.pid, SIGTERM)
         }
+        defer { self.endHelpers(timeout: timeout) }
         guard self.exited.wait(timeout: .now() + timeout) == .success else {
             kill(self.pid, SIGKILL)
             _ = self.exited.wait(timeout: .now() + timeout)
@@ -119,9 +120,45 @@ public final class HeadlessChromium: @unchecked Sendable {
         return self.process.terminationStatus
     }
 
+    /// Ends what is left of the browser's process group (the browser leads it: `Process` starts every child as a
+    /// group of its own) and waits, at most `timeout` seconds, until no member is left. Its helpers (zygotes, GPU,
+    /// network and storage services, renderers) outlive the browser for a moment and go on writing to the profile:
+    /// removed under them, the profile was left behind, one directory per run.
+    private func endHelpers(timeout: TimeInterval) {
+        // Never `kill(0, …)`: that is this process's own group.
+        guard self.pid > 0 else { return }
+        let group = -self.pid
+        let deadline = Date().addingTimeInterval(timeout)
+        // The browser has exited (or was killed): nothing of the helpers' is worth waiting for.
+        while Self.runs(inGroup: self.pid) {
+            if Date() > deadline { return }
+            kill(group, SIGKILL)
+            // No event tells this process when another process's children are gone: look again shortly.
+            usleep(20_000)
+        }
+    }
+
+    /// Whether any process of process group `group` still runs. Zombies do not count: they write nothing, and the
+    /// init process of a container may take a second to reap them.
+    private static func runs(inGroup group: Int32) -> Bool {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return false }
+        for entry in entries where entry.first?.isNumber == true {
+            // `pid (comm) state ppid pgrp …`: comm may hold blanks and parentheses, so fields count from the last ")".
+            guard let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 2, Int32(fields[2]) == group, fields[0] != "Z" { return true }
+        }
+        return false
+    }
+
     deinit {
         if self.process.isRunning {
             kill(self.pid, SIGKILL)
+        }
+        if self.pid > 0 {
+            kill(-self.pid, SIGKILL)
         }
     }
 }
