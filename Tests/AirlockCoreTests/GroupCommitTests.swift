@@ -109,6 +109,38 @@ struct GroupCommitTests {
         try await close()
     }
 
+    /// A member whose rows the database refuses (here a transfer id already taken, refused by the insert itself) is
+    /// rolled back alone: the members after it chain their audit entries to the last one that committed.
+    @Test(arguments: LedgerBackend.available)
+    func aMemberTheDatabaseRefusesLeavesTheAuditChainIntact(backend: LedgerBackend) async throws {
+        try await LedgerContractTests().withLedger(backend) { ledger in
+            try await LedgerContractTests.record(LedgerContractTests.handOff("dup"), in: ledger)
+            let members = ["g0", "g1", "dup", "g3", "g4"].enumerated().map { index, id in
+                GroupMember(
+                    entry: LedgerContractTests.handOff(
+                        id,
+                        sha256: LedgerContractTests.digest(900 + index),
+                        created: LedgerContractTests.at(minutes: Int64(index + 1)),
+                        cacheVerdict: true
+                    ),
+                    inTransaction: {}
+                )
+            }
+            let outcomes = try await ledger.recordHandOffs(members, beforeCommit: {})
+            #expect(outcomes.map { (try? $0.get()) != nil } == [true, true, false, true, true])
+            for id in ["g0", "g1", "g3", "g4"] {
+                #expect(try await ledger.transfer(id: id)?.0.state == .stored)
+            }
+            // The refused member's verdict cache entry went with it; the others' are there.
+            #expect(try await ledger.cachedVerdict(sha256: LedgerContractTests.digest(902), signatureVersion: "sigs-27001") == nil)
+            #expect(try await ledger.cachedVerdict(sha256: LedgerContractTests.digest(903), signatureVersion: "sigs-27001") != nil)
+            let chain = try await ledger.auditChain()
+            #expect(chain.entries.count == 5)
+            #expect(chain.entries.compactMap(\.transferId) == ["dup", "g0", "g1", "g3", "g4"])
+            LedgerContractTests.expectIntactChain(chain.entries)
+        }
+    }
+
     /// The durability promise rests on synced commits: checked on the connection, not assumed.
     @Test func theSQLiteLedgerCommitsWithFullSynchronousWrites() async throws {
         let directory = try TemporaryDirectory()

@@ -14,13 +14,17 @@ extension PostgresLedger {
             for slot in Set(group.compactMap(\.entry.slot)).sorted() {
                 try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(slot), 1))", logger: self.logger)
             }
+            // The audit head last, once for the group: each member's entry chains to the one before, carried here.
+            var head = try await self.lockAuditHead(connection)
             var outcomes: [Result<Void, any Error>] = []
             for member in group {
-                // A savepoint per member: one that fails is rolled back alone, the group goes on.
+                // A savepoint per member: one that fails is rolled back alone (the head stays where it was), the
+                // group goes on.
                 try await connection.query("SAVEPOINT hand_off", logger: self.logger)
                 do {
-                    try await self.insert(member.entry, connection, inTransaction: member.inTransaction)
+                    let next = try await self.insert(member.entry, connection, inTransaction: member.inTransaction, head: head)
                     try await connection.query("RELEASE SAVEPOINT hand_off", logger: self.logger)
+                    head = next
                     outcomes.append(.success(()))
                 } catch {
                     try await connection.query("ROLLBACK TO SAVEPOINT hand_off", logger: self.logger)

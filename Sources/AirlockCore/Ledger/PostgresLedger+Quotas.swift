@@ -153,10 +153,12 @@ extension PostgresLedger {
 
     /// Throws ``BrokerError/quotaExceeded(_:)`` when `entry` does not fit in its quotas, inside the caller's
     /// transaction, with its subjects locked until that transaction ends.
-    func enforceQuota(of entry: HandOffEntry, _ connection: PostgresConnection) async throws {
+    func enforceQuota(of entry: HandOffEntry, _ connection: PostgresConnection, locked: Bool = false) async throws {
         guard let check = entry.quota else { return }
         let subjects = check.subjects
-        try await self.lockQuotaSubjects(subjects, connection)
+        if !locked {
+            try await self.lockQuotaSubjects(subjects, connection)
+        }
         let transfer = entry.transfer
         let usage = try await Self.quotaUsage(subjects, day: QuotaDay.of(transfer.createdAt), connection, self.logger)
         if let refusal = check.refusal(adding: transfer.size, at: transfer.createdAt, usage: usage) {
