@@ -451,17 +451,15 @@ struct HandOffTests {
             }
             #expect(results.count == 50)
             #expect(Set(results.map(\.1.id)).count == 50)
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for (content, transfer) in results {
-                    group.addTask {
-                        #expect(transfer.verdict == "clean")
-                        let downloaded = try await client.download(try #require(transfer.downloads?.first?.url))
-                        #expect(downloaded.status == .ok)
-                        #expect(SHA256.hash(data: downloaded.bytes) == SHA256.hash(data: content))
-                        #expect(transfer.sha256 == SHA256.hash(data: content).map { String(format: "%02x", $0) }.joined())
-                    }
-                }
-                try await group.waitForAll()
+            // The downloads check what was stored, one after another: fifty at once through the test client's pool
+            // of eight queued against its time-outs on a loaded machine (getConnectionFromPoolTimeout), which
+            // tested the client, not the server.
+            for (content, transfer) in results {
+                #expect(transfer.verdict == "clean")
+                let downloaded = try await client.download(try #require(transfer.downloads?.first?.url))
+                #expect(downloaded.status == .ok)
+                #expect(SHA256.hash(data: downloaded.bytes) == SHA256.hash(data: content))
+                #expect(transfer.sha256 == SHA256.hash(data: content).map { String(format: "%02x", $0) }.joined())
             }
             #expect(harness.files(under: harness.filesDirectory).count == 50)
         }

@@ -154,11 +154,11 @@ public final class HeadlessChromium: @unchecked Sendable {
     }
 
     deinit {
+        // Only while the browser runs is its process group certainly its own: once every member is gone the number
+        // can be reused (pid_max is 32,768 here), and a group kill could hit another test's processes.
         if self.process.isRunning {
-            kill(self.pid, SIGKILL)
-        }
-        if self.pid > 0 {
             kill(-self.pid, SIGKILL)
+            kill(self.pid, SIGKILL)
         }
     }
 }
