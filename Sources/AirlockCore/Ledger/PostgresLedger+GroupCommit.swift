@@ -8,12 +8,8 @@ extension PostgresLedger {
             // slot), before any member takes the audit head: a member taking one after another member held the audit
             // head could wait on a transaction that waits for the audit head.
             try await self.lockQuotaSubjects(group.flatMap { $0.entry.quota?.subjects ?? [] }, connection)
-            for sha256 in Set(group.filter(\.entry.verdict.isClean).map(\.entry.transfer.sha256)).sorted() {
-                try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(sha256), 0))", logger: self.logger)
-            }
-            for slot in Set(group.compactMap(\.entry.slot)).sorted() {
-                try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(slot), 1))", logger: self.logger)
-            }
+            try await self.lock(group.filter(\.entry.verdict.isClean).map(\.entry.transfer.sha256), seed: 0, connection)
+            try await self.lock(group.compactMap(\.entry.slot), seed: 1, connection)
             // The audit head last, once for the group: each member's entry chains to the one before, carried here.
             var head = try await self.lockAuditHead(connection)
             var outcomes: [Result<Void, any Error>] = []
@@ -37,5 +33,28 @@ extension PostgresLedger {
         }
         if group.contains(where: { !$0.entry.notifications.isEmpty }) { self.notifications.enqueued() }
         return outcomes
+    }
+}
+
+extension PostgresLedger {
+    /// Takes the transaction-level advisory lock of each of `names` (`hashtextextended(name, seed)`), each once and
+    /// sorted, so every transaction takes them in one order; all in one statement. Its rows come out of `unnest` in
+    /// the array's order and are sorted by that position before the locks are taken (PostgreSQL evaluates a volatile
+    /// output expression after the sort), so the order holds either way.
+    func lock(_ names: [String], seed: Int64, _ connection: PostgresConnection) async throws {
+        let sorted = Set(names).sorted()
+        guard sorted.count > 1 else {
+            if let name = sorted.first {
+                try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(name), \(seed)))", logger: self.logger)
+            }
+            return
+        }
+        _ = try await connection.query(
+            """
+            SELECT pg_advisory_xact_lock(hashtextextended(name, \(seed)))
+            FROM unnest(\(sorted)::text[]) WITH ORDINALITY AS lock(name, position) ORDER BY position
+            """,
+            logger: self.logger
+        ).collect()
     }
 }

@@ -146,9 +146,7 @@ extension PostgresLedger {
     /// Takes the advisory lock of each subject, in one order for every transaction (sorted, each once), held until
     /// the caller's transaction ends.
     func lockQuotaSubjects(_ subjects: [QuotaSubject], _ connection: PostgresConnection) async throws {
-        for name in Set(subjects.map(\.lockName)).sorted() {
-            try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(name), \(LockKey.quotaSubjectSeed)))", logger: self.logger)
-        }
+        try await self.lock(subjects.map(\.lockName), seed: LockKey.quotaSubjectSeed, connection)
     }
 
     /// Throws ``BrokerError/quotaExceeded(_:)`` when `entry` does not fit in its quotas, inside the caller's
