@@ -106,13 +106,19 @@ public final class HeadlessChromium: @unchecked Sendable {
     }
 
     private func closeBlocking(timeout: TimeInterval) -> Int32? {
-        if self.process.isRunning {
+        // Only a browser that still runs has a process group that is certainly its own (see `deinit`): one that
+        // exited earlier (a crash, a second close) may have left its number free for another test's process.
+        let running = self.process.isRunning
+        if running {
             kill(self.pid, SIGTERM)
         }
-        defer { self.endHelpers(timeout: timeout) }
+        defer { if running { self.endHelpers(timeout: timeout) } }
         guard self.exited.wait(timeout: .now() + timeout) == .success else {
             kill(self.pid, SIGKILL)
-            _ = self.exited.wait(timeout: .now() + timeout)
+            if self.exited.wait(timeout: .now() + timeout) == .success {
+                // Let a later close (or deinit) see the exit as well.
+                self.exited.signal()
+            }
             return nil
         }
         // Let a later close (or deinit) see the exit as well.

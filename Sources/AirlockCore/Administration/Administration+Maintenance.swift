@@ -36,7 +36,8 @@ extension Administration {
             quarantineBefore: now.addingTimeInterval(-Double(retention.quarantineDays) * 86400)
         )
         let items = due.map { PurgeItem(id: $0.id, state: $0.state, createdAt: $0.createdAt, size: $0.size) }
-        let counterDays = QuotaDay.of(now) - 1
+        // Never past the real day: a `--now` in the future must not reset today's daily quotas.
+        let counterDays = QuotaDay.of(min(now, Date())) - 1
         guard !dryRun else {
             return PurgeReport(items: items, dailyQuotaCounters: try await self.ledger.pruneDailyQuotaUsage(before: counterDays, dryRun: true))
         }

@@ -43,6 +43,8 @@ public final class Retroscanner: Sendable {
     private let continuation: AsyncStream<Void>.Continuation
     private let observers = Mutex<[@Sendable (RetroscanEvent) -> Void]>([])
     private let stopping = Atomic(false)
+    /// The pending ``followUp(after:)``, cancelled by ``finish()``.
+    private let followUpTimer = Mutex<Task<Void, Never>?>(nil)
     /// The actor of its audit entries.
     public static let actor = "airlock:retroscan"
 
@@ -79,6 +81,7 @@ public final class Retroscanner: Sendable {
     /// Stops ``run()`` after the pass in progress.
     public func finish() {
         self.stopping.store(true, ordering: .releasing)
+        self.followUpTimer.withLock { $0?.cancel() }
         self.continuation.finish()
     }
 
@@ -90,6 +93,11 @@ public final class Retroscanner: Sendable {
         var checked = 0
         var recalled = 0
         var skipped: Set<String> = []
+        // Contents the scans could not judge this pass (tried again at the next one).
+        var unjudged = 0
+        // Of `skipped`, those a claim can return again (no verdict for the version claimed): what the limit must
+        // make room for. Checked and recalled contents never come back, so a claim stays one batch of new ones.
+        var returning: Set<String> = []
         var lastError: String?
         await self.publish(version: version, windowHours: settings.windowHours, running: true, checked: 0, recalled: 0, error: nil)
         passLoop: while !Task.isCancelled, !self.stopping.load(ordering: .acquiring) {
@@ -102,7 +110,7 @@ public final class Retroscanner: Sendable {
                 candidates = try await broker.ledger.claimRetroscanCandidates(
                     since: since,
                     signatureVersion: version,
-                    limit: Self.batch(settings.workers) + skipped.count,
+                    limit: Self.batch(settings.workers) + returning.count,
                     node: broker.configuration.node.id,
                     now: now,
                     leaseUntil: now.addingTimeInterval(Self.lease(settings.workers, scanTimeout: broker.configuration.scanner.scanTimeoutSeconds))
@@ -134,9 +142,13 @@ public final class Retroscanner: Sendable {
                 // restarted on newer files) would otherwise bring the same content back forever.
                 skipped.insert(sha256)
                 switch outcome {
-                case .checked: checked += 1
+                case .checked(let sameVersion):
+                    checked += 1
+                    if !sameVersion { returning.insert(sha256) }
                 case .recalled(let count): recalled += count
-                case .skipped: skipped.insert(sha256)
+                case .skipped:
+                    unjudged += 1
+                    returning.insert(sha256)
                 case .stop(let reason):
                     lastError = reason
                     break passLoop
@@ -144,11 +156,22 @@ public final class Retroscanner: Sendable {
             }
             await self.publish(version: version, windowHours: settings.windowHours, running: true, checked: checked, recalled: recalled, error: nil)
             // A reload during the pass: go on with the new signatures (what they checked already counts).
-            version = broker.inspector.signatures.version
+            let serving = broker.inspector.signatures.version
+            if serving != version {
+                // Everything handled so far has no verdict under the new version: claims may return all of it.
+                returning = skipped
+                version = serving
+            }
         }
         let since = broker.now().addingTimeInterval(-Double(settings.windowHours) * 3600)
         if let progress = try? await broker.ledger.retroscanProgress(since: since, signatureVersion: version) {
             self.notify(.passFinished(signatureVersion: version, progress: progress))
+            // Unchecked contents beyond those this pass could not judge were leased by other nodes (or checked by
+            // signatures that changed during the pass). If such a node died, its leases run out and nobody would
+            // check them before the next signature change: look again once they have.
+            if lastError == nil, progress.pending > unjudged {
+                self.followUp(after: Self.lease(settings.workers, scanTimeout: broker.configuration.scanner.scanTimeoutSeconds))
+            }
         }
         await self.publish(
             version: version,
@@ -169,6 +192,18 @@ public final class Retroscanner: Sendable {
         }
     }
 
+    /// Asks for one more pass `seconds` from now (one such request at a time; none once finishing).
+    private func followUp(after seconds: TimeInterval) {
+        self.followUpTimer.withLock { timer in
+            guard timer == nil, !self.stopping.load(ordering: .acquiring) else { return }
+            timer = Task {
+                let slept: Void? = try? await Task.sleep(for: .seconds(seconds))
+                self.followUpTimer.withLock { $0 = nil }
+                if slept != nil, !self.stopping.load(ordering: .acquiring) { self.requestPass() }
+            }
+        }
+    }
+
     /// Contents claimed at once: a few per worker, so nodes sharing the ledger split a pass finely.
     static func batch(_ workers: Int) -> Int { 4 * workers }
 
@@ -179,7 +214,8 @@ public final class Retroscanner: Sendable {
     }
 
     private enum Outcome {
-        case checked
+        /// Still clean; `sameVersion` when recorded under the version the pass claimed it for.
+        case checked(sameVersion: Bool)
         case recalled(Int)
         /// Not checked this pass (the file is missing, or the scan could not judge it): tried again next pass.
         case skipped
@@ -208,7 +244,7 @@ public final class Retroscanner: Sendable {
                 return .stop("cannot record progress in the ledger: \(error)")
             }
             self.notify(.checked(sha256: candidate.sha256))
-            return .checked
+            return .checked(sameVersion: record.signatureVersion == version)
         case .unscannable(let reason) where !report.scannerFailure:
             if reason.hasPrefix("scanner unavailable") { return .stop(reason) }
             broker.logger.warning(

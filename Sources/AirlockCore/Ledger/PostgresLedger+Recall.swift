@@ -11,40 +11,53 @@ extension PostgresLedger {
         leaseUntil: Date
     ) async throws -> [RetroscanCandidate] {
         let nowValue = Self.milliseconds(now)
+        // Leases that ran out, dropped apart from the claim and without waiting for a row another claim holds: a
+        // delete that locked rows in its own order inside the claim could wait on a claim that waits on it.
+        try await self.client.query(
+            """
+            DELETE FROM retroscan_lease WHERE ctid IN
+            (SELECT ctid FROM retroscan_lease WHERE leased_until <= \(nowValue) FOR UPDATE SKIP LOCKED)
+            """,
+            logger: self.logger
+        )
         return try await self.transaction { connection in
-            try await connection.query("DELETE FROM retroscan_lease WHERE leased_until <= \(nowValue)", logger: self.logger)
-            let rows = try await connection.query(
-                """
-                SELECT sha256, MAX(size), MAX(created_at) AS newest FROM transfer
-                WHERE state = 'stored' AND created_at >= \(Self.milliseconds(since))
-                AND NOT EXISTS (SELECT 1 FROM verdict_cache v WHERE v.sha256 = transfer.sha256 AND v.signature_version = \(signatureVersion))
-                AND NOT EXISTS (SELECT 1 FROM retroscan_lease l WHERE l.sha256 = transfer.sha256 AND l.signature_version = \(signatureVersion)
-                    AND l.node <> \(node))
-                GROUP BY sha256 ORDER BY newest DESC, sha256 LIMIT \(Int64(limit))
-                """,
-                logger: self.logger
-            )
-            var candidates: [RetroscanCandidate] = []
-            for try await (sha256, size, newest) in rows.decode((String, Int64, Int64).self) {
-                candidates.append(RetroscanCandidate(sha256: sha256, size: size, newest: Self.date(newest)))
+            // Another node may read the same contents as unleased and lease them first: its insert makes this one
+            // wait for its commit, and the lease it holds is then left alone and not returned. Read again then
+            // (each statement sees what committed before it), so losing a race is not taken for the end of the
+            // pass; bounded, as every round that returns nothing saw leases more.
+            for _ in 0..<8 {
+                let rows = try await connection.query(
+                    """
+                    SELECT sha256, MAX(size), MAX(created_at) AS newest FROM transfer
+                    WHERE state = 'stored' AND created_at >= \(Self.milliseconds(since))
+                    AND NOT EXISTS (SELECT 1 FROM verdict_cache v WHERE v.sha256 = transfer.sha256 AND v.signature_version = \(signatureVersion))
+                    AND NOT EXISTS (SELECT 1 FROM retroscan_lease l WHERE l.sha256 = transfer.sha256 AND l.signature_version = \(signatureVersion)
+                        AND l.node <> \(node) AND l.leased_until > \(nowValue))
+                    GROUP BY sha256 ORDER BY newest DESC, sha256 LIMIT \(Int64(limit))
+                    """,
+                    logger: self.logger
+                )
+                var candidates: [RetroscanCandidate] = []
+                for try await (sha256, size, newest) in rows.decode((String, Int64, Int64).self) {
+                    candidates.append(RetroscanCandidate(sha256: sha256, size: size, newest: Self.date(newest)))
+                }
+                guard !candidates.isEmpty else { return [] }
+                // Leased in digest order, so two claims never wait for each other in a circle.
+                let leased = try await connection.query(
+                    """
+                    INSERT INTO retroscan_lease (sha256, signature_version, node, leased_until)
+                    SELECT digest, \(signatureVersion), \(node), \(Self.milliseconds(leaseUntil)) FROM unnest(\(candidates.map(\.sha256).sorted())) AS digest
+                    ON CONFLICT (sha256, signature_version) DO UPDATE SET node = excluded.node, leased_until = excluded.leased_until
+                    WHERE retroscan_lease.node = excluded.node OR retroscan_lease.leased_until <= \(nowValue)
+                    RETURNING sha256
+                    """,
+                    logger: self.logger
+                )
+                var mine: Set<String> = []
+                for try await sha256 in leased.decode(String.self) { mine.insert(sha256) }
+                if !mine.isEmpty { return candidates.filter { mine.contains($0.sha256) } }
             }
-            guard !candidates.isEmpty else { return [] }
-            // Another node may have read the same contents as unleased and be leasing them now: the unique key makes
-            // this insert wait for its commit, and a lease it holds is then left alone and not returned. Leased in
-            // digest order, so two claims never wait for each other in a circle.
-            let leased = try await connection.query(
-                """
-                INSERT INTO retroscan_lease (sha256, signature_version, node, leased_until)
-                SELECT digest, \(signatureVersion), \(node), \(Self.milliseconds(leaseUntil)) FROM unnest(\(candidates.map(\.sha256).sorted())) AS digest
-                ON CONFLICT (sha256, signature_version) DO UPDATE SET node = excluded.node, leased_until = excluded.leased_until
-                WHERE retroscan_lease.node = excluded.node OR retroscan_lease.leased_until <= \(nowValue)
-                RETURNING sha256
-                """,
-                logger: self.logger
-            )
-            var mine: Set<String> = []
-            for try await sha256 in leased.decode(String.self) { mine.insert(sha256) }
-            return candidates.filter { mine.contains($0.sha256) }
+            return []
         }
     }
 
