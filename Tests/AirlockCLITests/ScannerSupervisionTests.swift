@@ -125,7 +125,8 @@ struct ScannerSupervisionTests {
         // The upload is being scanned while received: the scanner holds its staging file. Kill it there, twice.
         var killed: Set<Int32> = []
         for _ in 0..<2 {
-            let scanning = await ProcessTable.waitFor(timeout: 30) {
+            // Bounded generously: under the whole suite a restarted scanner once took longer than 30 s to get here.
+            let scanning = await ProcessTable.waitFor(timeout: 90) {
                 ProcessTable.scannerProcesses(of: server.pid).first { pid in
                     !killed.contains(pid) && ProcessTable.openFiles(of: pid).contains { $0.contains("/staging/") }
                 }

@@ -2,6 +2,7 @@ import AirlockTestSupport
 import Crypto
 import Foundation
 import Logging
+import Synchronization
 import Testing
 
 @testable import AirlockCore
@@ -20,7 +21,9 @@ struct RetroscanTakeoverTests {
         configuration.scanner.scanTimeoutSeconds = 1
         var logger = Logger(label: "airlock.test")
         logger.logLevel = .error
-        let broker = try await Broker.start(configuration: configuration, logger: logger)
+        // The broker's clock, moved by the test: leases run out when it says, however loaded the machine is.
+        let clock = Mutex(Date())
+        let broker = try await Broker.start(configuration: configuration, logger: logger) { clock.withLock { $0 } }
         defer { Task { try? await broker.shutdown() } }
 
         // Six clean contents, stored and recorded, that the serving signatures have not checked.
@@ -31,12 +34,12 @@ struct RetroscanTakeoverTests {
             let path = broker.store.cleanPath(sha256: sha256)
             try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             try bytes.write(to: URL(fileURLWithPath: path))
-            let created = Date().addingTimeInterval(-Double(index) * 60)
+            let created = clock.withLock { $0 }.addingTimeInterval(-Double(index) * 60)
             try await LedgerContractTests.record(LedgerContractTests.handOff("k\(index)", sha256: sha256, created: created), in: broker.ledger)
             digests.append(sha256)
         }
-        // A node that died holding the three newest, for one more second.
-        let now = Date()
+        // A node that died holding the three newest, for one more second of the broker's clock.
+        let now = clock.withLock { $0 }
         let ghost = try await broker.ledger.claimRetroscanCandidates(
             since: now.addingTimeInterval(-3600),
             signatureVersion: broker.inspector.signatures.version,
@@ -65,6 +68,8 @@ struct RetroscanTakeoverTests {
             case .passFinished(_, let progress):
                 passes.append(progress)
                 if progress.pending == 0 { sink.finish() }
+                // The first pass is over: the dead node's leases run out before the pass it asks for.
+                clock.withLock { $0 = $0.addingTimeInterval(60) }
             }
         }
         bound.cancel()
