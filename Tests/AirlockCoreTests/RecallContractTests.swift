@@ -86,7 +86,7 @@ struct RecallContractTests {
             // Leases are per signature version: another version's pass sees everything.
             #expect(try await Self.claim(ledger, "v3", limit: 10, node: "node-c").count == 6)
 
-            // A check ends the lease of its version only: node-c's v3 lease on the same content still holds.
+            // A check takes the content out of its version's pass; node-c's v3 lease on the same content still holds.
             try await ledger.recordChecked(
                 VerdictCacheRecord(
                     sha256: newestFirst[2],

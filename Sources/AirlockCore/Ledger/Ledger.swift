@@ -157,9 +157,11 @@ public protocol Ledger: Sendable {
     /// transfers handed off since `since`) that version has not checked yet (it has no verdict cache entry for
     /// it), newest first, leaving out what another node holds a lease on for the same version. Each content
     /// returned is leased to `node` until `leaseUntil` (a node may claim again what it holds already), so nodes
-    /// sharing one ledger split a pass instead of each scanning everything. A lease ends when its content is
-    /// checked (``recordChecked(_:)``) or recalled, or when it runs out (a node that died): a lease that ran out
-    /// during a slow check costs a second scan, never a missed one. Leases that ran out by `now` are dropped.
+    /// sharing one ledger split a pass instead of each scanning everything. A checked content is no candidate any
+    /// more (it has its verdict); its lease is kept until it runs out, so that a claim that read the content as
+    /// unleased before the check cannot lease it afresh after it. A recall drops the content's leases. A lease
+    /// that ran out (a node that died) can be taken over; one that ran out during a slow check costs a second
+    /// scan, never a missed one. Leases that ran out are dropped.
     func claimRetroscanCandidates(
         since: Date,
         signatureVersion: String,
@@ -174,7 +176,7 @@ public protocol Ledger: Sendable {
     func retroscanProgress(since: Date, signatureVersion: String) async throws -> RetroscanProgress
 
     /// Records that `verdict.signatureVersion` found `verdict.sha256` clean (a verdict cache entry): a retro-scan's
-    /// progress, kept across restarts. Ends any node's lease on that content for that version.
+    /// progress, kept across restarts.
     func recordChecked(_ verdict: VerdictCacheRecord) async throws
 
     /// Recalls content that is no longer clean, in one transaction: every `stored` transfer with `sha256` becomes

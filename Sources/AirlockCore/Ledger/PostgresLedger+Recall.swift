@@ -91,10 +91,6 @@ extension PostgresLedger {
     public func recordChecked(_ verdict: VerdictCacheRecord) async throws {
         try await self.transaction { connection in
             try await Self.save(verdict, connection, self.logger)
-            try await connection.query(
-                "DELETE FROM retroscan_lease WHERE sha256 = \(verdict.sha256) AND signature_version = \(verdict.signatureVersion)",
-                logger: self.logger
-            )
         }
     }
 

@@ -64,10 +64,6 @@ extension SQLiteLedger {
     public func recordChecked(_ verdict: VerdictCacheRecord) async throws {
         try await self.writer.write { db in
             try verdict.saveWithCachedStatement(db)
-            try db.execute(
-                sql: "DELETE FROM retroscanLease WHERE sha256 = ? AND signatureVersion = ?",
-                arguments: [verdict.sha256, verdict.signatureVersion]
-            )
         }
     }
 
