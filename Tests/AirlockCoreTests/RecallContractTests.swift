@@ -53,6 +53,7 @@ struct RecallContractTests {
         _ version: String,
         limit: Int,
         node: String,
+        excluding handled: Set<String> = [],
         since: Date = Contract.at(minutes: 0),
         now: Date = Contract.at(minutes: 61),
         leaseMinutes: Double = 10
@@ -61,6 +62,7 @@ struct RecallContractTests {
             since: since,
             signatureVersion: version,
             limit: limit,
+            excluding: handled,
             node: node,
             now: now,
             leaseUntil: now.addingTimeInterval(leaseMinutes * 60)
@@ -85,6 +87,9 @@ struct RecallContractTests {
             #expect(try await Self.claim(ledger, "v2", limit: 10, node: "node-c").isEmpty)
             // Leases are per signature version: another version's pass sees everything.
             #expect(try await Self.claim(ledger, "v3", limit: 10, node: "node-c").count == 6)
+            // What a pass handled already stays out of its claims.
+            let rest = try await Self.claim(ledger, "v4", limit: 2, node: "node-e", excluding: [newestFirst[0], newestFirst[2]])
+            #expect(rest.map(\.sha256) == [newestFirst[1], newestFirst[3]])
 
             // A check takes the content out of its version's pass; node-c's v3 lease on the same content still holds.
             try await ledger.recordChecked(

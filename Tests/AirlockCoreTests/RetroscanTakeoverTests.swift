@@ -44,6 +44,7 @@ struct RetroscanTakeoverTests {
             since: now.addingTimeInterval(-3600),
             signatureVersion: broker.inspector.signatures.version,
             limit: 3,
+            excluding: [],
             node: "ghost",
             now: now,
             leaseUntil: now.addingTimeInterval(1)

@@ -93,11 +93,9 @@ public final class Retroscanner: Sendable {
         var checked = 0
         var recalled = 0
         var skipped: Set<String> = []
-        // Contents the scans could not judge this pass (tried again at the next one).
-        var unjudged = 0
-        // Of `skipped`, those a claim can return again (no verdict for the version claimed): what the limit must
-        // make room for. Checked and recalled contents never come back, so a claim stays one batch of new ones.
-        var returning: Set<String> = []
+        // Of `skipped`, those that stay unchecked for `version`: not judged (tried again at the next pass), or
+        // recorded under other signatures than the pass claimed them for.
+        var stillPending: Set<String> = []
         var lastError: String?
         await self.publish(version: version, windowHours: settings.windowHours, running: true, checked: 0, recalled: 0, error: nil)
         passLoop: while !Task.isCancelled, !self.stopping.load(ordering: .acquiring) {
@@ -105,17 +103,17 @@ public final class Retroscanner: Sendable {
             let candidates: [RetroscanCandidate]
             do {
                 // Leased to this node: nodes sharing the ledger split the pass, batch by batch. What this pass
-                // skipped comes back (its lease renewed) and is left out again.
+                // handled already is left out, whatever became of it.
                 let now = broker.now()
                 candidates = try await broker.ledger.claimRetroscanCandidates(
                     since: since,
                     signatureVersion: version,
-                    limit: Self.batch(settings.workers) + returning.count,
+                    limit: Self.batch(settings.workers),
+                    excluding: skipped,
                     node: broker.configuration.node.id,
                     now: now,
                     leaseUntil: now.addingTimeInterval(Self.lease(settings.workers, scanTimeout: broker.configuration.scanner.scanTimeoutSeconds))
                 )
-                .filter { !skipped.contains($0.sha256) }
             } catch {
                 lastError = "cannot read the ledger: \(error)"
                 break
@@ -144,11 +142,10 @@ public final class Retroscanner: Sendable {
                 switch outcome {
                 case .checked(let sameVersion):
                     checked += 1
-                    if !sameVersion { returning.insert(sha256) }
+                    if !sameVersion { stillPending.insert(sha256) }
                 case .recalled(let count): recalled += count
                 case .skipped:
-                    unjudged += 1
-                    returning.insert(sha256)
+                    stillPending.insert(sha256)
                 case .stop(let reason):
                     lastError = reason
                     break passLoop
@@ -158,20 +155,20 @@ public final class Retroscanner: Sendable {
             // A reload during the pass: go on with the new signatures (what they checked already counts).
             let serving = broker.inspector.signatures.version
             if serving != version {
-                // Everything handled so far has no verdict under the new version: claims may return all of it.
-                returning = skipped
+                // Everything handled so far has no verdict under the new version.
+                stillPending = skipped
                 version = serving
             }
         }
         let since = broker.now().addingTimeInterval(-Double(settings.windowHours) * 3600)
-        if let progress = try? await broker.ledger.retroscanProgress(since: since, signatureVersion: version) {
+        let progress = try? await broker.ledger.retroscanProgress(since: since, signatureVersion: version)
+        if let progress {
             self.notify(.passFinished(signatureVersion: version, progress: progress))
-            // Unchecked contents beyond those this pass could not judge were leased by other nodes (or checked by
-            // signatures that changed during the pass). If such a node died, its leases run out and nobody would
-            // check them before the next signature change: look again once they have.
-            if lastError == nil, progress.pending > unjudged {
-                self.followUp(after: Self.lease(settings.workers, scanTimeout: broker.configuration.scanner.scanTimeoutSeconds))
-            }
+        }
+        // Look again later when contents this pass did not handle stay unchecked (leased by other nodes: if such a
+        // node died, nobody would check them before the next signature change), or when the pass failed.
+        if lastError != nil || progress.map({ $0.pending > stillPending.count }) ?? true {
+            self.followUp(after: Self.lease(settings.workers, scanTimeout: broker.configuration.scanner.scanTimeoutSeconds))
         }
         await self.publish(
             version: version,
@@ -195,7 +192,7 @@ public final class Retroscanner: Sendable {
     /// Asks for one more pass `seconds` from now (one such request at a time; none once finishing).
     private func followUp(after seconds: TimeInterval) {
         self.followUpTimer.withLock { timer in
-            guard timer == nil, !self.stopping.load(ordering: .acquiring) else { return }
+            guard timer == nil, !self.stopping.load(ordering: .acquiring), !Task.isCancelled else { return }
             timer = Task {
                 let slept: Void? = try? await Task.sleep(for: .seconds(seconds))
                 self.followUpTimer.withLock { $0 = nil }

@@ -155,7 +155,8 @@ public protocol Ledger: Sendable {
 
     /// Claims for `node` up to `limit` contents to check with `signatureVersion`: clean content (of `stored`
     /// transfers handed off since `since`) that version has not checked yet (it has no verdict cache entry for
-    /// it), newest first, leaving out what another node holds a lease on for the same version. Each content
+    /// it), newest first, leaving out `handled` (digests the caller's pass has seen already) and what another node
+    /// holds a lease on for the same version. Each content
     /// returned is leased to `node` until `leaseUntil` (a node may claim again what it holds already), so nodes
     /// sharing one ledger split a pass instead of each scanning everything. A checked content is no candidate any
     /// more (it has its verdict); its lease is kept until it runs out, so that a claim that read the content as
@@ -166,6 +167,7 @@ public protocol Ledger: Sendable {
         since: Date,
         signatureVersion: String,
         limit: Int,
+        excluding handled: Set<String>,
         node: String,
         now: Date,
         leaseUntil: Date

@@ -6,6 +6,7 @@ extension PostgresLedger {
         since: Date,
         signatureVersion: String,
         limit: Int,
+        excluding handled: Set<String>,
         node: String,
         now: Date,
         leaseUntil: Date
@@ -20,12 +21,15 @@ extension PostgresLedger {
             """,
             logger: self.logger
         )
-        return try await self.transaction { connection in
-            // Another node may read the same contents as unleased and lease them first: its insert makes this one
-            // wait for its commit, and the lease it holds is then left alone and not returned. Read again then
-            // (each statement sees what committed before it), so losing a race is not taken for the end of the
-            // pass; bounded, as every round that returns nothing saw leases more.
-            for _ in 0..<8 {
+        // Another node may read the same contents as unleased and lease them first: its insert makes this one wait
+        // for its commit, and the lease it holds is then left alone and not returned. Read again then, so losing a
+        // race is not taken for the end of the pass; bounded, as every round that returns nothing saw leases more.
+        // One transaction per round: a conflicting row stays locked until its transaction ends (even when the
+        // update's condition leaves it alone), and rounds lock in their own orders, so a claim must not hold one
+        // round's rows while it locks the next's.
+        let handledDigests = handled.sorted()
+        for _ in 0..<8 {
+            let (candidates, mine) = try await self.transaction { connection -> ([RetroscanCandidate], Set<String>) in
                 let rows = try await connection.query(
                     """
                     SELECT sha256, MAX(size), MAX(created_at) AS newest FROM transfer
@@ -33,6 +37,7 @@ extension PostgresLedger {
                     AND NOT EXISTS (SELECT 1 FROM verdict_cache v WHERE v.sha256 = transfer.sha256 AND v.signature_version = \(signatureVersion))
                     AND NOT EXISTS (SELECT 1 FROM retroscan_lease l WHERE l.sha256 = transfer.sha256 AND l.signature_version = \(signatureVersion)
                         AND l.node <> \(node) AND l.leased_until > \(nowValue))
+                    AND sha256 <> ALL(\(handledDigests)::text[])
                     GROUP BY sha256 ORDER BY newest DESC, sha256 LIMIT \(Int64(limit))
                     """,
                     logger: self.logger
@@ -41,7 +46,7 @@ extension PostgresLedger {
                 for try await (sha256, size, newest) in rows.decode((String, Int64, Int64).self) {
                     candidates.append(RetroscanCandidate(sha256: sha256, size: size, newest: Self.date(newest)))
                 }
-                guard !candidates.isEmpty else { return [] }
+                guard !candidates.isEmpty else { return ([], []) }
                 // Leased in digest order, so two claims never wait for each other in a circle.
                 let leased = try await connection.query(
                     """
@@ -55,10 +60,12 @@ extension PostgresLedger {
                 )
                 var mine: Set<String> = []
                 for try await sha256 in leased.decode(String.self) { mine.insert(sha256) }
-                if !mine.isEmpty { return candidates.filter { mine.contains($0.sha256) } }
+                return (candidates, mine)
             }
-            return []
+            if candidates.isEmpty { return [] }
+            if !mine.isEmpty { return candidates.filter { mine.contains($0.sha256) } }
         }
+        return []
     }
 
     public func retroscanProgress(since: Date, signatureVersion: String) async throws -> RetroscanProgress {

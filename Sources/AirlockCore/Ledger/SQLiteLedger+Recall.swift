@@ -6,6 +6,7 @@ extension SQLiteLedger {
         since: Date,
         signatureVersion: String,
         limit: Int,
+        excluding handled: Set<String>,
         node: String,
         now: Date,
         leaseUntil: Date
@@ -21,9 +22,10 @@ extension SQLiteLedger {
                     AND NOT EXISTS (SELECT 1 FROM verdictCache v WHERE v.sha256 = transfer.sha256 AND v.signatureVersion = ?)
                     AND NOT EXISTS (SELECT 1 FROM retroscanLease l WHERE l.sha256 = transfer.sha256 AND l.signatureVersion = ?
                         AND l.node <> ?)
+                    AND sha256 NOT IN (SELECT value FROM json_each(?))
                     GROUP BY sha256 ORDER BY newest DESC, sha256 LIMIT ?
                     """,
-                arguments: [since.databaseArgument, signatureVersion, signatureVersion, node, limit]
+                arguments: [since.databaseArgument, signatureVersion, signatureVersion, node, Self.jsonArray(handled), limit]
             ).map { row in
                 RetroscanCandidate(sha256: row["sha256"], size: row["size"], newest: row["newest"])
             }
@@ -38,6 +40,13 @@ extension SQLiteLedger {
             }
             return candidates
         }
+    }
+
+    /// `digests` as a JSON array of strings, for `json_each` (hex digests need no escaping; anything else is
+    /// escaped all the same).
+    static func jsonArray(_ digests: Set<String>) -> String {
+        let data = (try? JSONEncoder().encode(digests.sorted())) ?? Data("[]".utf8)
+        return String(decoding: data, as: UTF8.self)
     }
 
     public func retroscanProgress(since: Date, signatureVersion: String) async throws -> RetroscanProgress {
