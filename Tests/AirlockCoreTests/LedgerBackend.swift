@@ -18,47 +18,28 @@ enum LedgerBackend: String, CaseIterable, CustomStringConvertible, Sendable {
     /// A fresh, empty, migrated ledger of this kind (publishing events as `notifications` routes them), and a
     /// clean-up to call after the test.
     func open(notifications: NotificationRouter = NotificationRouter()) async throws -> (ledger: any Ledger, close: @Sendable () async throws -> Void) {
-        switch self {
-        case .sqlite:
-            let directory = try TemporaryDirectory()
-            let ledger = try SQLiteLedger(path: directory.file("ledger.sqlite"), notifications: notifications)
-            // The directory (and the database in it) is removed when the last reference goes: `close` holds it.
-            return (
-                ledger,
-                {
-                    await ledger.close()
-                    withExtendedLifetime(directory) {}
-                }
-            )
-        case .postgresql:
-            let (url, drop) = try await PostgresTestServer.createDatabase()
-            var logger = Logger(label: "airlock.test.postgres")
-            logger.logLevel = .warning
-            let ledger = try await PostgresLedger.connect(try AirlockConfiguration.PostgreSQL.parse(url), notifications: notifications, logger: logger)
-            return (
-                ledger,
-                {
-                    await ledger.close()
-                    try await drop()
-                }
-            )
-        }
+        let (ledgers, close) = try await self.open(count: 1, notifications: notifications)
+        return (ledgers[0], close)
     }
 
-    /// Two ledgers of this kind on one fresh store (the same database file, the same PostgreSQL database), as two
-    /// nodes (or a server and a command) open it, and a clean-up to call after the test.
+    /// Two ledgers of this kind on one fresh store, as two nodes (or a server and a command) open it, and a clean-up
+    /// to call after the test.
     func openTwo() async throws -> (first: any Ledger, second: any Ledger, close: @Sendable () async throws -> Void) {
+        let (ledgers, close) = try await self.open(count: 2, notifications: NotificationRouter())
+        return (ledgers[0], ledgers[1], close)
+    }
+
+    /// `count` ledgers on one fresh, empty, migrated store (the same database file, the same PostgreSQL database).
+    private func open(count: Int, notifications: NotificationRouter) async throws -> ([any Ledger], @Sendable () async throws -> Void) {
         switch self {
         case .sqlite:
             let directory = try TemporaryDirectory()
-            let first = try SQLiteLedger(path: directory.file("ledger.sqlite"), notifications: NotificationRouter())
-            let second = try SQLiteLedger(path: directory.file("ledger.sqlite"), notifications: NotificationRouter())
+            let ledgers = try (0..<count).map { _ in try SQLiteLedger(path: directory.file("ledger.sqlite"), notifications: notifications) }
+            // The directory (and the database in it) is removed when the last reference goes: `close` holds it.
             return (
-                first,
-                second,
+                ledgers,
                 {
-                    await first.close()
-                    await second.close()
+                    for ledger in ledgers { await ledger.close() }
                     withExtendedLifetime(directory) {}
                 }
             )
@@ -67,14 +48,15 @@ enum LedgerBackend: String, CaseIterable, CustomStringConvertible, Sendable {
             var logger = Logger(label: "airlock.test.postgres")
             logger.logLevel = .warning
             let configuration = try AirlockConfiguration.PostgreSQL.parse(url)
-            let first = try await PostgresLedger.connect(configuration, notifications: NotificationRouter(), logger: logger)
-            let second = try await PostgresLedger.connect(configuration, notifications: NotificationRouter(), logger: logger)
+            var ledgers: [PostgresLedger] = []
+            for _ in 0..<count {
+                ledgers.append(try await PostgresLedger.connect(configuration, notifications: notifications, logger: logger))
+            }
+            let opened = ledgers
             return (
-                first,
-                second,
+                opened,
                 {
-                    await first.close()
-                    await second.close()
+                    for ledger in opened { await ledger.close() }
                     try await drop()
                 }
             )

@@ -90,6 +90,7 @@ public final class Retroscanner: Sendable {
         let settings = broker.configuration.retroscan
         guard settings.windowHours > 0 else { return }
         var version = broker.inspector.signatures.version
+        let lease = Self.lease(scanTimeout: broker.configuration.scanner.scanTimeoutSeconds)
         var checked = 0
         var recalled = 0
         var skipped: Set<String> = []
@@ -108,11 +109,11 @@ public final class Retroscanner: Sendable {
                 candidates = try await broker.ledger.claimRetroscanCandidates(
                     since: since,
                     signatureVersion: version,
-                    limit: Self.batch(settings.workers),
+                    limit: Self.batchPerWorker * settings.workers,
                     excluding: skipped,
                     node: broker.configuration.node.id,
                     now: now,
-                    leaseUntil: now.addingTimeInterval(Self.lease(settings.workers, scanTimeout: broker.configuration.scanner.scanTimeoutSeconds))
+                    leaseUntil: now.addingTimeInterval(lease)
                 )
             } catch {
                 lastError = "cannot read the ledger: \(error)"
@@ -168,7 +169,7 @@ public final class Retroscanner: Sendable {
         // Look again later when contents this pass did not handle stay unchecked (leased by other nodes: if such a
         // node died, nobody would check them before the next signature change), or when the pass failed.
         if lastError != nil || progress.map({ $0.pending > stillPending.count }) ?? true {
-            self.followUp(after: Self.lease(settings.workers, scanTimeout: broker.configuration.scanner.scanTimeoutSeconds))
+            self.followUp(after: lease)
         }
         await self.publish(
             version: version,
@@ -201,13 +202,13 @@ public final class Retroscanner: Sendable {
         }
     }
 
-    /// Contents claimed at once: a few per worker, so nodes sharing the ledger split a pass finely.
-    static func batch(_ workers: Int) -> Int { 4 * workers }
+    /// Contents claimed at once per worker: a few, so nodes sharing the ledger split a pass finely.
+    static let batchPerWorker = 4
 
     /// How long a claim holds: long enough for its batch to be scanned with every check at the scanner's time
     /// limit, and one more. A lease that runs out during a check only lets another node scan the content again.
-    static func lease(_ workers: Int, scanTimeout: Int) -> TimeInterval {
-        Double(Self.batch(workers) / workers + 1) * Double(scanTimeout)
+    static func lease(scanTimeout: Int) -> TimeInterval {
+        Double(Self.batchPerWorker + 1) * Double(scanTimeout)
     }
 
     private enum Outcome {

@@ -27,7 +27,7 @@ extension PostgresLedger {
         // One transaction per round: a conflicting row stays locked until its transaction ends (even when the
         // update's condition leaves it alone), and rounds lock in their own orders, so a claim must not hold one
         // round's rows while it locks the next's.
-        let handledDigests = handled.sorted()
+        let handledDigests = Array(handled)
         for _ in 0..<8 {
             let (candidates, mine) = try await self.transaction { connection -> ([RetroscanCandidate], Set<String>) in
                 let rows = try await connection.query(

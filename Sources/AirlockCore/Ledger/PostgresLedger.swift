@@ -634,21 +634,14 @@ public final class PostgresLedger: Ledger {
 
     /// Appends `event` to the audit chain inside the caller's transaction, the chain's head locked until it commits.
     func append(_ event: AuditEvent, _ connection: PostgresConnection) async throws {
-        try await connection.query("SELECT pg_advisory_xact_lock(\(LockKey.auditHead))", logger: self.logger)
-        var lastId: Int64 = 0
-        var lastHash = AuditEntry.genesisHash
-        for try await (id, hash) in try await connection.query("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1", logger: self.logger)
-            .decode((Int64, String).self)
-        {
-            (lastId, lastHash) = (id, hash)
-        }
+        let head = try await self.lockAuditHead(connection)
         var event = event
         event.details = event.details.stamped(node: self.node)
-        let entry = try AuditEntry.next(afterId: lastId, hash: lastHash, event)
+        let entry = try AuditEntry.next(afterId: head.id, hash: head.hash, event)
         try await connection.query(
             """
             INSERT INTO audit_log (id, at, actor, action, transfer_id, details, previous_hash, hash)
-            VALUES (\(entry.id ?? lastId + 1), \(Self.milliseconds(entry.at)), \(entry.actor), \(entry.action), \(entry.transferId),
+            VALUES (\(entry.id ?? head.id + 1), \(Self.milliseconds(entry.at)), \(entry.actor), \(entry.action), \(entry.transferId),
             \(entry.details), \(entry.previousHash), \(entry.hash))
             """,
             logger: self.logger

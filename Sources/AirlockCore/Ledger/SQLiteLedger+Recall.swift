@@ -45,7 +45,7 @@ extension SQLiteLedger {
     /// `digests` as a JSON array of strings, for `json_each` (hex digests need no escaping; anything else is
     /// escaped all the same).
     static func jsonArray(_ digests: Set<String>) -> String {
-        let data = (try? JSONEncoder().encode(digests.sorted())) ?? Data("[]".utf8)
+        let data = (try? JSONEncoder().encode(Array(digests))) ?? Data("[]".utf8)
         return String(decoding: data, as: UTF8.self)
     }
 
