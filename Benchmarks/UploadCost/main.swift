@@ -17,7 +17,8 @@ import Synchronization
 //   swift run -c release airlock-cost-benchmark floor [FILES]                             (default 400)
 //
 // `floor` measures only the inspection floor (SHA-256 + libmagic + libclamav from memory), in a few seconds, and
-// prints one line per kind, `FLOOR <kind> <files/s, all cores at once> <files/s, one thread's cost × cores>`: Benchmarks/small-uploads.sh takes it just before
+// prints one line per kind, `FLOOR <kind> <files/s, all cores at once> <files/s, one thread's cost × cores> <files/s,
+// all cores at once, typing as the broker does>`: Benchmarks/small-uploads.sh takes it just before
 // and just after each Airlock run, because this machine's speed drifts by up to 1.5× within minutes and a floor
 // measured at another time skews the ratio.
 //
@@ -138,14 +139,21 @@ func inspectConcurrently(_ sets: [[[UInt8]]], magic: MagicPool, engine: ClamAVEn
 if floorOnly {
     let scanning = root + "/scanning-alone"
     try FileManager.default.createDirectory(atPath: scanning, withIntermediateDirectories: true)
-    let magic = try MagicPool()
+    // DESIGN §7's floor types with libmagic as `file --mime-type` does (the whole database); the broker's own
+    // inspection first tries the entries that can print a MIME type (MagicPool.TypeDetection), measured beside it.
+    let magic = try MagicPool(detection: .wholeDatabase)
+    let brokerMagic = try MagicPool()
     let engine = try ClamAVEngine(databasePaths: ["Config/signatures"], limits: ScanLimits(), temporaryDirectory: scanning)
     var random = SplitMix64(seed: UInt64(getpid()))
     for kind in kinds {
-        // Both ways: all cores at once (DESIGN §7's floor), then one thread's cost times the cores.
+        // All cores at once (DESIGN §7's floor), then one thread's cost times the cores, then all cores at once
+        // typing as the broker does.
         let together = try await concurrentFloor(kind, magic: magic, engine: engine, random: &random)
         let cost = try floorCost(kind, magic: magic, engine: engine, random: &random)
-        print("FLOOR \(kind) \(String(format: "%.0f", together)) \(String(format: "%.0f", Double(cores) * 1e6 / cost))")
+        let asBroker = try await concurrentFloor(kind, magic: brokerMagic, engine: engine, random: &random)
+        print(
+            "FLOOR \(kind) \(String(format: "%.0f", together)) \(String(format: "%.0f", Double(cores) * 1e6 / cost)) \(String(format: "%.0f", asBroker))"
+        )
     }
     try? FileManager.default.removeItem(atPath: root)
     exit(0)
@@ -159,7 +167,9 @@ configuration.scanner.signatureDirectories = [FileManager.default.currentDirecto
 var logger = Logger(label: "airlock-cost-benchmark")
 logger.logLevel = .error
 let broker = try await Broker.start(configuration: configuration, logger: logger)
-let magic = try MagicPool()
+// The libmagic column: as DESIGN §7's floor types (the whole database); the inspection and hand-off columns type as
+// the broker does (its first pass on the entries that can print a MIME type).
+let magic = try MagicPool(detection: .wholeDatabase)
 let scanning = root + "/scanning-alone"
 try FileManager.default.createDirectory(atPath: scanning, withIntermediateDirectories: true)
 let engine = try ClamAVEngine(databasePaths: ["Config/signatures"], limits: ScanLimits(), temporaryDirectory: scanning)

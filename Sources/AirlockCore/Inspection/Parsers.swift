@@ -54,6 +54,7 @@ public final class Parsers: Sendable {
         self.policy = policy
         self.maxFileSize = scanner.maxFileSize
         self.logger = logger
+        logger.info("libmagic type detection", metadata: ["typeDetection": "\(self.magic.typeDetection)"])
     }
 
     /// Inspects bytes held in memory.

@@ -1,0 +1,172 @@
+internal import CMagic
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The entries of libmagic's compiled database that can print a MIME type, derived at start-up from the system's own
+/// database, for a first, cheaper pass of type detection (DESIGN §7 allows a cheaper libmagic configuration where it
+/// gives the same MIME types).
+///
+/// Why it gives the same answers: asked for a MIME type, libmagic tries its entries in order and stops at the first
+/// whose test matches. An entry whose tree names no MIME type (no `!:mime` at any level), when it matches, prints
+/// nothing: for bytes that are not text, the answer is then `application/octet-stream`, as when nothing matches. Left
+/// out, such an entry changes nothing when no entry that names a MIME type matches either. So, for bytes that are not
+/// text, when these entries alone answer `application/octet-stream` (`charset=binary`), the whole database answers
+/// the same; any other answer is asked again of the whole database (a matching entry without a MIME type may come
+/// first there: Python sources, for one, are `text/plain` for the whole database but `text/x-script.python` here).
+/// Random bytes, what end-to-end encrypted uploads look like, are the case this is for: every entry is tried and
+/// none matches, which costs libmagic about twice as much with the whole database.
+///
+/// Entries kept, as whole trees (a top-level test and its continuations): those with a MIME type at any level, those
+/// that `use` a named entry or re-run the database at an offset (`indirect`), and every named entry.
+struct MimeEntries {
+    /// The derived databases, one per compiled file of libmagic's search path, in their order.
+    let databases: [[UInt8]]
+    /// Entries kept and entries read, over all databases.
+    let keptEntries: Int
+    let totalEntries: Int
+
+    /// Derives the entries from the files libmagic loads by default (`magic_getpath`).
+    ///
+    /// Nil, with the reason, when the first pass would not be sound: a file of the search path is a magic source
+    /// file with entries (a local `/etc/magic`), a directory, or a compiled database of a format this code does not
+    /// know. A missing file is left out, as libmagic leaves it out.
+    static func derive() -> Result<MimeEntries, Unavailable> {
+        guard let path = magic_getpath(nil, 0).map({ String(cString: $0) }) else {
+            return .failure(Unavailable(reason: "libmagic reports no database path"))
+        }
+        var databases: [[UInt8]] = []
+        var kept = 0
+        var total = 0
+        for component in path.split(separator: ":").map(String.init) where !component.isEmpty {
+            let compiled = component.hasSuffix(".mgc") ? component : component + ".mgc"
+            if let bytes = readRegularFile(compiled) {
+                guard let reduced = Self.reduce(bytes) else {
+                    return .failure(Unavailable(reason: "\(compiled) is not a compiled database of format \(formatVersion)"))
+                }
+                databases.append(reduced.bytes)
+                kept += reduced.kept
+                total += reduced.total
+            } else if let source = readRegularFile(component) {
+                guard !Self.hasEntries(source: source) else {
+                    return .failure(Unavailable(reason: "\(component) holds local magic entries"))
+                }
+            } else if isDirectory(component) {
+                return .failure(Unavailable(reason: "\(component) is a directory of magic sources"))
+            }
+        }
+        guard !databases.isEmpty else {
+            return .failure(Unavailable(reason: "no compiled database on libmagic's path \(path)"))
+        }
+        return .success(MimeEntries(databases: databases, keptEntries: kept, totalEntries: total))
+    }
+
+    /// Why the first pass is off.
+    struct Unavailable: Error {
+        let reason: String
+    }
+
+    // The compiled format (`file.h` of file 5.x, format 18): a header the size of one entry (magic number, format,
+    // then the number of entries in each of the two sets: tests, then named entries), then `struct magic` records.
+    static let magicNumber: UInt32 = 0xF11E_041C
+    static let formatVersion: UInt32 = 18
+    static let entrySize = 376
+    private static let continuationLevelOffset = 0
+    private static let typeOffset = 6
+    private static let mimeTypeOffset = 224
+    private static let typeIndirect: UInt8 = 41
+    private static let typeName: UInt8 = 45
+    private static let typeUse: UInt8 = 46
+
+    /// The database `bytes` with only the trees that can print a MIME type; nil when `bytes` is not of the format
+    /// above, in this machine's byte order.
+    static func reduce(_ bytes: [UInt8]) -> (bytes: [UInt8], kept: Int, total: Int)? {
+        guard bytes.count >= Self.entrySize, bytes.count % Self.entrySize == 0,
+            Self.word(bytes, 0) == Self.magicNumber, Self.word(bytes, 4) == Self.formatVersion
+        else { return nil }
+        let counts = [Int(Self.word(bytes, 8)), Int(Self.word(bytes, 12))]
+        guard counts[0] + counts[1] == bytes.count / Self.entrySize - 1 else { return nil }
+
+        var output = [UInt8](repeating: 0, count: Self.entrySize)
+        output.reserveCapacity(bytes.count)
+        var keptCounts = [0, 0]
+        var first = 1
+        for set in 0..<2 {
+            let end = first + counts[set]
+            var tree = first
+            while tree < end {
+                var next = tree + 1
+                while next < end, Self.continuationLevel(bytes, next) != 0 { next += 1 }
+                guard Self.continuationLevel(bytes, tree) == 0 else { return nil }
+                if set == 1 || Self.type(bytes, tree) == Self.typeName || (tree..<next).contains(where: { Self.canPrintMIME(bytes, $0) }) {
+                    output.append(contentsOf: bytes[(tree * Self.entrySize)..<(next * Self.entrySize)])
+                    keptCounts[set] += next - tree
+                }
+                tree = next
+            }
+            first = end
+        }
+        // The header: the same magic number and format, the new counts.
+        Self.setWord(&output, 0, Self.magicNumber)
+        Self.setWord(&output, 4, Self.formatVersion)
+        Self.setWord(&output, 8, UInt32(keptCounts[0]))
+        Self.setWord(&output, 12, UInt32(keptCounts[1]))
+        return (output, keptCounts[0] + keptCounts[1], counts[0] + counts[1])
+    }
+
+    private static func canPrintMIME(_ bytes: [UInt8], _ entry: Int) -> Bool {
+        let type = Self.type(bytes, entry)
+        return bytes[entry * Self.entrySize + Self.mimeTypeOffset] != 0 || type == Self.typeUse || type == Self.typeIndirect
+    }
+
+    private static func continuationLevel(_ bytes: [UInt8], _ entry: Int) -> UInt16 {
+        let offset = entry * Self.entrySize + Self.continuationLevelOffset
+        return UInt16(bytes[offset]) | UInt16(bytes[offset + 1]) << 8
+    }
+
+    private static func type(_ bytes: [UInt8], _ entry: Int) -> UInt8 {
+        bytes[entry * Self.entrySize + Self.typeOffset]
+    }
+
+    private static func word(_ bytes: [UInt8], _ offset: Int) -> UInt32 {
+        (0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[offset + $1]) << (8 * $1) }
+    }
+
+    private static func setWord(_ bytes: inout [UInt8], _ offset: Int, _ value: UInt32) {
+        for index in 0..<4 { bytes[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * index)) }
+    }
+
+    /// Whether a magic source file has a line other than blanks and comments.
+    static func hasEntries(source: [UInt8]) -> Bool {
+        source.split(separator: UInt8(ascii: "\n")).contains { line in
+            guard let first = line.first(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\t") && $0 != UInt8(ascii: "\r") }) else {
+                return false
+            }
+            return first != UInt8(ascii: "#")
+        }
+    }
+}
+
+/// The bytes of a regular file; nil when it is missing, not a regular file, or unreadable.
+private func readRegularFile(_ path: String) -> [UInt8]? {
+    let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+    guard descriptor >= 0 else { return nil }
+    defer { close(descriptor) }
+    var status = stat()
+    guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { return nil }
+    var bytes = [UInt8](repeating: 0, count: Int(status.st_size))
+    var done = 0
+    while done < bytes.count {
+        let count = bytes.withUnsafeMutableBytes { read(descriptor, $0.baseAddress! + done, $0.count - done) }
+        if count < 0, errno == EINTR { continue }
+        guard count > 0 else { return nil }
+        done += count
+    }
+    return bytes
+}
+
+private func isDirectory(_ path: String) -> Bool {
+    var status = stat()
+    return stat(path, &status) == 0 && (status.st_mode & S_IFMT) == S_IFDIR
+}
