@@ -5,6 +5,9 @@ public final class MagicPool: Sendable {
     private let idle: Mutex<[MagicHandleBox]>
     /// The databases of the first pass (``TypeDetection/mimeEntriesFirst``); nil when it is off.
     private let firstPassDatabases: MagicDatabases?
+    /// Headers of known types, which skip the first pass.
+    private let knownHeaders: KnownHeaders
+    private let firstPassTries = Atomic<Int>(0)
     private let firstPassAnswers = Atomic<Int>(0)
 
     /// Whether the first pass is on, and with how many entries, or why not: for the start-up log.
@@ -29,6 +32,7 @@ public final class MagicPool: Sendable {
         let whole = try MagicHandle()
         var firstPass: MagicHandle?
         var firstPassDatabases: MagicDatabases?
+        var knownHeaders = KnownHeaders([])
         switch detection {
         case .wholeDatabase:
             self.typeDetection = "whole database"
@@ -42,6 +46,7 @@ public final class MagicPool: Sendable {
                 } else {
                     firstPass = handle
                     firstPassDatabases = databases
+                    knownHeaders = entries.knownHeaders
                     self.typeDetection = "first pass on \(entries.keptEntries) of \(entries.totalEntries) entries, then whole database"
                 }
             case .failure(let unavailable):
@@ -49,6 +54,7 @@ public final class MagicPool: Sendable {
             }
         }
         self.firstPassDatabases = firstPassDatabases
+        self.knownHeaders = knownHeaders
         self.idle = Mutex([MagicHandleBox(whole: whole, firstPass: firstPass)])
     }
 
@@ -62,17 +68,32 @@ public final class MagicPool: Sendable {
         self.firstPassAnswers.load(ordering: .relaxed)
     }
 
+    /// How many types the first pass was asked for since the pool was made (answered alone or not).
+    public var firstPassTryCount: Int {
+        self.firstPassTries.load(ordering: .relaxed)
+    }
+
     /// Identifies the type of `bytes` (the start of a file, at most ``sniffLength`` bytes are needed).
     ///
     /// - Parameter describe: also produce the human description, which takes libmagic as long again.
     public func identify(_ bytes: UnsafeRawBufferPointer, describe: Bool = true) throws(MagicError) -> FileType {
         try self.withHandle { box throws(MagicError) in
-            if !describe, let firstPass = box.firstPass, try firstPass.isUntypedBinary(bytes) {
-                self.firstPassAnswers.add(1, ordering: .relaxed)
-                return FileType(mimeType: "application/octet-stream", description: nil)
+            if !describe, let firstPass = box.firstPass, Self.hasBinaryBytes(bytes), !self.knownHeaders.match(bytes) {
+                self.firstPassTries.add(1, ordering: .relaxed)
+                if try firstPass.isUntypedBinary(bytes) {
+                    self.firstPassAnswers.add(1, ordering: .relaxed)
+                    return FileType(mimeType: "application/octet-stream", description: nil)
+                }
             }
             return try box.whole.identify(bytes, describe: describe)
         }
+    }
+
+    /// Whether the first 4 KiB of `bytes` hold a control character that no text has (libmagic's own test for
+    /// text, `encoding.c`, never takes these for text, in any encoding it knows but UTF-16 and UTF-32). Text is
+    /// typed by the whole database at once: the first pass could not answer it, and costs as much as for binary.
+    static func hasBinaryBytes(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        bytes.prefix(4096).contains { byte in byte <= 0x06 || (byte >= 0x0E && byte <= 0x1A) || (byte >= 0x1C && byte <= 0x1F) }
     }
 
     /// Lends a handle to `body`: one from the idle list, or a new one.
