@@ -124,8 +124,9 @@ wait "$nginx_pid" 2>/dev/null || true
 
 # quick_floor KIND: the inspection floor of KIND in files/s, measured now (airlock-cost-benchmark floor): with all cores
 # inspecting at once (DESIGN §7's floor), then one thread's cost times the cores (the floor of runs before 2026-11-30,
-# session 6, which leaves out what the cores share and so reads 15-30 % higher).
-quick_floor() { BENCH_BODIES=$1 "$(cost_binary)" floor "${BENCH_FLOOR_FILES:-1000}" | awk '/^FLOOR/ { print $3, $4 }'; }
+# session 6, which leaves out what the cores share and so reads 15-30 % higher), then all cores typing as Airlock
+# does (libmagic's first pass on the entries that can print a MIME type, then the whole database: MagicPool).
+quick_floor() { BENCH_BODIES=$1 "$(cost_binary)" floor "${BENCH_FLOOR_FILES:-1000}" | awk '/^FLOOR/ { print $3, $4, $5 }'; }
 # The floor of each kind, just before and just after Airlock's run on it: the ratio compares the same minutes.
 declare -A window_floor
 start_airlock "$bench_work/airlock"
@@ -300,15 +301,17 @@ done < <(awk -F'|' '/^\| body \| SHA-256 \+ libmagic \+ libclamav/ { on = 1; nex
     on && /^\| ---/ { next }
     on && /^\|/ { gsub(/ /, "", $2); gsub(/ /, "", $3); print $2, $3; next }
     on { exit }' <<< "$cost_table")
-declare -A thread_floor
+declare -A thread_floor airlock_floor
 for body in $bodies; do
-    read -r before before_thread after after_thread <<< "${window_floor[$body]:-}"
-    if [ -n "${before:-}" ] && [ -n "${after_thread:-}" ]; then
+    read -r before before_thread before_airlock after after_thread after_airlock <<< "${window_floor[$body]:-}"
+    if [ -n "${before:-}" ] && [ -n "${after_airlock:-}" ]; then
         floor_rate[$body]=$(( (before + after) / 2 ))
         thread_floor[$body]=$(( (before_thread + after_thread) / 2 ))
+        airlock_floor[$body]=$(( (before_airlock + after_airlock) / 2 ))
     else
         floor_rate[$body]=""
         thread_floor[$body]=${end_floor[$body]:-}
+        airlock_floor[$body]=""
     fi
 done
 # of_floor RATE FLOOR: RATE ÷ FLOOR, or "-" without a floor.
@@ -318,10 +321,11 @@ echo "Against the inspection floor (DESIGN §7): SHA-256 + libmagic + libclamav 
 echo "all $(nproc) cores inspecting at once, measured just before and just after Airlock's SQLite run on them (the mean is"
 echo "the floor). Beside it the floor of earlier runs, one thread's cost times the cores (mean of before and after; the"
 echo "end-of-run figure of the table above), and Airlock with its ledger on SQLite and on PostgreSQL (same bodies, same"
-echo "run; PostgreSQL: $postgres_note):"
+echo "run; PostgreSQL: $postgres_note). \"Typing as Airlock\": the floor again, all cores at once, with libmagic's first pass"
+echo "on the entries of its database that can print a MIME type (same MIME types; random bytes cost about half):"
 echo
-echo "| body | inspection floor, files/s | floor before, after | one thread × cores: mean; at the end | Airlock, SQLite: uploads/s | ÷ floor | ÷ one thread × cores | Airlock, PostgreSQL: uploads/s | ÷ floor | PostgreSQL ÷ SQLite | PostgreSQL: non-2xx, socket errors | PostgreSQL: p50, p99 ms | PostgreSQL: stored | PostgreSQL: CPU µs per request, server, wrk |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| body | inspection floor, files/s | floor before, after | one thread × cores: mean; at the end | floor typing as Airlock | Airlock, SQLite: uploads/s | ÷ floor | ÷ one thread × cores | ÷ floor typing as Airlock | Airlock, PostgreSQL: uploads/s | ÷ floor | PostgreSQL ÷ SQLite | PostgreSQL: non-2xx, socket errors | PostgreSQL: p50, p99 ms | PostgreSQL: stored | PostgreSQL: CPU µs per request, server, wrk |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 target_line=""
 for body in $bodies; do
     read -r a_rate _ <<< "${airlock_result[$body]}"
@@ -330,8 +334,8 @@ for body in $bodies; do
         read -r p_rate _ p_status p_socket p_p50 p_p99 p_wrk p_stored p_cpu <<< "${postgres_result[$body]}"
         p_ratio=$(ratio "$p_rate" "$a_rate")
     fi
-    read -r before _ after _ <<< "${window_floor[$body]:-- - - -}"
-    echo "| $body | ${floor_rate[$body]:--} | ${before:--}, ${after:--} | ${thread_floor[$body]:--}; ${end_floor[$body]:--} | $a_rate | **$(of_floor "$a_rate" "${floor_rate[$body]}")×** | $(of_floor "$a_rate" "${thread_floor[$body]}")× | $p_rate | $(of_floor "$p_rate" "${floor_rate[$body]}")× | ${p_ratio}× | $p_status, $p_socket | $p_p50, $p_p99 | $p_stored | $p_cpu, $p_wrk |"
+    read -r before _ _ after _ _ <<< "${window_floor[$body]:-- - - - - -}"
+    echo "| $body | ${floor_rate[$body]:--} | ${before:--}, ${after:--} | ${thread_floor[$body]:--}; ${end_floor[$body]:--} | ${airlock_floor[$body]:--} | $a_rate | **$(of_floor "$a_rate" "${floor_rate[$body]}")×** | $(of_floor "$a_rate" "${thread_floor[$body]}")× | $(of_floor "$a_rate" "${airlock_floor[$body]}")× | $p_rate | $(of_floor "$p_rate" "${floor_rate[$body]}")× | ${p_ratio}× | $p_status, $p_socket | $p_p50, $p_p99 | $p_stored | $p_cpu, $p_wrk |"
     target_line+=" $body $(of_floor "$a_rate" "${floor_rate[$body]}")×;"
 done
 echo
