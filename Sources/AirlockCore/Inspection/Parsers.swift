@@ -44,6 +44,11 @@ public final class Parsers: Sendable {
     private let magic: MagicPool
     private let logger: Logger
 
+    /// How libmagic finds types here, for the start-up log (`MagicPool.typeDetection`).
+    public var typeDetection: String {
+        self.magic.typeDetection
+    }
+
     /// Loads the signatures and one libmagic handle.
     ///
     /// - Parameter temporaryDirectory: where libclamav extracts what it scans inside files; nil for its default.

@@ -104,7 +104,7 @@ public enum ScannerService {
         guard airlock_seccomp() == 0 else {
             throw ScannerStartError("cannot install the scanner's seccomp filter: \(String(cString: strerror(errno)))")
         }
-        return (parsers, ScannerHello(signatures: parsers.signatures.info, uid: uid, landlockABI: landlock))
+        return (parsers, ScannerHello(signatures: parsers.signatures.info, uid: uid, landlockABI: landlock, typeDetection: parsers.typeDetection))
     }
 
     private static let sendLock = Mutex(())

@@ -400,7 +400,7 @@ final class ScannerSupervisor: @unchecked Sendable {
                 "scanner process ready",
                 metadata: [
                     "pid": "\(pid)", "uid": "\(hello.uid)", "landlock": "\(hello.landlockABI)",
-                    "signatures": "\(hello.signatures.signatureCount)",
+                    "signatures": "\(hello.signatures.signatureCount)", "typeDetection": "\(hello.typeDetection ?? "unknown")",
                 ]
             )
             return (connection, hello)

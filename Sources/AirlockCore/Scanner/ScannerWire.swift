@@ -41,6 +41,8 @@ struct ScannerHello: Codable, Sendable {
     var uid: UInt32
     /// The Landlock ABI it enforces (0: the kernel has none).
     var landlockABI: Int32
+    /// How libmagic finds types there (`MagicPool.typeDetection`).
+    var typeDetection: String?
 }
 
 /// The messages between broker and scanner: one SOCK_SEQPACKET datagram each, a kind byte, a request id, then
