@@ -80,7 +80,8 @@ public final class MagicPool: Sendable {
         try self.withHandle { box throws(MagicError) in
             if !describe, let firstPass = box.firstPass, Self.hasBinaryBytes(bytes), !self.knownHeaders.match(bytes) {
                 self.firstPassTries.add(1, ordering: .relaxed)
-                if try firstPass.isUntypedBinary(bytes) {
+                // An error here (the derived database reaches trees the whole one would not) is not an answer.
+                if (try? firstPass.isUntypedBinary(bytes)) == true {
                     self.firstPassAnswers.add(1, ordering: .relaxed)
                     return FileType(mimeType: "application/octet-stream", description: nil)
                 }
@@ -89,9 +90,10 @@ public final class MagicPool: Sendable {
         }
     }
 
-    /// Whether the first 4 KiB of `bytes` hold a control character that no text has (libmagic's own test for
-    /// text, `encoding.c`, never takes these for text, in any encoding it knows but UTF-16 and UTF-32). Text is
-    /// typed by the whole database at once: the first pass could not answer it, and costs as much as for binary.
+    /// Whether the first 4 KiB of `bytes` hold a control character that ASCII, UTF-8 and ISO-8859 text never has
+    /// (libmagic's `encoding.c`). Text is typed by the whole database at once: the first pass could not answer it,
+    /// and costs as much as for binary. A choice of cost alone (UTF-16 or EBCDIC text may hold such bytes): the
+    /// first pass's own test for text (`charset=binary`) decides whether its answer stands.
     static func hasBinaryBytes(_ bytes: UnsafeRawBufferPointer) -> Bool {
         bytes.prefix(4096).contains { byte in byte <= 0x06 || (byte >= 0x0E && byte <= 0x1A) || (byte >= 0x1C && byte <= 0x1F) }
     }

@@ -8,13 +8,16 @@ internal import CMagic
 /// database, for a first, cheaper pass of type detection (DESIGN §7 allows a cheaper libmagic configuration where it
 /// gives the same MIME types).
 ///
-/// Why it gives the same answers: asked for a MIME type, libmagic tries its entries in order and stops at the first
-/// whose test matches. An entry whose tree names no MIME type (no `!:mime` at any level), when it matches, prints
-/// nothing: for bytes that are not text, the answer is then `application/octet-stream`, as when nothing matches. Left
-/// out, such an entry changes nothing when no entry that names a MIME type matches either. So, for bytes that are not
-/// text, when these entries alone answer `application/octet-stream` (`charset=binary`), the whole database answers
-/// the same; any other answer is asked again of the whole database (a matching entry without a MIME type may come
-/// first there: Python sources, for one, are `text/plain` for the whole database but `text/x-script.python` here).
+/// Why it gives the same answers: asked for a MIME type, libmagic tries the trees of each compiled file in order
+/// and stops at the first tree where an entry with a description or a MIME type matches (`softmagic.c`, `match`).
+/// A tree that names no MIME type (no `!:mime` at any level) prints nothing when it matches: for bytes that are not
+/// text, the answer is then `application/octet-stream` (`file_default`), as when nothing matches. Left out, such a
+/// tree changes nothing when no tree that names a MIME type matches either. So, for bytes that are not text, when
+/// these entries alone answer `application/octet-stream` (`charset=binary`), the whole database answers the same;
+/// any other answer is asked again of the whole database (a tree without a MIME type may stop the search first
+/// there: Python sources, for one, are `text/plain` for the whole database but `text/x-script.python` here). The
+/// few entries that name `application/octet-stream` themselves are renamed in the derived copy
+/// (``renamedUntyped``), so that this answer can only mean that nothing was found.
 /// Random bytes, what end-to-end encrypted uploads look like, are the case this is for: every entry is tried and
 /// none matches, which costs libmagic about twice as much with the whole database.
 ///
@@ -113,7 +116,9 @@ struct MimeEntries {
                 while next < end, Self.continuationLevel(bytes, next) != 0 { next += 1 }
                 guard Self.continuationLevel(bytes, tree) == 0 else { return nil }
                 if set == 1 || Self.type(bytes, tree) == Self.typeName || (tree..<next).contains(where: { Self.canPrintMIME(bytes, $0) }) {
+                    let start = output.count
                     output.append(contentsOf: bytes[(tree * Self.entrySize)..<(next * Self.entrySize)])
+                    Self.renameUntyped(&output, entries: start / Self.entrySize..<(output.count / Self.entrySize))
                     keptCounts[set] += next - tree
                     if set == 0, let header = Self.fixedBytes(bytes, tree) { headers.append(header) }
                 }
@@ -134,8 +139,8 @@ struct MimeEntries {
     private static func fixedBytes(_ bytes: [UInt8], _ entry: Int) -> (offset: Int, bytes: [UInt8])? {
         let base = entry * Self.entrySize
         let offset = Int(Int32(bitPattern: Self.word(bytes, base + Self.testOffsetOffset)))
-        // Not indirect, not relative to an earlier match; an equality.
-        guard bytes[base + Self.flagOffset] & 0x07 == 0, bytes[base + Self.relationOffset] == UInt8(ascii: "="), offset >= 0 else {
+        // Not indirect, not relative to an earlier match, not from the end of the file; an equality.
+        guard bytes[base + Self.flagOffset] & 0x87 == 0, bytes[base + Self.relationOffset] == UInt8(ascii: "="), offset >= 0 else {
             return nil
         }
         let value = Array(bytes[(base + Self.valueOffset)..<(base + Self.valueOffset + 8)])
@@ -159,6 +164,22 @@ struct MimeEntries {
             return nil
         }
         return fixed.count >= 3 ? (offset, fixed) : nil
+    }
+
+    /// The MIME type the first pass answers for "no type" only when libmagic itself found none: a few entries name
+    /// `application/octet-stream` ("packed data", "shell archive text", …), and an `indirect` test re-runs the
+    /// derived database, not the whole one, so such an entry could print it where the whole database would not.
+    /// In the derived copy they print this name instead, which sends their bytes to the whole database.
+    static let renamedUntyped = Array("application/x-octet-stream-entry".utf8)
+
+    private static func renameUntyped(_ bytes: inout [UInt8], entries: Range<Int>) {
+        let untyped = Array("application/octet-stream".utf8) + [0]
+        for entry in entries {
+            let field = entry * Self.entrySize + Self.mimeTypeOffset
+            guard bytes[field..<(field + untyped.count)].elementsEqual(untyped) else { continue }
+            for index in 0..<80 { bytes[field + index] = 0 }
+            bytes.replaceSubrange(field..<(field + Self.renamedUntyped.count), with: Self.renamedUntyped)
+        }
     }
 
     private static func canPrintMIME(_ bytes: [UInt8], _ entry: Int) -> Bool {
