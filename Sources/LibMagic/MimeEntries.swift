@@ -242,7 +242,7 @@ private func isDirectory(_ path: String) -> Bool {
 /// signature, `%PDF-`, `PK\u{3}\u{4}` and hundreds more, each at least 3 bytes long. Bytes that start with one of them will
 /// probably get a type, so ``MagicPool`` asks the whole database at once instead of paying for a first pass that
 /// would only send them there. A choice of cost alone: the answers are the same either way. Random bytes match one
-/// of them about once in 20,000.
+/// of them about once in 400,000 (758 headers on Debian 12, most of them 4 bytes long).
 struct KnownHeaders: Sendable {
     /// At offset 0, by first byte.
     private let atStart: [[[UInt8]]]
