@@ -92,9 +92,12 @@ public enum ScannerService {
         }
         // Descriptors: a few per archive level libclamav opens, the handed-over uploads, the socket.
         _ = airlock_limit(Int32(RLIMIT_NOFILE.rawValue), 256)
+        // /etc/magic (and its compiled form): libmagic's local entries, read again by every handle a scan thread
+        // makes later; without them those handles would type differently from the first.
         let readable =
             settings.scanner.signatureDirectories + [
-                "/usr", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/localtime", "/dev/null", "/dev/urandom", "/sys/devices/system/cpu",
+                "/usr", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/localtime", "/etc/magic", "/etc/magic.mgc", "/dev/null",
+                "/dev/urandom", "/sys/devices/system/cpu",
             ]
         let landlock = withCStringArray(readable) { airlock_landlock(".", $0, Int32(readable.count)) }
         guard landlock >= 0 else { throw ScannerStartError("cannot restrict the scanner with Landlock: \(String(cString: strerror(errno)))") }
