@@ -89,6 +89,7 @@ struct MimeEntries {
     private static let maskOffset = 24
     private static let stringFlagsOffset = 28
     private static let valueOffset = 32
+    private static let valueSize = 128
     private static let mimeTypeOffset = 224
     private static let typeIndirect: UInt8 = 41
     private static let typeName: UInt8 = 45
@@ -146,15 +147,16 @@ struct MimeEntries {
         let value = Array(bytes[(base + Self.valueOffset)..<(base + Self.valueOffset + 8)])
         let mask = Array(bytes[(base + Self.maskOffset)..<(base + Self.maskOffset + 8)])
         let maskOperator = bytes[base + Self.maskOperatorOffset]
+        let type = Self.type(bytes, entry)
         let fixed: [UInt8]
-        switch Self.type(bytes, entry) {
+        switch type {
         case 5:  // string
             let length = Int(bytes[base + Self.valueLengthOffset])
-            guard Self.word(bytes, base + Self.stringFlagsOffset) == 0, length > 0, length <= 128 - 1 else { return nil }
+            guard Self.word(bytes, base + Self.stringFlagsOffset) == 0, length > 0, length <= Self.valueSize else { return nil }
             fixed = Array(bytes[(base + Self.valueOffset)..<(base + Self.valueOffset + length)])
         case 4, 11, 8, 24, 25, 26:  // long, lelong, belong, quad, lequad, bequad
-            let width = [4, 11, 8].contains(Self.type(bytes, entry)) ? 4 : 8
-            let bigEndian = [8, 26].contains(Self.type(bytes, entry))
+            let width = [4, 11, 8].contains(type) ? 4 : 8
+            let bigEndian = [8, 26].contains(type)
             guard maskOperator == 0 else { return nil }
             // The value and the mask as they lie in memory (stored as little-endian 64-bit numbers).
             let order = bigEndian ? Array((0..<width).reversed()) : Array(0..<width)

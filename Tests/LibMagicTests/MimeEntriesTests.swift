@@ -1,3 +1,4 @@
+import AirlockTestSupport
 import Foundation
 import Testing
 
@@ -25,7 +26,7 @@ struct MimeEntriesTests {
         let whole = try MagicPool(detection: .wholeDatabase)
         var untyped = 0
         for seed in 100..<150 {
-            let bytes = Self.randomBytes(8192, seed: UInt64(seed))
+            let bytes = [UInt8](Fixtures.randomBytes(count: 8192, seed: UInt64(seed)))
             let expected = try bytes.withUnsafeBytes { try whole.identify($0, describe: false) }.mimeType
             #expect(try bytes.withUnsafeBytes { try pool.identify($0, describe: false) }.mimeType == expected)
             if expected == "application/octet-stream" { untyped += 1 }
@@ -73,7 +74,7 @@ struct MimeEntriesTests {
     /// compressed data for an entry that names a MIME type, and an entry without one matches them first in the
     /// whole database. The first pass is tried, and its answer is not the pool's.
     @Test func asksTheWholeDatabaseWhenTheFirstPassFindsAType() throws {
-        let bytes = Self.randomBytes(8192, seed: 2445)
+        let bytes = [UInt8](Fixtures.randomBytes(count: 8192, seed: 2445))
         let derived = try MagicHandle(databases: MagicDatabases(try MimeEntries.derive().get().databases))
         let pool = try MagicPool()
         try bytes.withUnsafeBytes { bytes throws in
@@ -109,22 +110,6 @@ struct MimeEntriesTests {
         #expect(renamed > 0)
     }
 
-    /// Bytes from a seeded SplitMix64, the same on every run.
-    static func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
-        var state = seed
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(count + 8)
-        while bytes.count < count {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            z ^= z >> 31
-            withUnsafeBytes(of: z.littleEndian) { bytes.append(contentsOf: $0) }
-        }
-        return Array(bytes.prefix(count))
-    }
-
     /// DESIGN §7: a cheaper libmagic configuration only where a corpus of real files shows the same MIME types. The
     /// corpus is this machine's own files (programs, libraries, documentation, images, scripts, archives), every
     /// one typed from its first 16 KiB both ways, with the start-up samples and short and random bytes beside them.
@@ -135,7 +120,7 @@ struct MimeEntriesTests {
             [1, 2, 4, 8, 16, 64, sample.bytes.count].map { ("\(sample.name), first \($0) bytes", Array(sample.bytes.prefix($0))) }
         }
         for length in [0, 1, 2, 3, 100, 8192] {
-            inputs.append(("\(length) random bytes", Self.randomBytes(length, seed: UInt64(length) + 1)))
+            inputs.append(("\(length) random bytes", [UInt8](Fixtures.randomBytes(count: length, seed: UInt64(length) + 1))))
         }
         for path in Self.corpus(limit: 1_500) {
             guard let handle = FileHandle(forReadingAtPath: path) else { continue }
@@ -165,7 +150,7 @@ struct MimeEntriesTests {
         let headers = try MimeEntries.derive().get().knownHeaders
         #expect(headers.count > 100)
         let pool = try MagicPool()
-        let random = Self.randomBytes(4096, seed: 7)
+        let random = [UInt8](Fixtures.randomBytes(count: 4096, seed: 7))
         let inputs: [(bytes: [UInt8], known: Bool)] = [
             ([0xFF, 0xD8, 0xFF, 0xE0] + random, true),  // JPEG
             ([0x89] + Array("PNG\r\n".utf8) + [0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D] + Array("IHDR".utf8) + random, true),
