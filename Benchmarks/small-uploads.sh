@@ -20,8 +20,10 @@ set -euo pipefail
 export BENCH_TMPDIR=${BENCH_TMPDIR:-/dev/shm}
 source "$(dirname "$0")/lib.sh"
 pg_dir=""
+disk_dir=""
 small_uploads_cleanup() {
     bench_cleanup
+    if [ -n "$disk_dir" ]; then rm -rf "$disk_dir"; fi
     if [ -n "$pg_dir" ]; then "$bench_root/scripts/postgres-test-instance" stop "$pg_dir" > /dev/null 2>&1 || true; fi
 }
 trap small_uploads_cleanup EXIT
@@ -155,23 +157,41 @@ healthz_cpu=$(cpu_per_request "$airlock_pid" "$cpu_before" "$healthz_requests")
 healthz_both=$(awk -v n="$healthz_requests" -v server="$healthz_cpu" '{ printf "%.0f", server + ($1 + $2) * 1e6 / n }' "$bench_work/healthz.time")
 stop_airlock
 
-# Issue 18: the same SQLite runs with the data on this machine's disk (BENCH_DISKDIR, default /var/tmp), with group
-# commit (the default) and without it (ledger.groupCommitMicroseconds = 0), then one short run per mode under
-# `strace -f -c` counting fsync, fdatasync and syncfs per hand-off. They come before the PostgreSQL runs, whose
-# instance's data directory is deleted when it stops: on an ext4 without a journal (this machine's root), every
-# inode allocation then walks the inodes deleted in the last minutes, which would charge the benchmark's own
-# cleanup to the disk figure (BENCHMARKS.md, 2026-11-30 later). Run the script twice in a row and the second run's
-# disk figure pays for the first one's cleanup in the same way.
-declare -A disk_result sync_calls
+# Issue 18: the same SQLite runs with the data on this machine's disk (BENCH_DISKDIR, default /var/tmp). With group
+# commit (the default), each disk run comes just after and just before the same kind of bodies on tmpfs (a second
+# server), so that the disk's ratio compares the same minutes: this machine's speed drifts by half within minutes,
+# and a disk's flushes do not get faster with the CPU. BENCH_TAG keeps the second tmpfs run's bodies distinct from
+# the first's (the same bytes again would be answered from the verdict cache). Then without group commit
+# (ledger.groupCommitMicroseconds = 0), then one short run per mode under `strace -f -c` counting fsync, fdatasync and
+# syncfs per hand-off. They come before the PostgreSQL runs, and the disk's directories are deleted only when the
+# script ends: on an ext4 without a journal (this machine's root), every inode allocation walks the inodes deleted in
+# the last minutes, which would charge the benchmark's own cleanup to the next figures (BENCHMARKS.md, 2026-11-30
+# later). Run the script twice in a row and the second run's disk figures pay for the first one's cleanup in the
+# same way.
+declare -A disk_result sync_calls adjacent_result
 disk_dir=$(mktemp -d "${BENCH_DISKDIR:-/var/tmp}/airlock-disk.XXXXXX")
 disk_fs=$(df --output=fstype "$disk_dir" | tail -1)
+start_airlock "$bench_work/airlock-adjacent"
+adjacent_url=$airlock_url
+adjacent_pid=$airlock_pid
 for mode in group single; do
     mode_env=()
     [ "$mode" = single ] && mode_env=(AIRLOCK_LEDGER_GROUP_COMMIT_MICROSECONDS=0)
     start_airlock "$disk_dir/$mode" ${mode_env[@]+"${mode_env[@]}"}
+    disk_url=$airlock_url
     for body in $bodies; do
-        result=$(run_uploads "airlock-disk-$mode-$body" "$body")
-        disk_result[$mode-$body]=$result
+        if [ "$mode" = group ]; then
+            airlock_url=$adjacent_url
+            read -r before _ <<< "$(BENCH_TAG=before- run_uploads "airlock-tmpfs-before-$body" "$body")"
+            airlock_url=$disk_url
+        fi
+        disk_result[$mode-$body]=$(run_uploads "airlock-disk-$mode-$body" "$body")
+        if [ "$mode" = group ]; then
+            airlock_url=$adjacent_url
+            read -r after _ <<< "$(BENCH_TAG=after- run_uploads "airlock-tmpfs-after-$body" "$body")"
+            airlock_url=$disk_url
+            adjacent_result[$body]="$before $after"
+        fi
     done
     stop_airlock
     # Sync calls per hand-off: strace follows every thread; the server is stopped by its own PID (strace then
@@ -189,7 +209,19 @@ for mode in group single; do
     calls=$(awk '$NF ~ /^(fsync|fdatasync|syncfs)$/ { n += $4 } END { print n + 0 }' "$disk_dir/$mode.strace")
     sync_calls[$mode]=$(awk -v c="$calls" -v n="$strace_requests" 'BEGIN { printf "%.2f", (n > 0 ? c / n : 0) }')
 done
-rm -rf "$disk_dir"
+# The broker without the inspection: the tmpfs server's first bodies of each kind again, for half as long (so that
+# every one was seen before), answered from the verdict cache: hashed, then neither typed nor scanned, but received,
+# stored, recorded and answered as always.
+declare -A repeat_result
+airlock_url=$adjacent_url
+for body in $bodies; do
+    cpu_before=$(cpu_seconds "$adjacent_pid")
+    result=$(seconds=$(( (seconds + 1) / 2 )) BENCH_TAG=before- run_uploads "airlock-repeat-$body" "$body")
+    read -r _ requests _ <<< "$result"
+    repeat_result[$body]="$result $(cpu_per_request "$adjacent_pid" "$cpu_before" "$requests")"
+done
+airlock_pid=$adjacent_pid
+stop_airlock
 
 # The same bodies with the ledger on PostgreSQL, its own data directory, the same tmpfs.
 declare -A postgres_result
@@ -341,18 +373,32 @@ done
 echo
 echo "Target (DESIGN §7): ≥ 0.5× the inspection floor on SQLite, for images and random bytes. This run:${target_line%;}."
 echo
+echo "The broker without the inspection (SQLite, tmpfs): bodies it has seen, sent again and answered from the verdict"
+echo "cache, so hashed but neither typed nor scanned; received, stored, recorded, a token signed and answered as always:"
+echo
+echo "| body | uploads/s | ÷ inspection floor | CPU µs per request: server, wrk |"
+echo "| --- | --- | --- | --- |"
+for body in $bodies; do
+    read -r r_rate _ _ _ _ _ r_wrk r_cpu <<< "${repeat_result[$body]}"
+    echo "| $body | $r_rate | $(of_floor "$r_rate" "${floor_rate[$body]}")× | $r_cpu, $r_wrk |"
+done
+echo
 echo "On the machine's disk ($disk_fs, ${BENCH_DISKDIR:-/var/tmp}) against tmpfs, SQLite, same bodies, same run (issue 18):"
 echo "a 201 is durable (bytes, directory entry, ledger rows synced); with group commit hand-offs ready together share syncs."
+echo "Each disk run with group commit comes just after and just before the same bodies on tmpfs (\"tmpfs, same minutes\":"
+echo "the mean of the two), and the ratios divide by that. \"tmpfs, first run\": the SQLite run above, minutes earlier."
 echo
-echo "| body | tmpfs: uploads/s | disk, group commit: uploads/s | ÷ tmpfs | disk, p50, p99 ms | disk, no group commit: uploads/s | ÷ tmpfs |"
-echo "| --- | --- | --- | --- | --- | --- | --- |"
+echo "| body | tmpfs, same minutes: uploads/s | tmpfs before, after | disk, group commit: uploads/s | ÷ tmpfs | disk, p50, p99 ms | disk, no group commit: uploads/s | ÷ tmpfs | tmpfs, first run: uploads/s |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 disk_line=""
 for body in $bodies; do
     read -r a_rate _ <<< "${airlock_result[$body]}"
+    read -r t_before t_after <<< "${adjacent_result[$body]}"
+    t_rate=$(python3 -c "import sys; print(f'{(float(sys.argv[1]) + float(sys.argv[2])) / 2:.2f}')" "$t_before" "$t_after")
     read -r g_rate _ _ _ g_p50 g_p99 _ <<< "${disk_result[group-$body]}"
     read -r s_rate _ <<< "${disk_result[single-$body]}"
-    echo "| $body | $a_rate | $g_rate | **$(ratio "$g_rate" "$a_rate")×** | $g_p50, $g_p99 | $s_rate | $(ratio "$s_rate" "$a_rate")× |"
-    disk_line+=" $body $(ratio "$g_rate" "$a_rate")×;"
+    echo "| $body | $t_rate | $t_before, $t_after | $g_rate | **$(ratio "$g_rate" "$t_rate")×** | $g_p50, $g_p99 | $s_rate | $(ratio "$s_rate" "$t_rate")× | $a_rate |"
+    disk_line+=" $body $(ratio "$g_rate" "$t_rate")×;"
 done
 echo
 echo "fsync + fdatasync + syncfs calls per hand-off (strace -f -c, random bodies, 5 s): group commit ${sync_calls[group]}, without ${sync_calls[single]}."
