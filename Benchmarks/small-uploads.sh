@@ -161,14 +161,15 @@ stop_airlock
 # commit (the default), each disk run comes just after and just before the same kind of bodies on tmpfs (a second
 # server), so that the disk's ratio compares the same minutes: this machine's speed drifts by half within minutes,
 # and a disk's flushes do not get faster with the CPU. BENCH_TAG keeps the second tmpfs run's bodies distinct from
-# the first's (the same bytes again would be answered from the verdict cache). Then without group commit
+# the first's (the same bytes again would be answered from the verdict cache), and a third, shorter run sends the
+# first run's bodies again on purpose, to measure the broker without its inspection. Then without group commit
 # (ledger.groupCommitMicroseconds = 0), then one short run per mode under `strace -f -c` counting fsync, fdatasync and
 # syncfs per hand-off. They come before the PostgreSQL runs, and the disk's directories are deleted only when the
 # script ends: on an ext4 without a journal (this machine's root), every inode allocation walks the inodes deleted in
 # the last minutes, which would charge the benchmark's own cleanup to the next figures (BENCHMARKS.md, 2026-11-30
 # later). Run the script twice in a row and the second run's disk figures pay for the first one's cleanup in the
 # same way.
-declare -A disk_result sync_calls adjacent_result
+declare -A disk_result sync_calls adjacent_result repeat_result
 disk_dir=$(mktemp -d "${BENCH_DISKDIR:-/var/tmp}/airlock-disk.XXXXXX")
 disk_fs=$(df --output=fstype "$disk_dir" | tail -1)
 start_airlock "$bench_work/airlock-adjacent"
@@ -189,6 +190,13 @@ for mode in group single; do
         if [ "$mode" = group ]; then
             airlock_url=$adjacent_url
             read -r after _ <<< "$(BENCH_TAG=after- run_uploads "airlock-tmpfs-after-$body" "$body")"
+            # The broker without the inspection, in the same minutes: the "before" bodies again, for half as long
+            # (so that every one was seen before), answered from the verdict cache: hashed, then neither typed nor
+            # scanned, but received, stored, recorded and answered as always.
+            cpu_before=$(cpu_seconds "$adjacent_pid")
+            result=$(seconds=$(( (seconds + 1) / 2 )) BENCH_TAG=before- run_uploads "airlock-repeat-$body" "$body")
+            read -r _ requests _ <<< "$result"
+            repeat_result[$body]="$result $(cpu_per_request "$adjacent_pid" "$cpu_before" "$requests")"
             airlock_url=$disk_url
             adjacent_result[$body]="$before $after"
         fi
@@ -208,17 +216,6 @@ for mode in group single; do
     wait "$strace_pid" 2>/dev/null || true
     calls=$(awk '$NF ~ /^(fsync|fdatasync|syncfs)$/ { n += $4 } END { print n + 0 }' "$disk_dir/$mode.strace")
     sync_calls[$mode]=$(awk -v c="$calls" -v n="$strace_requests" 'BEGIN { printf "%.2f", (n > 0 ? c / n : 0) }')
-done
-# The broker without the inspection: the tmpfs server's first bodies of each kind again, for half as long (so that
-# every one was seen before), answered from the verdict cache: hashed, then neither typed nor scanned, but received,
-# stored, recorded and answered as always.
-declare -A repeat_result
-airlock_url=$adjacent_url
-for body in $bodies; do
-    cpu_before=$(cpu_seconds "$adjacent_pid")
-    result=$(seconds=$(( (seconds + 1) / 2 )) BENCH_TAG=before- run_uploads "airlock-repeat-$body" "$body")
-    read -r _ requests _ <<< "$result"
-    repeat_result[$body]="$result $(cpu_per_request "$adjacent_pid" "$cpu_before" "$requests")"
 done
 airlock_pid=$adjacent_pid
 stop_airlock
@@ -374,14 +371,17 @@ echo
 echo "Target (DESIGN §7): ≥ 0.5× the inspection floor on SQLite, for images and random bytes. This run:${target_line%;}."
 echo
 echo "The broker without the inspection (SQLite, tmpfs): bodies it has seen, sent again and answered from the verdict"
-echo "cache, so hashed but neither typed nor scanned; received, stored, recorded, a token signed and answered as always:"
+echo "cache, so hashed but neither typed nor scanned; received, stored, recorded, a token signed and answered as always."
+echo "Measured on the tmpfs server of the disk runs below, just after its two runs of new bodies of the same kind (the"
+echo "\"tmpfs, same minutes\" column below, their mean), which the last column divides by it:"
 echo
-echo "| body | uploads/s | ÷ inspection floor | CPU µs per request: server, wrk | with inspection (the SQLite run above) ÷ without |"
+echo "| body | uploads/s | ÷ inspection floor | CPU µs per request: server, wrk | with inspection (same minutes) ÷ without |"
 echo "| --- | --- | --- | --- | --- |"
 for body in $bodies; do
-    read -r a_rate _ <<< "${airlock_result[$body]}"
+    read -r t_before t_after <<< "${adjacent_result[$body]}"
     read -r r_rate _ _ _ _ _ r_wrk r_cpu <<< "${repeat_result[$body]}"
-    echo "| $body | $r_rate | $(of_floor "$r_rate" "${floor_rate[$body]}")× | $r_cpu, $r_wrk | $(ratio "$a_rate" "$r_rate")× |"
+    with=$(python3 -c "import sys; print(f'{(float(sys.argv[1]) + float(sys.argv[2])) / 2:.2f}')" "$t_before" "$t_after")
+    echo "| $body | $r_rate | $(of_floor "$r_rate" "${floor_rate[$body]}")× | $r_cpu, $r_wrk | $(ratio "$with" "$r_rate")× |"
 done
 echo
 echo "On the machine's disk ($disk_fs, ${BENCH_DISKDIR:-/var/tmp}) against tmpfs, SQLite, same bodies, same run (issue 18):"
