@@ -372,8 +372,8 @@ echo "Target (DESIGN §7): ≥ 0.5× the inspection floor on SQLite, for images 
 echo
 echo "The broker without the inspection (SQLite, tmpfs): bodies it has seen, sent again and answered from the verdict"
 echo "cache, so hashed but neither typed nor scanned; received, stored, recorded, a token signed and answered as always."
-echo "Measured on the tmpfs server of the disk runs below, just after its two runs of new bodies of the same kind (the"
-echo "\"tmpfs, same minutes\" column below, their mean), which the last column divides by it:"
+echo "Measured on the tmpfs server of the disk runs below, just after its two runs of new bodies of the same kind; the"
+echo "last column divides the mean of those two (\"tmpfs, same minutes\" below) by this rate:"
 echo
 echo "| body | uploads/s | ÷ inspection floor | CPU µs per request: server, wrk | with inspection (same minutes) ÷ without |"
 echo "| --- | --- | --- | --- | --- |"
