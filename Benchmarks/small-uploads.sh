@@ -198,7 +198,8 @@ for mode in group single; do
             read -r _ requests _ <<< "$result"
             repeat_result[$body]="$result $(cpu_per_request "$adjacent_pid" "$cpu_before" "$requests")"
             airlock_url=$disk_url
-            adjacent_result[$body]="$before $after"
+            # The mean of the two, then each.
+            adjacent_result[$body]="$(python3 -c "import sys; print(f'{(float(sys.argv[1]) + float(sys.argv[2])) / 2:.2f}')" "$before" "$after") $before $after"
         fi
     done
     stop_airlock
@@ -378,9 +379,8 @@ echo
 echo "| body | uploads/s | ÷ inspection floor | CPU µs per request: server, wrk | with inspection (same minutes) ÷ without |"
 echo "| --- | --- | --- | --- | --- |"
 for body in $bodies; do
-    read -r t_before t_after <<< "${adjacent_result[$body]}"
+    read -r with _ <<< "${adjacent_result[$body]}"
     read -r r_rate _ _ _ _ _ r_wrk r_cpu <<< "${repeat_result[$body]}"
-    with=$(python3 -c "import sys; print(f'{(float(sys.argv[1]) + float(sys.argv[2])) / 2:.2f}')" "$t_before" "$t_after")
     echo "| $body | $r_rate | $(of_floor "$r_rate" "${floor_rate[$body]}")× | $r_cpu, $r_wrk | $(ratio "$with" "$r_rate")× |"
 done
 echo
@@ -394,8 +394,7 @@ echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 disk_line=""
 for body in $bodies; do
     read -r a_rate _ <<< "${airlock_result[$body]}"
-    read -r t_before t_after <<< "${adjacent_result[$body]}"
-    t_rate=$(python3 -c "import sys; print(f'{(float(sys.argv[1]) + float(sys.argv[2])) / 2:.2f}')" "$t_before" "$t_after")
+    read -r t_rate t_before t_after <<< "${adjacent_result[$body]}"
     read -r g_rate _ _ _ g_p50 g_p99 _ <<< "${disk_result[group-$body]}"
     read -r s_rate _ <<< "${disk_result[single-$body]}"
     echo "| $body | $t_rate | $t_before, $t_after | $g_rate | **$(ratio "$g_rate" "$t_rate")×** | $g_p50, $g_p99 | $s_rate | $(ratio "$s_rate" "$t_rate")× | $a_rate |"

@@ -90,7 +90,8 @@ struct MimeEntries {
     private static let stringFlagsOffset = 28
     private static let valueOffset = 32
     private static let valueSize = 128
-    private static let mimeTypeOffset = 224
+    static let mimeTypeOffset = 224
+    private static let mimeTypeSize = 80
     private static let typeIndirect: UInt8 = 41
     private static let typeName: UInt8 = 45
     private static let typeUse: UInt8 = 46
@@ -173,13 +174,14 @@ struct MimeEntries {
     /// derived database, not the whole one, so such an entry could print it where the whole database would not.
     /// In the derived copy they print this name instead, which sends their bytes to the whole database.
     static let renamedUntyped = Array("application/x-octet-stream-entry".utf8)
+    /// The MIME type field of an entry that names `application/octet-stream`, its terminating zero included.
+    static let untypedField = Array("application/octet-stream".utf8) + [0]
 
     private static func renameUntyped(_ bytes: inout [UInt8], entries: Range<Int>) {
-        let untyped = Array("application/octet-stream".utf8) + [0]
         for entry in entries {
             let field = entry * Self.entrySize + Self.mimeTypeOffset
-            guard bytes[field..<(field + untyped.count)].elementsEqual(untyped) else { continue }
-            for index in 0..<80 { bytes[field + index] = 0 }
+            guard bytes[field..<(field + Self.untypedField.count)].elementsEqual(Self.untypedField) else { continue }
+            for index in 0..<Self.mimeTypeSize { bytes[field + index] = 0 }
             bytes.replaceSubrange(field..<(field + Self.renamedUntyped.count), with: Self.renamedUntyped)
         }
     }

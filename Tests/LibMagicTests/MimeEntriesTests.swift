@@ -98,11 +98,11 @@ struct MimeEntriesTests {
     /// Entries that name application/octet-stream themselves print another name in the derived copy.
     @Test func entriesNamingNoTypeAreRenamed() throws {
         let databases = try MimeEntries.derive().get().databases
-        let untyped = Array("application/octet-stream".utf8) + [0]
+        let untyped = MimeEntries.untypedField
         var renamed = 0
         for database in databases {
             for entry in 1..<(database.count / MimeEntries.entrySize) {
-                let field = entry * MimeEntries.entrySize + 224
+                let field = entry * MimeEntries.entrySize + MimeEntries.mimeTypeOffset
                 #expect(!database[field..<(field + untyped.count)].elementsEqual(untyped))
                 if database[field..<(field + MimeEntries.renamedUntyped.count)].elementsEqual(MimeEntries.renamedUntyped) { renamed += 1 }
             }
