@@ -384,6 +384,43 @@ for body in $bodies; do
     echo "| $body | $r_rate | $(of_floor "$r_rate" "${floor_rate[$body]}")× | $r_cpu, $r_wrk | $(ratio "$with" "$r_rate")× |"
 done
 echo
+# The floor target's budget in this run's figures. At 0.5× the floor the machine has twice the inspection's cost per
+# upload; the inspection takes half, wrk its share, and what is left is all the broker may spend on HTTP, store and
+# ledger. Beside it what the broker spends on them (its CPU for an upload answered from the cache), and the measure
+# proposed for images in issue 18: what the inspection adds inside the broker (same minutes: with ÷ without) against
+# the inspection alone, F × (1/with − 1/without), which DESIGN §7's "may cost at most as much again" bounds by 2.
+echo "The floor target's budget in this run's figures: at 0.5× the floor the $(nproc) cores have twice the inspection's"
+echo "cost per upload; the inspection takes half, wrk its share, and the rest is what the broker may spend on HTTP, store and"
+echo "ledger. Beside it, what it spends on them (its CPU per upload answered from the cache, table above). Last column:"
+echo "what the inspection adds to an upload inside the broker (1/with − 1/without, same minutes) ÷ the inspection alone"
+echo "(1/floor)."
+echo
+echo "| body | 0.5× floor: uploads/s | machine µs per upload at that rate | inspection's share | wrk's | left for HTTP, store, ledger | the broker spends on them | inspection inside the broker ÷ alone |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+increment_line=""
+for body in $bodies; do
+    read -r with _ <<< "${adjacent_result[$body]}"
+    read -r r_rate _ _ _ _ _ r_wrk r_cpu <<< "${repeat_result[$body]}"
+    if [ -z "${floor_rate[$body]}" ]; then
+        echo "| $body | - | - | - | - | - | $r_cpu | - |"
+        continue
+    fi
+    row=$(python3 - "$(nproc)" "${floor_rate[$body]}" "$r_wrk" "$with" "$r_rate" <<'PY'
+import sys
+cores, floor, wrk, with_, without = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+total = cores * 1e6 / (0.5 * floor)
+share = cores * 1e6 / floor
+increment = floor * (1 / with_ - 1 / without)
+print(f"{0.5 * floor:.0f} | {total:.0f} | {share:.0f} | {wrk:.0f} | {total - share - wrk:.0f}|{increment:.2f}")
+PY
+)
+    echo "| $body | ${row%|*} | $r_cpu | **${row##*|}×** |"
+    increment_line+=" $body ${row##*|}×;"
+done
+echo
+echo "Proposed for images in issue 18 (the inspection inside the broker costs at most as much again as the inspection"
+echo "alone): ≤ 2×. This run:${increment_line%;}."
+echo
 echo "On the machine's disk ($disk_fs, ${BENCH_DISKDIR:-/var/tmp}) against tmpfs, SQLite, same bodies, same run (issue 18):"
 echo "a 201 is durable (bytes, directory entry, ledger rows synced); with group commit hand-offs ready together share syncs."
 echo "Each disk run with group commit comes just after and just before the same bodies on tmpfs (\"tmpfs, same minutes\":"
