@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Small uploads: 8 KiB bodies, every one distinct, CONNECTIONS concurrent connections for SECONDS with wrk, against
-# nginx storing the same PUTs with dav_methods (no scanning), both on the same filesystem in the same run
-# (DESIGN §7: Airlock ≥ 0.30× nginx's rate).
+# nginx storing the same PUTs with dav_methods (no scanning), both on the same filesystem in the same run (for
+# scale: Airlock ≥ 0.30× nginx's rate was DESIGN §7's target before it measured against the inspection floor).
 #
 #   Benchmarks/small-uploads.sh [SECONDS] [CONNECTIONS]        (defaults 10 and 32)
 #
 # Each body kind (BENCH_BODIES, default "image random text", described below) gets its own run against each server.
 #
 # Both store under BENCH_TMPDIR (default /dev/shm: a tmpfs gives stable figures; this machine's disk makes nginx
-# vary 3×). Set BENCH_TMPDIR=/tmp to measure on disk.
+# vary 3×; the tables call it tmpfs). The disk's figures (issue 18) come from runs of their own under BENCH_DISKDIR
+# (default /var/tmp), described below.
 #
 # Then the same bodies again with the ledger on PostgreSQL (issue 14): a private instance started here with
 # scripts/postgres-test-instance (initdb under /tmp, 127.0.0.1, a free port, fsync on) and stopped at the end;

@@ -144,6 +144,18 @@ struct ConfigurationTests {
         #expect(self.error(#"{"scanner": {"maxFileSize": 2147483647, "maxScanSize": 8589934592}}"#) == nil)
     }
 
+    /// `ledger.groupCommitMicroseconds`: 2 ms unless set, 0 turns group commit off, and a window outside 0…1 s is
+    /// refused with the key named.
+    @Test func theGroupCommitWindowHasADefaultAnOffSwitchAndBounds() throws {
+        #expect(try self.load("{}").ledger.groupCommitMicroseconds == 2000)
+        #expect(try self.load(#"{"ledger": {"groupCommitMicroseconds": 0}}"#).ledger.groupCommitMicroseconds == 0)
+        let fromEnvironment = try self.load("{}", environment: ["AIRLOCK_LEDGER_GROUP_COMMIT_MICROSECONDS": "500"])
+        #expect(fromEnvironment.ledger.groupCommitMicroseconds == 500)
+        #expect(self.error(#"{"ledger": {"groupCommitMicroseconds": 1000001}}"#)?.key == "ledger.groupCommitMicroseconds")
+        #expect(self.error(#"{"ledger": {"groupCommitMicroseconds": -1}}"#)?.key == "ledger.groupCommitMicroseconds")
+        #expect(self.error("{}", environment: ["AIRLOCK_LEDGER_GROUP_COMMIT_MICROSECONDS": "soon"])?.key == "ledger.groupCommitMicroseconds")
+    }
+
     @Test func malformedJSONIsRefusedWithTheFileName() {
         let error = self.error(#"{"http": {"port": 80,}"#)
         #expect(error?.key == nil)

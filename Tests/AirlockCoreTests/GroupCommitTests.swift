@@ -2,6 +2,9 @@ import AirlockTestSupport
 import Crypto
 import Foundation
 import GRDB
+import Logging
+import PostgresNIO
+import Synchronization
 import Testing
 
 @testable import AirlockCore
@@ -109,6 +112,63 @@ struct GroupCommitTests {
         try await close()
     }
 
+    /// A `syncfs` that fails fails the whole group: nothing is recorded, and the files the group moved into the store
+    /// are removed, since their bytes are not known to be on disk. The same content handed off again is stored anew
+    /// and synced by its own group, not found in the store and answered without a sync.
+    @Test(arguments: LedgerBackend.available)
+    func aFailedFilesystemSyncFailsTheGroupAndLeavesNoUnsyncedFileBehind(backend: LedgerBackend) async throws {
+        let setup = try Setup()
+        let (ledger, close) = try await backend.open()
+        let syncs = Mutex(0)
+        let committer = GroupCommitter(ledger: ledger, store: setup.store, window: .seconds(600), maximumGroupSize: 3) { _ in
+            let call = syncs.withLock { count -> Int in
+                count += 1
+                return count
+            }
+            if call == 1 { throw StoreError.io(operation: "syncfs (injected)", errno: EIO) }
+        }
+        let members = try (0..<3).map { try setup.member($0) }
+        func recordAll(_ members: [GroupCommitter.Member]) async -> [(any Error)?] {
+            await withTaskGroup(of: (Int, (any Error)?).self) { group in
+                for (index, member) in members.enumerated() {
+                    group.addTask {
+                        do {
+                            try await committer.record(member)
+                            return (index, nil)
+                        } catch {
+                            return (index, error)
+                        }
+                    }
+                }
+                return await group.reduce(into: [(any Error)?](repeating: nil, count: members.count)) { $0[$1.0] = $1.1 }
+            }
+        }
+        let failed = await recordAll(members.map(\.0))
+        #expect(failed.allSatisfy { $0 is StoreError }, "\(failed)")
+        for (member, _) in members {
+            #expect(try await ledger.transfer(id: member.entry.transfer.id) == nil)
+            #expect(!FileManager.default.fileExists(atPath: setup.store.cleanPath(sha256: member.entry.transfer.sha256)))
+        }
+        #expect(try await ledger.auditChain().entries.isEmpty)
+
+        // The same bytes again, from new staging files: stored, and this time the group synced them.
+        let again = try members.map { member, content in
+            let path = setup.store.newStagingPath()
+            try content.write(to: URL(fileURLWithPath: path))
+            return GroupCommitter.Member(entry: member.entry, stagingPath: path)
+        }
+        let retried = await recordAll(again)
+        #expect(retried.allSatisfy { $0 == nil }, "\(retried)")
+        #expect(syncs.withLock { $0 } == 2)
+        #expect(committer.statistics.groups == 2)
+        for (member, content) in members {
+            #expect(try await ledger.transfer(id: member.entry.transfer.id)?.0.state == .stored)
+            #expect(try Data(contentsOf: URL(fileURLWithPath: setup.store.cleanPath(sha256: member.entry.transfer.sha256))) == content)
+        }
+        LedgerContractTests.expectIntactChain(try await ledger.auditChain().entries)
+        try await close()
+    }
+
     /// A member whose rows the database refuses (here a transfer id already taken, refused by the insert itself) is
     /// rolled back alone: the members after it chain their audit entries to the last one that committed.
     @Test(arguments: LedgerBackend.available)
@@ -165,6 +225,28 @@ struct GroupCommitTests {
         #expect(plan.contains("transferStateCreatedAt"), "\(plan)")
     }
 
+    /// PostgreSQL's commits are synced too: the ledger's connections ask for `synchronous_commit = on` when they start,
+    /// checked on a database whose own default is `off` (a connection without that request sees `off` there).
+    @Test(arguments: LedgerBackend.available.filter { $0 == .postgresql })
+    func thePostgreSQLLedgerCommitsSynchronouslyWhateverTheDatabaseSays(backend: LedgerBackend) async throws {
+        let (url, drop) = try await PostgresTestServer.createDatabase(settings: [("synchronous_commit", "off")])
+        let plain = try await ProcessRunner.run("/usr/bin/psql", ["-Atq", url, "-c", "SHOW synchronous_commit"])
+        #expect(plain.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == "off", "\(plain.standardError)")
+        var logger = Logger(label: "airlock.test.postgres")
+        logger.logLevel = .warning
+        let ledger = try await PostgresLedger.connect(try AirlockConfiguration.PostgreSQL.parse(url), logger: logger)
+        let seen = try await ledger.client.withConnection { connection in
+            var values: [String] = []
+            for try await value in try await connection.query("SHOW synchronous_commit", logger: logger).decode(String.self) {
+                values.append(value)
+            }
+            return values
+        }
+        #expect(seen == ["on"])
+        await ledger.close()
+        try await drop()
+    }
+
     /// A directory sync that fails is an error, not a shrug: what was just named there is not known to be durable.
     @Test
     func aDirectorySyncThatFailsIsAnError() throws {
@@ -215,7 +297,7 @@ struct GroupCommitTests {
         #expect(try String(contentsOfFile: setup.store.cleanPath(sha256: fourth), encoding: .utf8) == "four")
     }
 
-    /// The identifiers of transfers, tokens and staging files: version 4, RFC 4122 variant, never the same twice.
+    /// The identifiers of transfers, tokens and staging files: version 7, RFC 4122 variant, never the same twice.
     @Test
     func timeOrderedIdentifiersAreVersionSevenAndSortByTime() {
         // Half a millisecond past each: no rounding of the binary fraction moves one into the previous millisecond.

@@ -28,12 +28,18 @@ public enum PostgresTestServer {
     }
 
     /// A new, empty database on the instance, and a function that drops it.
-    public static func createDatabase() async throws -> (url: String, drop: @Sendable () async throws -> Void) {
+    ///
+    /// - Parameter settings: defaults set on the database (`ALTER DATABASE … SET name = value`), for tests of what a
+    ///   connection makes of them.
+    public static func createDatabase(settings: [(String, String)] = []) async throws -> (url: String, drop: @Sendable () async throws -> Void) {
         guard let base = Self.url, let question = base.firstIndex(of: "?"), let slash = base[..<question].lastIndex(of: "/") else {
             throw Unavailable()
         }
         let name = "t_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
         try await Self.psql(base, "CREATE DATABASE \(name)")
+        for (setting, value) in settings {
+            try await Self.psql(base, "ALTER DATABASE \(name) SET \(setting) = '\(value)'")
+        }
         let url = String(base[...slash]) + name + String(base[question...])
         return (url, { try await Self.psql(base, "DROP DATABASE IF EXISTS \(name) WITH (FORCE)") })
     }

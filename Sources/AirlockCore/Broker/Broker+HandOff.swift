@@ -218,19 +218,31 @@ extension Broker {
                     signatureVersion: signatureVersion
                 )
                 // The bytes take the same way to the store as a streamed upload's: a staging file, synced only when
-                // it becomes new clean content, moved into the store inside the ledger's transaction.
-                // With group commit the file is synced with its group (one syncfs), off the scan worker.
+                // it becomes new clean content, moved into the store inside the ledger's transaction. The worker
+                // only writes it (into the page cache); what waits for the disk runs below, off the scan worker.
                 let stagingPath = store.newStagingPath()
-                let isNew = plan.isNewCleanContent(in: store)
-                let sync = isNew && self.committer == nil
+                let sync = self.committer == nil && plan.isNewCleanContent(in: store)
                 do {
-                    try FileStore.writeStagingFile(stagingPath, bytes: bytes, sync: sync)
-                    try self.quarantineIfUnclean(plan, stagingPath: stagingPath)
+                    try FileStore.writeStagingFile(stagingPath, bytes: bytes)
                 } catch {
                     unlink(stagingPath)
                     throw error
                 }
                 return (plan, stagingPath, sync)
+            }
+        }
+        // Scan workers never wait for the disk: without group commit new clean content is synced here, and unclean
+        // bytes are encrypted into the quarantine (and synced there), on the I/O pool as for a streamed upload.
+        // With group commit a clean upload has nothing to wait for here: its group syncs it.
+        if synced || !plan.entry.verdict.isClean {
+            do {
+                try await self.threadPool.runIfActive {
+                    if synced { try FileStore.syncFile(stagingPath) }
+                    try self.quarantineIfUnclean(plan, stagingPath: stagingPath)
+                }
+            } catch {
+                unlink(stagingPath)
+                throw error
             }
         }
         try await self.record(plan, stagingPath: stagingPath, synced: synced)

@@ -9,9 +9,10 @@ import Synchronization
 /// members' bytes and the directory entries that name them durable together (one flush of the disk for the group:
 /// 14–42 % more uploads per second on this machine's disk than a sync per file and per directory), and only then
 /// does the transaction commit, itself synced. Only then is each member answered. A member that fails (its slot is taken,
-/// its bytes cannot be moved) fails alone; a failed `syncfs` fails the group, which then records nothing. Scan
-/// workers never wait for the disk: they hand over and are free. Members are recorded in arrival order, so the
-/// audit chain keeps it.
+/// its bytes cannot be moved) fails alone; a failed `syncfs` fails the group, which then records nothing and removes
+/// the files it put into the store (their bytes are not known to be on disk, and a later upload of the same content
+/// must store and sync its own rather than find them). Scan workers never wait for the disk: they hand over and are
+/// free. Members are recorded in arrival order, so the audit chain keeps it.
 final class GroupCommitter: Sendable {
     /// One hand-off waiting to be recorded.
     struct Member: Sendable {
@@ -48,16 +49,26 @@ final class GroupCommitter: Sendable {
     private let store: FileStore
     private let window: Duration
     private let maximumGroupSize: Int
+    private let syncFilesystem: @Sendable (String) throws -> Void
     private let state = Mutex(State())
 
     /// - Parameters:
     ///   - window: how long a group stays open after its first member arrives.
     ///   - maximumGroupSize: a group this large is flushed at once.
-    init(ledger: any Ledger, store: FileStore, window: Duration, maximumGroupSize: Int = 64) {
+    ///   - syncFilesystem: makes the filesystem holding the given directory durable (`syncfs`); tests pass one that
+    ///     fails.
+    init(
+        ledger: any Ledger,
+        store: FileStore,
+        window: Duration,
+        maximumGroupSize: Int = 64,
+        syncFilesystem: @escaping @Sendable (String) throws -> Void = { try FileStore.syncFilesystem(containing: $0) }
+    ) {
         self.ledger = ledger
         self.store = store
         self.window = window
         self.maximumGroupSize = maximumGroupSize
+        self.syncFilesystem = syncFilesystem
     }
 
     var statistics: Statistics { self.state.withLock { $0.statistics } }
@@ -131,26 +142,40 @@ final class GroupCommitter: Sendable {
         // syncfs of the store's filesystem when any member stored new bytes (quarantined bytes were synced when
         // they were encrypted; bytes already stored were durable before).
         let store = self.store
-        let storedNew = Mutex(false)
+        // The files this group put into the store (members refused after their move included).
+        let storedNew = Mutex([String]())
         let members = group.map { pending in
             let member = pending.member
             return GroupMember(entry: member.entry) {
                 guard member.entry.verdict.isClean else { return }
-                // Not synced on its own: the group's syncfs below makes the bytes and their name durable together.
+                // `synced: true` skips the file's own fsync: the group's syncfs below makes the bytes and their name
+                // durable together.
                 let stored = try store.storeClean(
                     stagingPath: member.stagingPath,
                     sha256: member.entry.transfer.sha256,
                     synced: true,
                     syncDirectory: false
                 )
-                if stored != nil { storedNew.withLock { $0 = true } }
+                if stored != nil { storedNew.withLock { $0.append(store.cleanPath(sha256: member.entry.transfer.sha256)) } }
             }
         }
         var outcomes: [Result<Void, any Error>]
         do {
             let filesDirectory = store.filesDirectory
+            let syncFilesystem = self.syncFilesystem
             outcomes = try await self.ledger.recordHandOffs(members) {
-                if storedNew.withLock({ $0 }) { try FileStore.syncFilesystem(containing: filesDirectory) }
+                let newFiles = storedNew.withLock { $0 }
+                guard !newFiles.isEmpty else { return }
+                do {
+                    try syncFilesystem(filesDirectory)
+                } catch {
+                    // The group records nothing, and its new files' bytes are not known to be on disk (a second
+                    // syncfs would not report the same write-back error again). Removed while the transaction still
+                    // holds the content (the write lock; PostgreSQL's content locks): no other hand-off has seen
+                    // them, and a later one with the same bytes stores and syncs its own instead of finding these.
+                    for path in newFiles { unlink(path) }
+                    throw error
+                }
             }
         } catch {
             outcomes = Array(repeating: .failure(error), count: group.count)

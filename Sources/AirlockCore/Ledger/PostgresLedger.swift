@@ -172,6 +172,9 @@ public final class PostgresLedger: Ledger {
         }
         configuration.options.maximumConnections = settings.poolSize
         configuration.options.minimumConnections = 0
+        // A commit returns once its WAL is flushed, whatever the server's, database's or role's default says: the
+        // durability promise of a 201 rests on it (SECURITY.md). Sent with each connection's start-up message.
+        configuration.options.additionalStartupParameters = [("synchronous_commit", "on")]
         let ledger = PostgresLedger(
             client: PostgresClient(configuration: configuration, backgroundLogger: logger),
             node: node,

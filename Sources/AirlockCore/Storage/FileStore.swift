@@ -358,8 +358,8 @@ public struct FileStore: Sendable {
         access(self.cleanPath(sha256: sha256), F_OK) == 0
     }
 
-    /// Writes a new staging file (mode 0600) holding `bytes`, flushed to disk when `sync`.
-    public static func writeStagingFile(_ path: String, bytes: UnsafeRawBufferPointer, sync: Bool) throws {
+    /// Writes a new staging file (mode 0600) holding `bytes`, not synced (``syncFile(_:)`` does that where needed).
+    public static func writeStagingFile(_ path: String, bytes: UnsafeRawBufferPointer) throws {
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw StoreError.io(operation: "create \(path)", errno: errno) }
         defer { close(descriptor) }
@@ -371,9 +371,6 @@ public struct FileStore: Sendable {
                 throw StoreError.io(operation: "write \(path)", errno: errno)
             }
             offset += written
-        }
-        if sync, fsync(descriptor) != 0 {
-            throw StoreError.io(operation: "fsync \(path)", errno: errno)
         }
     }
 
