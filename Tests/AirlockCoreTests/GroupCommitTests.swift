@@ -230,20 +230,25 @@ struct GroupCommitTests {
     @Test(arguments: LedgerBackend.available.filter { $0 == .postgresql })
     func thePostgreSQLLedgerCommitsSynchronouslyWhateverTheDatabaseSays(backend: LedgerBackend) async throws {
         let (url, drop) = try await PostgresTestServer.createDatabase(settings: [("synchronous_commit", "off")])
-        let plain = try await ProcessRunner.run("/usr/bin/psql", ["-Atq", url, "-c", "SHOW synchronous_commit"])
-        #expect(plain.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == "off", "\(plain.standardError)")
-        var logger = Logger(label: "airlock.test.postgres")
-        logger.logLevel = .warning
-        let ledger = try await PostgresLedger.connect(try AirlockConfiguration.PostgreSQL.parse(url), logger: logger)
-        let seen = try await ledger.client.withConnection { connection in
-            var values: [String] = []
-            for try await value in try await connection.query("SHOW synchronous_commit", logger: logger).decode(String.self) {
-                values.append(value)
+        do {
+            let plain = try await ProcessRunner.run("/usr/bin/psql", ["-Atq", url, "-c", "SHOW synchronous_commit"])
+            #expect(plain.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == "off", "\(plain.standardError)")
+            var logger = Logger(label: "airlock.test.postgres")
+            logger.logLevel = .warning
+            let ledger = try await PostgresLedger.connect(try AirlockConfiguration.PostgreSQL.parse(url), logger: logger)
+            let seen = try await ledger.client.withConnection { connection in
+                var values: [String] = []
+                for try await value in try await connection.query("SHOW synchronous_commit", logger: logger).decode(String.self) {
+                    values.append(value)
+                }
+                return values
             }
-            return values
+            #expect(seen == ["on"])
+            await ledger.close()
+        } catch {
+            try await drop()
+            throw error
         }
-        #expect(seen == ["on"])
-        await ledger.close()
         try await drop()
     }
 

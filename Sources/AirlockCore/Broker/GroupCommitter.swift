@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 import Synchronization
 
 /// Makes hand-offs durable together (group commit, `ledger.groupCommitMicroseconds`).
@@ -126,9 +127,6 @@ final class GroupCommitter: Sendable {
                 await self.flush(group)
                 let next = self.state.withLock { state -> Action in
                     state.flushing = false
-                    state.statistics.groups += 1
-                    state.statistics.members += group.count
-                    state.statistics.largestGroup = max(state.statistics.largestGroup, group.count)
                     // Members that arrived during the flush: a full group goes at once, else their window runs.
                     return self.nextAction(&state, windowElapsed: !state.timerArmed && state.pending.count >= self.maximumGroupSize)
                 }
@@ -160,15 +158,17 @@ final class GroupCommitter: Sendable {
             }
         }
         var outcomes: [Result<Void, any Error>]
+        let filesDirectory = store.filesDirectory
+        let syncFilesystem = self.syncFilesystem
+        let syncFailed = Mutex(false)
         do {
-            let filesDirectory = store.filesDirectory
-            let syncFilesystem = self.syncFilesystem
             outcomes = try await self.ledger.recordHandOffs(members) {
                 let newFiles = storedNew.withLock { $0 }
                 guard !newFiles.isEmpty else { return }
                 do {
                     try syncFilesystem(filesDirectory)
                 } catch {
+                    syncFailed.withLock { $0 = true }
                     // The group records nothing, and its new files' bytes are not known to be on disk (a second
                     // syncfs would not report the same write-back error again). Removed while the transaction still
                     // holds the content (the write lock; PostgreSQL's content locks): no other hand-off has seen
@@ -179,6 +179,20 @@ final class GroupCommitter: Sendable {
             }
         } catch {
             outcomes = Array(repeating: .failure(error), count: group.count)
+            // The group failed elsewhere than at its syncfs (the database, the connection, the commit): the files it
+            // moved into the store are named by no row, the locks that covered them are gone, and a later hand-off of
+            // the same bytes would find them and skip the sync. So they are synced now, before the next group can
+            // start; if that fails too, they stay until start-up's orphan clean-up, and a hand-off that finds one
+            // meanwhile is not known to be durable (the disk is failing then: every sync reports errors).
+            if !storedNew.withLock({ $0.isEmpty }), !syncFailed.withLock({ $0 }) {
+                try? await NIOThreadPool.singleton.runIfActive { try syncFilesystem(filesDirectory) }
+            }
+        }
+        // Counted before anyone is answered, so that a member that returns sees its group counted.
+        self.state.withLock { state in
+            state.statistics.groups += 1
+            state.statistics.members += group.count
+            state.statistics.largestGroup = max(state.statistics.largestGroup, group.count)
         }
         for (pending, outcome) in zip(group, outcomes) {
             pending.continuation.resume(with: outcome)
