@@ -169,6 +169,86 @@ struct GroupCommitTests {
         try await close()
     }
 
+    /// PostgreSQL ends the group's connection while the group waits for its syncfs (a restart, a fail-over): the commit
+    /// fails instead of waiting forever for an answer, every member fails, and the files the group moved into the
+    /// store, named by no row, are synced again before the next group can start.
+    @Test(.timeLimit(.minutes(1)), arguments: LedgerBackend.available.filter { $0 == .postgresql })
+    func aGroupWhoseConnectionEndsFailsAndSyncsTheFilesItMoved(backend: LedgerBackend) async throws {
+        let setup = try Setup()
+        let (url, drop) = try await PostgresTestServer.createDatabase()
+        do {
+            var logger = Logger(label: "airlock.test.postgres")
+            logger.logLevel = .critical  // the ended connection is reported, as it should be
+            let ledger = try await PostgresLedger.connect(try AirlockConfiguration.PostgreSQL.parse(url), logger: logger)
+            let syncs = Mutex(0)
+            let ended = Mutex<ProcessRunner.Result?>(nil)
+            let committer = GroupCommitter(ledger: ledger, store: setup.store, window: .seconds(600), maximumGroupSize: 3) { _ in
+                let call = syncs.withLock { count -> Int in
+                    count += 1
+                    return count
+                }
+                guard call == 1 else { return }
+                // The group's own syncfs passes; meanwhile the server ends every other client connection to this
+                // database, the group's among them.
+                let result = try ProcessRunner.runBlocking(
+                    "/usr/bin/psql",
+                    [
+                        "-Atq", url, "-c",
+                        """
+                        SELECT string_agg(pid::text, ',') FROM (
+                            SELECT pid FROM pg_stat_activity
+                            WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()
+                            OFFSET 0
+                        ) AS others WHERE pg_terminate_backend(pid)
+                        """,
+                    ]
+                )
+                ended.withLock { $0 = result }
+                // Until those backends are gone, so that the group's own connection is closed before its COMMIT is
+                // sent (not while it is on its way: that order fails in any version).
+                let pids = result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+                guard !pids.isEmpty else { return }
+                while true {
+                    let left = try ProcessRunner.runBlocking(
+                        "/usr/bin/psql",
+                        ["-Atq", url, "-c", "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY('{\(pids)}'::int[])"]
+                    )
+                    guard left.status == 0, left.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) != "0" else { break }
+                }
+            }
+            let members = try (0..<3).map { try setup.member($0) }
+            let failed = await withTaskGroup(of: (any Error)?.self) { group in
+                for (member, _) in members {
+                    group.addTask {
+                        do {
+                            try await committer.record(member)
+                            return nil
+                        } catch {
+                            return error
+                        }
+                    }
+                }
+                return await group.reduce(into: [(any Error)?]()) { $0.append($1) }
+            }
+            let terminated = try #require(ended.withLock { $0 })
+            #expect(terminated.status == 0, "\(terminated.standardError)")
+            #expect(!terminated.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "no connection was ended")
+            #expect(failed.count == 3 && failed.allSatisfy { $0 != nil }, "\(failed)")
+            // The group's syncfs, then the one after its failure.
+            #expect(syncs.withLock { $0 } == 2)
+            #expect(committer.statistics == .init(groups: 1, members: 3, largestGroup: 3))
+            for (member, content) in members {
+                #expect(try await ledger.transfer(id: member.entry.transfer.id) == nil)
+                #expect(try Data(contentsOf: URL(fileURLWithPath: setup.store.cleanPath(sha256: member.entry.transfer.sha256))) == content)
+            }
+            await ledger.close()
+        } catch {
+            try await drop()
+            throw error
+        }
+        try await drop()
+    }
+
     /// A member whose rows the database refuses (here a transfer id already taken, refused by the insert itself) is
     /// rolled back alone: the members after it chain their audit entries to the last one that committed.
     @Test(arguments: LedgerBackend.available)

@@ -23,6 +23,8 @@ public final class PostgresLedger: Ledger {
     /// `client.run()`: the pool works while it runs. Started at connect and ended by ``close()``: the ledger must
     /// answer during the broker's start-up, before any service group runs.
     private let running: Task<Void, Never>
+    /// Fails a transaction's BEGIN, COMMIT or ROLLBACK whose connection closed (see ``transaction(_:)``).
+    let closing = ClosedConnectionWatch()
 
     /// The schema, one migration per version, applied in order.
     static let migrations: [(version: String, statements: [String])] = [
@@ -625,11 +627,22 @@ public final class PostgresLedger: Ledger {
     }
 
     /// One transaction; the error its body threw (or the commit's) is rethrown as it is, not wrapped.
+    ///
+    /// Not postgres-nio's `withTransaction`: its BEGIN, COMMIT and ROLLBACK would wait forever on a connection the
+    /// server closed meanwhile (``ClosedConnectionWatch``); here they fail, and so does the transaction.
     func transaction<Result: Sendable>(_ body: (PostgresConnection) async throws -> Result) async throws -> Result {
-        do {
-            return try await self.client.withTransaction(logger: self.logger) { connection in try await body(connection) }
-        } catch let error as PostgresTransactionError {
-            throw error.closureError ?? error.commitError ?? error.beginError ?? error
+        try await self.client.withConnection { connection in
+            try await self.closing.execute("BEGIN", on: connection, logger: self.logger)
+            let value: Result
+            do {
+                value = try await body(connection)
+            } catch {
+                // Best effort: a connection that closed has rolled back on the server already.
+                try? await self.closing.execute("ROLLBACK", on: connection, logger: self.logger)
+                throw error
+            }
+            try await self.closing.execute("COMMIT", on: connection, logger: self.logger)
+            return value
         }
     }
 
