@@ -43,6 +43,49 @@ struct GroupCommitTests {
         }
     }
 
+    /// Hands `members` to `committer` all at once; what each got, in their order (nil: recorded).
+    static func recordConcurrently(_ members: [GroupCommitter.Member], in committer: GroupCommitter) async -> [(any Error)?] {
+        await withTaskGroup(of: (Int, (any Error)?).self) { group in
+            for (index, member) in members.enumerated() {
+                group.addTask {
+                    do {
+                        try await committer.record(member)
+                        return (index, nil)
+                    } catch {
+                        return (index, error)
+                    }
+                }
+            }
+            return await group.reduce(into: [(any Error)?](repeating: nil, count: members.count)) { $0[$1.0] = $1.1 }
+        }
+    }
+
+    /// Runs `body` with a ledger on a fresh PostgreSQL database (its defaults set as `settings` say), its URL and the
+    /// ledger's logger; the database is dropped afterwards, whatever `body` does.
+    static func withPostgresLedger(
+        settings: [(String, String)] = [],
+        logLevel: Logger.Level,
+        _ body: (_ url: String, _ ledger: PostgresLedger, _ logger: Logger) async throws -> Void
+    ) async throws {
+        let (url, drop) = try await PostgresTestServer.createDatabase(settings: settings)
+        do {
+            var logger = Logger(label: "airlock.test.postgres")
+            logger.logLevel = logLevel
+            let ledger = try await PostgresLedger.connect(try AirlockConfiguration.PostgreSQL.parse(url), logger: logger)
+            do {
+                try await body(url, ledger, logger)
+            } catch {
+                await ledger.close()
+                throw error
+            }
+            await ledger.close()
+        } catch {
+            try await drop()
+            throw error
+        }
+        try await drop()
+    }
+
     @Test(arguments: LedgerBackend.available)
     func concurrentHandOffsEndInOneGroupAndEachIsRecorded(backend: LedgerBackend) async throws {
         let setup = try Setup()
@@ -82,25 +125,13 @@ struct GroupCommitTests {
         let members = try (0..<8).map { try setup.member($0, slot: $0 == 2 ? "taken/slot.txt" : nil) }
         try FileManager.default.removeItem(atPath: members[5].0.stagingPath)
         try FileManager.default.removeItem(atPath: members[6].0.stagingPath)
-        let outcomes = await withTaskGroup(of: (Int, (any Error)?).self) { group in
-            for (index, (member, _)) in members.enumerated() {
-                group.addTask {
-                    do {
-                        try await committer.record(member)
-                        return (index, nil)
-                    } catch {
-                        return (index, error)
-                    }
-                }
-            }
-            return await group.reduce(into: [Int: (any Error)?]()) { $0[$1.0] = $1.1 }
-        }
+        let outcomes = await Self.recordConcurrently(members.map(\.0), in: committer)
         #expect(committer.statistics.groups == 1)
-        #expect(outcomes[2]! as? BrokerError == .slotTaken("taken/slot.txt"))
-        #expect(outcomes[5]! is StoreError)
-        #expect(outcomes[6]! is StoreError)
+        #expect(outcomes[2] as? BrokerError == .slotTaken("taken/slot.txt"))
+        #expect(outcomes[5] is StoreError)
+        #expect(outcomes[6] is StoreError)
         for index in [0, 1, 3, 4, 7] {
-            #expect(outcomes[index]! == nil, "member \(index): \(String(describing: outcomes[index]!))")
+            #expect(outcomes[index] == nil, "member \(index): \(String(describing: outcomes[index]))")
             #expect(try await ledger.transfer(id: "t\(index)")?.0.state == .stored)
         }
         for index in [2, 5, 6] {
@@ -128,22 +159,7 @@ struct GroupCommitTests {
             if call == 1 { throw StoreError.io(operation: "syncfs (injected)", errno: EIO) }
         }
         let members = try (0..<3).map { try setup.member($0) }
-        func recordAll(_ members: [GroupCommitter.Member]) async -> [(any Error)?] {
-            await withTaskGroup(of: (Int, (any Error)?).self) { group in
-                for (index, member) in members.enumerated() {
-                    group.addTask {
-                        do {
-                            try await committer.record(member)
-                            return (index, nil)
-                        } catch {
-                            return (index, error)
-                        }
-                    }
-                }
-                return await group.reduce(into: [(any Error)?](repeating: nil, count: members.count)) { $0[$1.0] = $1.1 }
-            }
-        }
-        let failed = await recordAll(members.map(\.0))
+        let failed = await Self.recordConcurrently(members.map(\.0), in: committer)
         #expect(failed.allSatisfy { $0 is StoreError }, "\(failed)")
         for (member, _) in members {
             #expect(try await ledger.transfer(id: member.entry.transfer.id) == nil)
@@ -157,7 +173,7 @@ struct GroupCommitTests {
             try content.write(to: URL(fileURLWithPath: path))
             return GroupCommitter.Member(entry: member.entry, stagingPath: path)
         }
-        let retried = await recordAll(again)
+        let retried = await Self.recordConcurrently(again, in: committer)
         #expect(retried.allSatisfy { $0 == nil }, "\(retried)")
         #expect(syncs.withLock { $0 } == 2)
         #expect(committer.statistics.groups == 2)
@@ -175,11 +191,8 @@ struct GroupCommitTests {
     @Test(.timeLimit(.minutes(1)), arguments: LedgerBackend.available.filter { $0 == .postgresql })
     func aGroupWhoseConnectionEndsFailsAndSyncsTheFilesItMoved(backend: LedgerBackend) async throws {
         let setup = try Setup()
-        let (url, drop) = try await PostgresTestServer.createDatabase()
-        do {
-            var logger = Logger(label: "airlock.test.postgres")
-            logger.logLevel = .critical  // the ended connection is reported, as it should be
-            let ledger = try await PostgresLedger.connect(try AirlockConfiguration.PostgreSQL.parse(url), logger: logger)
+        // The ended connection is reported, as it should be: not printed here.
+        try await Self.withPostgresLedger(logLevel: .critical) { url, ledger, _ in
             let syncs = Mutex(0)
             let ended = Mutex<ProcessRunner.Result?>(nil)
             let committer = GroupCommitter(ledger: ledger, store: setup.store, window: .seconds(600), maximumGroupSize: 3) { _ in
@@ -217,23 +230,11 @@ struct GroupCommitTests {
                 }
             }
             let members = try (0..<3).map { try setup.member($0) }
-            let failed = await withTaskGroup(of: (any Error)?.self) { group in
-                for (member, _) in members {
-                    group.addTask {
-                        do {
-                            try await committer.record(member)
-                            return nil
-                        } catch {
-                            return error
-                        }
-                    }
-                }
-                return await group.reduce(into: [(any Error)?]()) { $0.append($1) }
-            }
+            let failed = await Self.recordConcurrently(members.map(\.0), in: committer)
             let terminated = try #require(ended.withLock { $0 })
             #expect(terminated.status == 0, "\(terminated.standardError)")
             #expect(!terminated.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "no connection was ended")
-            #expect(failed.count == 3 && failed.allSatisfy { $0 != nil }, "\(failed)")
+            #expect(failed.allSatisfy { $0 != nil }, "\(failed)")
             // The group's syncfs, then the one after its failure.
             #expect(syncs.withLock { $0 } == 2)
             #expect(committer.statistics == .init(groups: 1, members: 3, largestGroup: 3))
@@ -241,12 +242,7 @@ struct GroupCommitTests {
                 #expect(try await ledger.transfer(id: member.entry.transfer.id) == nil)
                 #expect(try Data(contentsOf: URL(fileURLWithPath: setup.store.cleanPath(sha256: member.entry.transfer.sha256))) == content)
             }
-            await ledger.close()
-        } catch {
-            try await drop()
-            throw error
         }
-        try await drop()
     }
 
     /// A member whose rows the database refuses (here a transfer id already taken, refused by the insert itself) is
@@ -309,13 +305,9 @@ struct GroupCommitTests {
     /// checked on a database whose own default is `off` (a connection without that request sees `off` there).
     @Test(arguments: LedgerBackend.available.filter { $0 == .postgresql })
     func thePostgreSQLLedgerCommitsSynchronouslyWhateverTheDatabaseSays(backend: LedgerBackend) async throws {
-        let (url, drop) = try await PostgresTestServer.createDatabase(settings: [("synchronous_commit", "off")])
-        do {
+        try await Self.withPostgresLedger(settings: [("synchronous_commit", "off")], logLevel: .warning) { url, ledger, logger in
             let plain = try await ProcessRunner.run("/usr/bin/psql", ["-Atq", url, "-c", "SHOW synchronous_commit"])
             #expect(plain.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == "off", "\(plain.standardError)")
-            var logger = Logger(label: "airlock.test.postgres")
-            logger.logLevel = .warning
-            let ledger = try await PostgresLedger.connect(try AirlockConfiguration.PostgreSQL.parse(url), logger: logger)
             let seen = try await ledger.client.withConnection { connection in
                 var values: [String] = []
                 for try await value in try await connection.query("SHOW synchronous_commit", logger: logger).decode(String.self) {
@@ -324,12 +316,7 @@ struct GroupCommitTests {
                 return values
             }
             #expect(seen == ["on"])
-            await ledger.close()
-        } catch {
-            try await drop()
-            throw error
         }
-        try await drop()
     }
 
     /// A directory sync that fails is an error, not a shrug: what was just named there is not known to be durable.

@@ -12,9 +12,8 @@ import Synchronization
 /// the whole group committer, waiting for good. One close callback per connection fails whatever it still owes.
 final class ClosedConnectionWatch: Sendable {
     private struct State {
-        /// Connections whose close callback is registered (the live ones seen so far).
-        var watched: Set<Int> = []
-        /// Statements waiting for an answer, per connection.
+        /// Statements waiting for an answer, per connection; a connection has an entry (perhaps empty) from its first
+        /// statement, when its close callback is registered, until that callback runs.
         var waiting: [Int: [UInt64: (statement: String, continuation: CheckedContinuation<Void, any Error>)]] = [:]
         var nextTicket: UInt64 = 0
     }
@@ -37,8 +36,9 @@ final class ClosedConnectionWatch: Sendable {
             // before it is seen by `isClosed` (the channel is inactive before its close future completes).
             let (ticket, watch) = self.state.withLock { state -> (UInt64, Bool) in
                 state.nextTicket += 1
+                let firstStatement = state.waiting[connection.id] == nil
                 state.waiting[connection.id, default: [:]][state.nextTicket] = (statement, continuation)
-                return (state.nextTicket, state.watched.insert(connection.id).inserted)
+                return (state.nextTicket, firstStatement)
             }
             if watch {
                 connection.closeFuture.whenComplete { _ in self.failAll(on: connection.id) }
@@ -64,10 +64,7 @@ final class ClosedConnectionWatch: Sendable {
     }
 
     private func failAll(on connection: Int) {
-        let waiting = self.state.withLock { state in
-            state.watched.remove(connection)
-            return state.waiting.removeValue(forKey: connection).map { Array($0.values) } ?? []
-        }
+        let waiting = self.state.withLock { state in state.waiting.removeValue(forKey: connection).map { Array($0.values) } ?? [] }
         for (statement, continuation) in waiting {
             continuation.resume(throwing: ConnectionClosed(statement: statement))
         }
